@@ -1,0 +1,361 @@
+"""Helpers to bake the template and run checks inside a baked project.
+
+The list of option combinations lives here, in COMBOS: adding an option or a
+module means adding rows (and, if it adds or drops files, an entry in
+``expected_paths``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DIR = ROOT / "{{cookiecutter.project_slug}}"
+COOKIECUTTER_JSON = ROOT / "cookiecutter.json"
+
+# Every supported combination that gets baked and fully checked.
+# Each row: a readable id (the pytest param id) and the extra_context given to
+# cookiecutter. Each row has its own project_name so package names differ.
+COMBOS: list[dict[str, Any]] = [
+    {"id": "defaults", "context": {"project_name": "Bake Defaults"}},
+    {
+        "id": "sqlite-gitlab-nodocker-bsd",
+        "context": {
+            "project_name": "Bake Gitlab Lite",
+            "database": "sqlite",
+            "ci": "gitlab",
+            "use_docker": False,
+            "license": "BSD-3-Clause",
+        },
+    },
+    {
+        "id": "noci-proprietary-py313",
+        "context": {
+            "project_name": "Bake Private Tool",
+            "ci": "none",
+            "license": "Proprietary",
+            "python_version": "3.13",
+        },
+    },
+    {
+        "id": "postgresql-github-apache-py311",
+        "context": {
+            "project_name": "Bake Apache Service",
+            "database": "postgresql",
+            "ci": "github",
+            "license": "Apache-2.0",
+            "python_version": "3.11",
+        },
+    },
+]
+
+# Unrendered template syntax: never allowed anywhere.
+FORBIDDEN = ("{{ cookiecutter", "{{cookiecutter", "{%", "%}")
+# A bare "{{" is allowed only in these files (glob on the path relative to the
+# project root): GitHub workflow expressions ``${{ }}``.
+BRACES_ALLOWED = (
+    ".github/workflows/*.yml",
+    ".github/workflows/*.yaml",
+)
+# Directories the checks below create or tools leave; not part of the render.
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "__pycache__",
+}
+TOOL_TIMEOUT = 900
+
+
+def defaults() -> dict[str, Any]:
+    """The first choice of every question in cookiecutter.json."""
+    data: dict[str, Any] = json.loads(COOKIECUTTER_JSON.read_text(encoding="utf-8"))
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key.startswith("_"):
+            continue
+        out[key] = value[0] if isinstance(value, list) else value
+    return out
+
+
+def options(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The effective answers for a combo (defaults overlaid with its context)."""
+    merged = defaults()
+    merged.update(context)
+    return merged
+
+
+@dataclass
+class Baked:
+    combo_id: str
+    path: Path
+    options: dict[str, Any]
+    package: str
+    scratch: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def bake(context: Mapping[str, Any], output_dir: Path) -> Path:
+    """Render the template with the cookiecutter API; return the project dir."""
+    from cookiecutter.main import cookiecutter
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # An isolated cookiecutter config: replay files of parallel bakes must not
+    # collide in the user's home.
+    config = output_dir / "cookiecutter-config.yaml"
+    config.write_text(
+        f'cookiecutters_dir: "{output_dir / "cookiecutters"}"\n'
+        f'replay_dir: "{output_dir / "replay"}"\n',
+        encoding="utf-8",
+    )
+    project = cookiecutter(
+        str(ROOT),
+        no_input=True,
+        extra_context=dict(context),
+        output_dir=str(output_dir / "out"),
+        config_file=str(config),
+        accept_hooks=True,
+    )
+    return Path(project)
+
+
+def find_package(project: Path) -> str:
+    src = project / "src"
+    pkgs = sorted(p.name for p in src.iterdir() if (p / "__init__.py").is_file())
+    assert len(pkgs) == 1, f"expected exactly one package under src/, found {pkgs}"
+    return pkgs[0]
+
+
+def rendered_files(project: Path) -> list[Path]:
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(project):
+        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+        base = Path(dirpath)
+        out.extend(base / d for d in dirnames)
+        out.extend(base / f for f in filenames)
+    return sorted(out)
+
+
+def unrendered(project: Path) -> list[str]:
+    """Every place holding template syntax that should have been rendered."""
+    problems: list[str] = []
+    for path in rendered_files(project):
+        rel = path.relative_to(project).as_posix()
+        for marker in (*FORBIDDEN, "{{"):
+            if marker in rel:
+                problems.append(f"path {rel!r} holds {marker!r}")
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # binary file
+        markers = list(FORBIDDEN)
+        if not any(fnmatch(rel, pattern) for pattern in BRACES_ALLOWED):
+            markers.append("{{")
+        for lineno, line in enumerate(text.splitlines(), 1):
+            for marker in markers:
+                if marker in line:
+                    problems.append(f"{rel}:{lineno}: {marker!r} in {line.strip()[:120]!r}")
+    return problems
+
+
+def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], list[str]]:
+    """(paths that must exist, paths that must not) for these answers."""
+    present = [
+        "pyproject.toml",
+        "README.md",
+        "Makefile",
+        "alembic.ini",
+        ".env.example",
+        ".env",
+        ".gitignore",
+        ".pre-commit-config.yaml",
+        "migrations/env.py",
+        "migrations/versions",
+        f"src/{package}/__init__.py",
+        f"src/{package}/main.py",
+        f"src/{package}/core",
+        "tests/conftest.py",
+    ]
+    absent = [".template"]
+    docker = ["Dockerfile", "compose.yaml"]
+    (present if opts["use_docker"] in (True, "True", "true", "yes", "y") else absent).extend(docker)
+    ci = opts["ci"]
+    (present if ci == "github" else absent).append(".github")
+    (present if ci == "gitlab" else absent).append(".gitlab-ci.yml")
+    if opts["license"] != "Proprietary":
+        present.append("LICENSE")
+    return present, absent
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        out[key] = value.strip().strip("'\"")
+    return out
+
+
+_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?==[^\s,;=<>!~]+(\s*;.*)?$")
+
+
+def unpinned_dependencies(pyproject: Path) -> list[str]:
+    data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    problems: list[str] = []
+    lists: dict[str, list[Any]] = {
+        "project.dependencies": data.get("project", {}).get("dependencies", [])
+    }
+    for name, deps in data.get("project", {}).get("optional-dependencies", {}).items():
+        lists[f"project.optional-dependencies.{name}"] = deps
+    for name, deps in data.get("dependency-groups", {}).items():
+        lists[f"dependency-groups.{name}"] = deps
+    for where, deps in lists.items():
+        for dep in deps:
+            if isinstance(dep, dict):  # {include-group = "..."}
+                continue
+            if not _PINNED.match(str(dep).strip()):
+                problems.append(f"{where}: {dep!r}")
+    if not lists["project.dependencies"]:
+        problems.append("project.dependencies is empty")
+    return problems
+
+
+def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A clean environment for tools run inside a baked project."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "COV_", "VIRTUAL_ENV"))
+        and k
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "TEST_DATABASE_URL",
+            "TEST_REDIS_URL",
+            "SECRET_KEY",
+            "ENVIRONMENT",
+            "PYTHONPATH",
+            "MAKEFLAGS",
+            "MAKELEVEL",
+        }
+    }
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["NO_COLOR"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    project: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <args>`` with the shared venv's interpreter in project."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=project,
+        env=tool_env(env),
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT,
+        check=False,
+    )
+
+
+def describe(proc: subprocess.CompletedProcess[str]) -> str:
+    cmd = " ".join(str(a) for a in proc.args)
+    return (
+        f"`{cmd}` exited {proc.returncode}\n"
+        f"--- stdout ---\n{proc.stdout[-20000:]}\n--- stderr ---\n{proc.stderr[-20000:]}"
+    )
+
+
+def check(project: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
+    proc = run(project, *args, env=env)
+    assert proc.returncode == 0, describe(proc)
+    return proc.stdout
+
+
+def migration_checks(project: Path, database_url: str) -> None:
+    """upgrade head, exactly one head, no drift, downgrade base."""
+    env = {"DATABASE_URL": database_url, "ENVIRONMENT": "test"}
+    check(project, "alembic", "upgrade", "head", env=env)
+    heads = check(project, "alembic", "heads", env=env)
+    head_lines = [line for line in heads.splitlines() if "(head)" in line]
+    assert len(head_lines) == 1, f"expected exactly one Alembic head, got:\n{heads}"
+    check(project, "alembic", "check", env=env)
+    check(project, "alembic", "downgrade", "base", env=env)
+
+
+# --- PostgreSQL: one fresh database per bake ---------------------------------
+
+
+def _admin_dsn(url: str) -> str:
+    """postgresql+asyncpg://... -> postgresql://... for asyncpg.connect."""
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+
+
+def with_database(url: str, name: str) -> str:
+    head, sep, tail = url.partition("://")
+    rest = tail.split("?", 1)
+    netloc = rest[0].split("/", 1)[0]
+    query = f"?{rest[1]}" if len(rest) > 1 else ""
+    return f"{head}{sep}{netloc}/{name}{query}"
+
+
+def _admin(url: str, sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> None:
+        conn = await asyncpg.connect(_admin_dsn(url), timeout=30)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def create_database(server_url: str, prefix: str) -> tuple[str, str]:
+    """Create a uniquely named database; return (name, its URL)."""
+    name = re.sub(r"[^a-z0-9_]", "_", f"{prefix}_{uuid.uuid4().hex[:8]}".lower())[:60]
+    _admin(server_url, f'CREATE DATABASE "{name}"')
+    return name, with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def redis_url_for_worker(url: str | None) -> str | None:
+    """Give each xdist worker its own Redis database number (1, 2, ...)."""
+    if not url:
+        return None
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    number = int(worker.removeprefix("gw") or 0) + 1 if worker.startswith("gw") else 1
+    head, sep, tail = url.partition("://")
+    rest = tail.split("?", 1)
+    netloc = rest[0].split("/", 1)[0]
+    query = f"?{rest[1]}" if len(rest) > 1 else ""
+    return f"{head}{sep}{netloc}/{number % 16}{query}"
