@@ -72,8 +72,12 @@ def test_ruff_format(baked: bake.Baked) -> None:
     bake.check(baked.path, "ruff", "format", "--check", ".")
 
 
-def test_mypy_strict(baked: bake.Baked) -> None:
-    bake.check(baked.path, "mypy", "--strict", "src", "tests")
+def test_mypy_strict(baked: bake.Baked, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # One cache per xdist worker (its basetemp): later bakes on the worker
+    # reuse the third-party part; bakes never share a cache concurrently.
+    cache = tmp_path_factory.getbasetemp() / "mypy-cache"
+    env = {"MYPY_CACHE_DIR": str(cache)}
+    bake.check(baked.path, "mypy", "--strict", "src", "tests", env=env)
 
 
 def test_project_pytest_sqlite(baked: bake.Baked, redis_env: dict[str, str]) -> None:
