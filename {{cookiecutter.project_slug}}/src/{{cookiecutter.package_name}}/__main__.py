@@ -1,0 +1,30 @@
+"""`python -m {{ cookiecutter.package_name }}`: serve the app (production settings come from the environment)."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="{{ cookiecutter.package_name }}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the API with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        uvicorn.run(
+            "{{ cookiecutter.package_name }}.main:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            proxy_headers=True,
+            access_log=False,
+        )
+
+
+if __name__ == "__main__":
+    main()

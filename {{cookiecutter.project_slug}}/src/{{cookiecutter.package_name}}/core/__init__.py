@@ -1,0 +1,1 @@
+"""The parts every module relies on. Nothing here imports an optional module."""

@@ -1,0 +1,52 @@
+"""The application factory; `uvicorn {{ cookiecutter.package_name }}.main:app` serves it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from .core.config import Settings, get_settings
+from .core.db import Database
+from .core.errors import install_error_handlers
+from .core.logging import RequestContextMiddleware, configure_logging
+from .core.ratelimit import RateLimiter
+from .core.security import install_http_security, security_headers
+from .modules import MODULES
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(app.state.database.engine.dispose)
+            for module in MODULES:
+                if module.lifespan is not None:
+                    await stack.enter_async_context(module.lifespan(app))
+            yield
+
+    app = FastAPI(
+        title="{{ cookiecutter.project_name }}",
+        description="{{ cookiecutter.description }}",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url=None if settings.is_production else "/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.database = Database.from_settings(settings)
+    app.state.rate_limiter = RateLimiter(settings.redis_url)
+
+    install_error_handlers(app)
+    install_http_security(app, settings)
+    app.add_middleware(RequestContextMiddleware, security_headers=security_headers(settings))
+    for module in MODULES:
+        for router in module.routers:
+            app.include_router(router)
+    return app
+
+
+app = create_app()
