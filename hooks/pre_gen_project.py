@@ -56,6 +56,12 @@ def is_on(value: Any) -> bool:
 def validate(answers: Mapping[str, Any]) -> list[str]:
     """Return one message per bad answer (empty when all is well)."""
     errors: list[str] = []
+    name = str(answers.get("project_name", ""))
+    if not name.strip() or any(c in name for c in '"\\') or not name.isprintable():
+        errors.append(
+            f"project_name {name!r} is not allowed: use printable text without quotes or "
+            "backslashes (it is written into Python and TOML strings)."
+        )
     slug = str(answers.get("project_slug", ""))
     if not SLUG.match(slug):
         errors.append(
