@@ -33,8 +33,9 @@ $(VPY):
 $(UV): | $(VPY)
 	$(VPY) -m pip install --quiet uv==$(UV_VERSION)
 
-# One shared venv: the template's tools plus the union of all pins.
-$(STAMP): pyproject.toml scripts/pins.py $(PINS) | $(UV)
+# One shared venv: the template's tools plus the union of all pins (with the
+# extras the post-gen hook's requirement table asks for).
+$(STAMP): pyproject.toml scripts/pins.py $(PINS) $(wildcard hooks/post_gen_project.py) | $(UV)
 	$(VPY) scripts/pins.py > $(VENV)/requirements.txt
 	$(UV) pip install --quiet --python $(VPY) -r $(VENV)/requirements.txt
 	@touch $@

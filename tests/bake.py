@@ -238,6 +238,34 @@ def unpinned_dependencies(pyproject: Path) -> list[str]:
     return problems
 
 
+def venv_mismatches(pyproject: Path) -> list[str]:
+    """Pinned requirements of a project that the running venv does not satisfy."""
+    from importlib import metadata
+
+    data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    deps = list(data.get("project", {}).get("dependencies", []))
+    for group in data.get("dependency-groups", {}).values():
+        deps.extend(d for d in group if isinstance(d, str))
+    problems: list[str] = []
+    for dep in deps:
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[([^\]]*)\])?==([^\s;]+)", dep)
+        if not match:
+            continue  # reported by test_dependencies_pinned
+        name, extras, version = match.groups()
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            problems.append(f"{dep}: not installed")
+            continue
+        if installed != version:
+            problems.append(f"{dep}: {installed} installed")
+        for extra in (extras or "").split(","):
+            extra = extra.strip()
+            if extra and extra not in (metadata.metadata(name).get_all("Provides-Extra") or []):
+                problems.append(f"{dep}: {name} has no extra {extra!r}")
+    return problems
+
+
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """A clean environment for tools run inside a baked project."""
     env = {

@@ -52,6 +52,14 @@ def test_dependencies_pinned(baked: bake.Baked) -> None:
     assert not problems, "dependencies not pinned with ==:\n" + "\n".join(problems)
 
 
+def test_shared_venv_has_the_pinned_versions(baked: bake.Baked) -> None:
+    """The shared venv runs this project's tools: it must hold exactly its pins."""
+    problems = bake.venv_mismatches(baked.path / "pyproject.toml")
+    assert not problems, "shared .venv differs from the project's pins (make install?):\n" + (
+        "\n".join(problems)
+    )
+
+
 def test_secret_key_differs_between_bakes(tmp_path: Path) -> None:
     context = {"project_name": "Bake Secret Twice"}
     first = bake.bake(context, tmp_path / "one")
