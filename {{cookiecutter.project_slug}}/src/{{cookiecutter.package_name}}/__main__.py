@@ -1,4 +1,4 @@
-"""`python -m {{ cookiecutter.package_name }}`: serve the app (production settings come from the environment)."""
+"""Command line: `python -m {{ cookiecutter.package_name }} serve`."""
 
 from __future__ import annotations
 
