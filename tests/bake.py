@@ -68,21 +68,6 @@ BRACES_ALLOWED = (
     ".github/workflows/*.yml",
     ".github/workflows/*.yaml",
 )
-# Template files allowed to hold Jinja logic (``{%``), relative to the template
-# project dir. DESIGN: conditionals stay in a short, known list of files (the
-# module wiring file, pyproject, .env.example, docs); everything else is plain
-# substitution. Add to this list deliberately.
-JINJA_LOGIC_ALLOWED = frozenset(
-    {
-        "LICENSE",
-        "compose.yaml",
-        ".gitlab-ci.yml",
-        "pyproject.toml",
-        ".env.example",
-        "README.md",
-        "src/{{cookiecutter.package_name}}/modules.py",
-    }
-)
 # Directories the checks below create or tools leave; not part of the render.
 SKIP_DIRS = {
     ".git",
@@ -186,20 +171,6 @@ def unrendered(project: Path) -> list[str]:
                 if marker in line:
                     problems.append(f"{rel}:{lineno}: {marker!r} in {line.strip()[:120]!r}")
     return problems
-
-
-def template_files_with_jinja_logic() -> set[str]:
-    found: set[str] = set()
-    for path in TEMPLATE_DIR.rglob("*"):
-        if not path.is_file() or "__pycache__" in path.parts:
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            continue
-        if "{%" in text:
-            found.add(path.relative_to(TEMPLATE_DIR).as_posix())
-    return found
 
 
 def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], list[str]]:
