@@ -94,12 +94,12 @@ def validate(answers: Mapping[str, Any]) -> list[str]:
     for question, allowed in CHOICES.items():
         value = str(answers.get(question, ""))
         if value not in allowed:
-            errors.append(f"{question} {value!r} is not allowed: choose one of {', '.join(allowed)}.")
+            errors.append(
+                f"{question} {value!r} is not allowed: choose one of {', '.join(allowed)}."
+            )
     for option, needed in REQUIRES.items():
         if is_on(answers.get(option)) and not is_on(answers.get(needed)):
-            errors.append(
-                f"{option} needs {needed}: answer {needed}=yes, or {option}=no."
-            )
+            errors.append(f"{option} needs {needed}: answer {needed}=yes, or {option}=no.")
     return errors
 
 

@@ -53,3 +53,19 @@ def test_copy_without_render_covers_the_workflows() -> None:
     for path in (PROJECT / ".github" / "workflows").glob("*"):
         rel = str(path.relative_to(PROJECT))
         assert any(fnmatch(rel, pattern) for pattern in patterns), rel
+
+
+def test_template_code_is_ruff_clean() -> None:
+    """The template's own hooks, tests and scripts pass ruff, like the projects they make."""
+    import subprocess
+    import sys
+
+    for args in (["check"], ["format", "--check"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", *args, "hooks", "tests", "scripts"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -62,9 +62,7 @@ def test_every_option_path_exists_in_the_template(post_gen: ModuleType, tree: Pa
             assert (tree / rel.format(package="acme")).exists(), (option.name, rel)
 
 
-def test_pins_are_exact_and_only_for_selected_options(
-    post_gen: ModuleType, tree: Path
-) -> None:
+def test_pins_are_exact_and_only_for_selected_options(post_gen: ModuleType, tree: Path) -> None:
     post_gen.write_pins(tree, answers())
     text = (tree / "pyproject.toml").read_text()
     assert '"fastapi==' in text
@@ -114,9 +112,10 @@ def test_migrations_are_chained_into_one_head(post_gen: ModuleType, tree: Path) 
 def test_hook_failure_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     # Run the hook script as cookiecutter would, in a folder missing its files.
     script = (TEMPLATE / "hooks" / "post_gen_project.py").read_text()
-    script = script.replace('r"""{{ cookiecutter | tojson }}"""', repr(
-        '{"project_slug": "acme", "package_name": "acme", "ci": "none", "use_docker": false}'
-    ))
+    script = script.replace(
+        'r"""{{ cookiecutter | tojson }}"""',
+        repr('{"project_slug": "acme", "package_name": "acme", "ci": "none", "use_docker": false}'),
+    )
     hook = tmp_path / "hook.py"
     hook.write_text(script)
     done = subprocess.run(
