@@ -18,13 +18,14 @@ WORKERS ?= auto
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo docs lint clean
+.PHONY: help install test demo docs lint bench clean
 
 help:
 	@echo "make test   run the template's whole test suite (installs what it needs)"
 	@echo "make demo   render the default project into ./demo/ and serve it on SQLite"
 	@echo "make docs   build the docs strictly into ./site/"
 	@echo "make lint   ruff check + format check of hooks/, tests/, scripts/"
+	@echo "make bench  benchmark the default project against bare FastAPI (needs wrk)"
 	@echo "make clean  remove .venv, demo/, site/"
 
 $(VPY):
@@ -53,9 +54,12 @@ demo: $(STAMP)
 docs: $(STAMP)
 	$(VPY) -m mkdocs build --strict --site-dir site
 
+bench: $(STAMP) ## needs wrk (apt-get install wrk); BENCH_DATABASE_URL for PostgreSQL
+	$(VPY) bench/run.py $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(VPY) -m ruff check hooks tests scripts
-	$(VPY) -m ruff format --check hooks tests scripts
+	$(VPY) -m ruff check hooks tests scripts bench
+	$(VPY) -m ruff format --check hooks tests scripts bench
 
 clean:
 	rm -rf $(VENV) demo site

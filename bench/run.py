@@ -1,0 +1,464 @@
+"""Benchmark the generated app against a bare FastAPI app, and under overload.
+
+    make bench                      # SQLite
+    BENCH_DATABASE_URL=postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/postgres make bench
+
+Renders the default project, starts it with one uvicorn worker (uvloop,
+httptools, no access log) on 127.0.0.1, starts a bare FastAPI app with the
+same server settings as the reference, drives both with wrk on loopback
+(bounded runs after a warm-up, each run twice, the better run reported), and
+prints one markdown table, also written to docs/benchmark-results.md.
+
+The project runs from its source tree with the template's shared virtualenv,
+which holds exactly the versions the project pins. Scenarios that need a
+module (auth, ai) run when the default project has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = ROOT / "docs" / "benchmark-results.md"
+WRK_SCRIPT = BENCH / "wrk_report.lua"
+PASSWORD = "bench-password-123456"
+
+
+@dataclass
+class Result:
+    scenario: str
+    endpoint: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    timeouts: int
+    peak_rss_mb: float
+    reference: Result | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> str:
+        if self.reference is None or not self.reference.rps:
+            return ""
+        return f"{self.rps / self.reference.rps:.0%}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up in {seconds:.0f} s")
+
+
+class Server:
+    """One uvicorn worker in its own process, the way production runs one per core."""
+
+    def __init__(self, app: str, *, cwd: Path, env: Mapping[str, str], app_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [
+            sys.executable, "-m", "uvicorn", app,
+            "--app-dir", str(app_dir),
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--loop", "uvloop", "--http", "httptools",
+            "--no-access-log", "--log-level", "warning",
+            "--backlog", "4096",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env})
+        wait_until_up(self.url + "/health/live")
+
+    def peak_rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(match.group(1)) / 1024 if match else 0.0
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@contextmanager
+def serve(app: str, *, cwd: Path, env: Mapping[str, str], app_dir: Path) -> Iterator[Server]:
+    server = Server(app, cwd=cwd, env=env, app_dir=app_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wrk(
+    url: str,
+    connections: int,
+    duration: float,
+    *,
+    headers: Mapping[str, str] | None = None,
+    method: str = "GET",
+    body: str = "",
+    timeout: float = 2.0,
+) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "WRK_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or {}).items()),
+        "WRK_METHOD": method,
+        "WRK_BODY": body,
+    }
+    threads = min(2, connections)
+    cmd = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s",
+        f"--timeout={timeout:g}s", "-s", str(WRK_SCRIPT), url,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    line = next(li for li in done.stdout.splitlines() if li.startswith("BENCH_JSON "))
+    data: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    return data
+
+
+def measure(
+    scenario: str,
+    server: Server,
+    path: str,
+    connections: int,
+    args: argparse.Namespace,
+    **kwargs: Any,
+) -> Result:
+    url = server.url + path
+    wrk(url, connections, args.warmup, **kwargs)
+    runs = [wrk(url, connections, args.duration, **kwargs) for _ in range(args.runs)]
+    best = max(runs, key=lambda r: r["rps"])
+    errors = sum(best[k] for k in ("connect", "read", "write", "status"))
+    result = Result(
+        scenario=scenario,
+        endpoint=f"{kwargs.get('method', 'GET')} {path}",
+        connections=connections,
+        rps=best["rps"],
+        p50_ms=best["p50_us"] / 1000,
+        p99_ms=best["p99_us"] / 1000,
+        errors=errors,
+        timeouts=best["timeout"],
+        peak_rss_mb=server.peak_rss_mb(),
+    )
+    spread = [round(r["rps"]) for r in runs]
+    result.notes.append(f"runs: {spread} req/s")
+    print(
+        f"  {scenario}: {result.rps:,.0f} req/s p50 {result.p50_ms:.1f} ms "
+        f"p99 {result.p99_ms:.1f} ms errors {errors} timeouts {result.timeouts}",
+        flush=True,
+    )
+    return result
+
+
+# --- the project -------------------------------------------------------------------
+
+
+def generation_times(count: int) -> list[float]:
+    """`cookiecutter --no-input` with hooks, offline; seconds per run."""
+    times = []
+    cookiecutter = shutil.which("cookiecutter", path=str(Path(sys.executable).parent))
+    assert cookiecutter, "cookiecutter is not installed in this venv"
+    for _ in range(count):
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            subprocess.run(
+                [cookiecutter, "--no-input", "-o", out, str(ROOT)],
+                check=True,
+                capture_output=True,
+                env={**os.environ, "no_proxy": "*", "HTTPS_PROXY": "http://127.0.0.1:9"},
+            )
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def render(workdir: Path) -> tuple[Path, str]:
+    from cookiecutter.main import cookiecutter
+
+    project = Path(
+        cookiecutter(
+            str(ROOT),
+            no_input=True,
+            output_dir=str(workdir),
+            extra_context={"project_name": "Bench App"},
+        )
+    )
+    package = next(p.name for p in (project / "src").iterdir() if (p / "__init__.py").exists())
+    return project, package
+
+
+def database_url(workdir: Path) -> tuple[str, str]:
+    """(url, description): a fresh PostgreSQL database, or a SQLite file."""
+    server = os.environ.get("BENCH_DATABASE_URL")
+    if not server:
+        return f"sqlite+aiosqlite:///{workdir / 'bench.db'}", "SQLite (file, WAL)"
+    import asyncpg
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", server)
+
+    async def create() -> str:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+            version = await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
+        return str(version)
+
+    version = asyncio.run(create())
+    base, _, _ = server.rpartition("/")
+    return f"{base}/{name}", f"PostgreSQL {version.split()[0]} (asyncpg)"
+
+
+def app_env(project: Path, url: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "DATABASE_URL": url,
+        "LOG_LEVEL": "WARNING",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "REDIS_URL": "",
+        "PYTHONPATH": str(project / "src"),
+    }
+    env.update(overrides)
+    return env
+
+
+def migrate(project: Path, env: Mapping[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=project,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+    )
+
+
+# --- scenarios that need the auth module -------------------------------------------
+
+
+def login(base_url: str, email: str) -> str:
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        http.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+        response = http.post("/api/v1/auth/login", data={"username": email, "password": PASSWORD})
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+
+def add_api_keys(base_url: str, token: str, count: int) -> None:
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        for i in range(count):
+            response = http.post(
+                "/api/v1/api-keys",
+                json={"name": f"bench key {i}"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            response.raise_for_status()
+
+
+def statements_per_list(project: Path, package: str, url: str, sizes: tuple[int, ...]) -> str:
+    """SQL statements one list request costs, for each number of rows (in-process)."""
+    code = f"""
+import asyncio, json, sys
+sys.path.insert(0, {str(project / "src")!r})
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import event
+from asgi_lifespan import LifespanManager
+from {package}.core.config import Settings
+from {package}.main import create_app
+
+async def main():
+    settings = Settings(_env_file=None, environment="test", database_url={url!r},
+                        secret_key="s" * 48, log_level="WARNING")
+    app = create_app(settings)
+    counts = []
+    statements = []
+    event.listen(app.state.database.engine.sync_engine, "before_cursor_execute",
+                 lambda *a, **k: statements.append(1))
+    async with LifespanManager(app):
+        transport = ASGITransport(app=app)
+        async with AsyncClient(transport=transport, base_url="http://bench") as http:
+            email = "count-{uuid.uuid4().hex[:8]}@example.com"
+            await http.post("/api/v1/auth/register", json={{"email": email, "password": {PASSWORD!r}}})
+            token = (await http.post("/api/v1/auth/login",
+                     data={{"username": email, "password": {PASSWORD!r}}})).json()["access_token"]
+            auth = {{"Authorization": "Bearer " + token}}
+            made = 0
+            for size in {list(sizes)!r}:
+                while made < size:
+                    (await http.post("/api/v1/api-keys", json={{"name": f"k{{made}}"}},
+                                     headers=auth)).raise_for_status()
+                    made += 1
+                statements.clear()
+                rows = (await http.get("/api/v1/api-keys", headers=auth)).json()
+                counts.append([len(rows), len(statements)])
+    print(json.dumps(counts))
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True
+    )
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    return ", ".join(f"{rows} rows: {n} statements" for rows, n in counts)
+
+
+# --- the run -------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> list[Result]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    results: list[Result] = []
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        project, package = render(workdir)
+        url, db_label = database_url(workdir)
+        args.db_label = db_label
+        env = app_env(project, url)
+        migrate(project, env)
+        has_auth = (project / "src" / package / "auth").is_dir()
+        app = f"{package}.main:app"
+        print(f"project {project.name} ({package}) on {db_label}", flush=True)
+
+        with serve("bare_app:app", cwd=BENCH, env={}, app_dir=BENCH) as bare:
+            reference = measure("health, bare FastAPI", bare, "/health/live", 64, args)
+        with serve(app, cwd=project, env=env, app_dir=project / "src") as server:
+            health = measure("health", server, "/health/live", 64, args)
+            health.reference = reference
+            results += [reference, health]
+            if has_auth and "auth" in args.scenarios:
+                token = login(server.url, f"me-{uuid.uuid4().hex[:8]}@example.com")
+                bearer = {"Authorization": f"Bearer {token}"}
+                for connections in (64, 256):
+                    results.append(
+                        measure("users/me", server, "/api/v1/users/me", connections, args,
+                                headers=bearer)
+                    )  # fmt: skip
+                lister = login(server.url, f"list-{uuid.uuid4().hex[:8]}@example.com")
+                add_api_keys(server.url, lister, 50)
+                listing = measure(
+                    "list 50 API keys", server, "/api/v1/api-keys", 64, args,
+                    headers={"Authorization": f"Bearer {lister}"},
+                )  # fmt: skip
+                listing.notes.append(statements_per_list(project, package, url, (1, 10, 50)))
+                results.append(listing)
+        if has_auth and "overload" in args.scenarios:
+            results.append(overload(project, app, url, args))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def overload(project: Path, app: str, url: str, args: argparse.Namespace) -> Result:
+    """512 connections on users/me with a 5-connection pool: answers, never hangs."""
+    env = app_env(project, url, DB_POOL_SIZE="5", DB_MAX_OVERFLOW="0", DB_POOL_TIMEOUT="2")
+    with serve(app, cwd=project, env=env, app_dir=project / "src") as server:
+        token = login(server.url, f"over-{uuid.uuid4().hex[:8]}@example.com")
+        bearer = {"Authorization": f"Bearer {token}"}
+        result = measure(
+            "overload, pool of 5", server, "/api/v1/users/me", 512, args,
+            headers=bearer, timeout=10.0,
+        )  # fmt: skip
+        started = time.perf_counter()
+        statuses = [
+            httpx.get(server.url + "/api/v1/users/me", headers=bearer, timeout=5).status_code
+            for _ in range(5)
+        ]
+        after_ms = (time.perf_counter() - started) * 1000 / len(statuses)
+        result.notes.append(f"right after: {statuses} in {after_ms:.0f} ms each")
+        result.notes.append("non-2xx here are 503 problem+json when the pool is exhausted")
+    return result
+
+
+def table(results: list[Result], args: argparse.Namespace, gen: list[float]) -> str:
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, one uvicorn worker "
+        f"(uvloop, httptools, no access log), {args.db_label}, wrk on loopback, "
+        f"{args.duration:g} s runs after a {args.warmup:g} s warm-up, best of {args.runs}.",
+        "",
+        "| scenario | endpoint | connections | req/s | p50 ms | p99 ms | errors (non-2xx, socket) "
+        "| timeouts | peak RSS MB | vs bare |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.scenario} | `{r.endpoint}` | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.1f} "
+            f"| {r.p99_ms:.1f} | {r.errors} | {r.timeouts} | {r.peak_rss_mb:.0f} | {r.ratio} |"
+        )
+    lines.append("")
+    for r in results:
+        if r.notes:
+            lines.append(f"- {r.scenario} ({r.connections}): {'; '.join(r.notes)}")
+    if gen:
+        lines.append(
+            f"- generation (`cookiecutter --no-input`, hooks included, offline): median "
+            f"{statistics.median(gen):.2f} s over {len(gen)} runs"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--generations", type=int, default=7)
+    parser.add_argument(
+        "--scenarios", default="auth,overload", help="comma list: auth, overload (health always)"
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="markdown file to write")
+    args = parser.parse_args()
+    args.scenarios = set(args.scenarios.split(","))
+    if not shutil.which("wrk"):
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 2
+    gen = generation_times(args.generations) if args.generations else []
+    results = run(args)
+    report = table(results, args, gen)
+    print()
+    print(report)
+    if args.output:
+        args.output.write_text("# Benchmark results\n\n" + report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
