@@ -295,47 +295,11 @@ def add_api_keys(base_url: str, token: str, count: int) -> None:
 
 def statements_per_list(project: Path, package: str, url: str, sizes: tuple[int, ...]) -> str:
     """SQL statements one list request costs, for each number of rows (in-process)."""
-    code = f"""
-import asyncio, json, sys
-sys.path.insert(0, {str(project / "src")!r})
-from httpx import ASGITransport, AsyncClient
-from sqlalchemy import event
-from asgi_lifespan import LifespanManager
-from {package}.core.config import Settings
-from {package}.main import create_app
-
-async def main():
-    settings = Settings(_env_file=None, environment="test", database_url={url!r},
-                        secret_key="s" * 48, log_level="WARNING")
-    app = create_app(settings)
-    counts = []
-    statements = []
-    event.listen(app.state.database.engine.sync_engine, "before_cursor_execute",
-                 lambda *a, **k: statements.append(1))
-    async with LifespanManager(app):
-        transport = ASGITransport(app=app)
-        async with AsyncClient(transport=transport, base_url="http://bench") as http:
-            email = "count-{uuid.uuid4().hex[:8]}@example.com"
-            await http.post("/api/v1/auth/register", json={{"email": email, "password": {PASSWORD!r}}})
-            token = (await http.post("/api/v1/auth/login",
-                     data={{"username": email, "password": {PASSWORD!r}}})).json()["access_token"]
-            auth = {{"Authorization": "Bearer " + token}}
-            made = 0
-            for size in {list(sizes)!r}:
-                while made < size:
-                    (await http.post("/api/v1/api-keys", json={{"name": f"k{{made}}"}},
-                                     headers=auth)).raise_for_status()
-                    made += 1
-                statements.clear()
-                rows = (await http.get("/api/v1/api-keys", headers=auth)).json()
-                counts.append([len(rows), len(statements)])
-    print(json.dumps(counts))
-
-asyncio.run(main())
-"""
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True
-    )
+        [sys.executable, str(BENCH / "count_statements.py"), str(project / "src"), package, url,
+         *map(str, sizes)],
+        cwd=project, capture_output=True, text=True, check=True,
+    )  # fmt: skip
     counts = json.loads(done.stdout.strip().splitlines()[-1])
     return ", ".join(f"{rows} rows: {n} statements" for rows, n in counts)
 
@@ -344,7 +308,7 @@ asyncio.run(main())
 
 
 def run(args: argparse.Namespace) -> list[Result]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     results: list[Result] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
