@@ -5,6 +5,8 @@
 #   make demo   render the default project into ./demo/ and serve it (SQLite)
 #   make docs   build the documentation strictly into ./site/
 #   make lint   ruff over the template's own hooks, tests and scripts
+#   make locks  one uv.lock per combination of modules (after a pin or module change)
+#   make pins   refresh pins.toml to the newest versions, then make locks
 
 PYTHON ?= python3
 VENV := .venv
@@ -18,13 +20,15 @@ WORKERS ?= auto
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo docs lint clean
+.PHONY: help install test demo docs lint locks pins clean
 
 help:
 	@echo "make test   run the template's whole test suite (installs what it needs)"
 	@echo "make demo   render the default project into ./demo/ and serve it on SQLite"
 	@echo "make docs   build the docs strictly into ./site/"
 	@echo "make lint   ruff check + format check of hooks/, tests/, scripts/"
+	@echo "make locks  write each missing or stale lock in .template/locks/ (needs PyPI)"
+	@echo "make pins   refresh pins.toml to the newest versions on PyPI, then make locks"
 	@echo "make clean  remove .venv, demo/, site/"
 
 $(VPY):
@@ -56,6 +60,13 @@ docs: $(STAMP)
 lint: $(STAMP)
 	$(VPY) -m ruff check hooks tests scripts
 	$(VPY) -m ruff format --check hooks tests scripts
+
+locks: $(STAMP)
+	$(VPY) scripts/lock.py
+
+pins: $(STAMP)
+	$(VPY) scripts/update_pins.py
+	$(VPY) scripts/lock.py
 
 clean:
 	rm -rf $(VENV) demo site

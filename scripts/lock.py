@@ -13,8 +13,10 @@ Adding a module (a row in OPTIONS, pins in pins.toml) means running this
 again, nothing else. Run it after ``scripts/update_pins.py`` too.
 
 Usage:
-  python scripts/lock.py            write every lock (needs the package index)
-  python scripts/lock.py --check    exit 1 when a lock is missing, stale or extra
+  python scripts/lock.py            write each missing or stale lock (needs the index)
+  python scripts/lock.py --refresh  re-resolve every lock (newest transitive versions)
+  python scripts/lock.py --check    exit 1 when a lock is missing, extra, or does not
+                                    satisfy its pinned pyproject (offline: uv lock --check)
   python scripts/lock.py --list     print the combination keys
 """
 
@@ -91,21 +93,35 @@ def uv() -> str:
     return found
 
 
-def lock(combo: tuple[str, ...], *, offline: bool = False) -> str:
-    """The uv.lock text for one combination."""
+def run_uv_lock(combo: tuple[str, ...], existing: str | None, *extra: str) -> tuple[int, str, str]:
+    """`uv lock <extra>` on the placeholder project; (exit code, stderr, the lock after)."""
     with tempfile.TemporaryDirectory(prefix="lock-") as tmp:
         project = Path(tmp)
         (project / "pyproject.toml").write_text(pyproject_for(combo), encoding="utf-8")
         (project / "README.md").write_text("placeholder\n", encoding="utf-8")
+        if existing is not None:
+            (project / "uv.lock").write_text(existing, encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
         env["UV_PYTHON_DOWNLOADS"] = "never"
-        command = [uv(), "lock", "--quiet", "--project", str(project)]
-        if offline:
-            command.append("--offline")
+        command = [uv(), "lock", "--quiet", "--project", str(project), *extra]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"lock.py: uv lock failed for {combo}:\n{done.stderr}")
-        return (project / "uv.lock").read_text(encoding="utf-8")
+        lock_file = project / "uv.lock"
+        after = lock_file.read_text(encoding="utf-8") if lock_file.exists() else ""
+        return done.returncode, done.stderr, after
+
+
+def lock(combo: tuple[str, ...]) -> str:
+    """A fresh uv.lock text for one combination (needs the package index)."""
+    code, stderr, text = run_uv_lock(combo, None)
+    if code != 0:
+        raise SystemExit(f"lock.py: uv lock failed for {combo}:\n{stderr}")
+    return text
+
+
+def is_current(combo: tuple[str, ...], text: str) -> tuple[bool, str]:
+    """Does this lock satisfy the combination's pinned pyproject? Offline, no re-resolving."""
+    code, stderr, _ = run_uv_lock(combo, text, "--check", "--offline")
+    return code == 0, stderr.strip()
 
 
 def path_for(combo: tuple[str, ...]) -> Path:
@@ -125,8 +141,10 @@ def main(argv: list[str]) -> int:
             path = path_for(combo)
             if not path.exists():
                 problems.append(f"missing lock {path.name}")
-            elif lock(combo, offline="--offline" in argv) != path.read_text(encoding="utf-8"):
-                problems.append(f"stale lock {path.name}: run python scripts/lock.py")
+            else:
+                ok, why = is_current(combo, path.read_text(encoding="utf-8"))
+                if not ok:
+                    problems.append(f"stale lock {path.name} ({why}): run python scripts/lock.py")
         for line in problems:
             print(line, file=sys.stderr)
         return 1 if problems else 0
@@ -137,8 +155,11 @@ def main(argv: list[str]) -> int:
             print(f"removed {path.name}")
     for combo in combos:
         path = path_for(combo)
-        text = lock(combo)
         old = path.read_text(encoding="utf-8") if path.exists() else None
+        if old is not None and "--refresh" not in argv and is_current(combo, old)[0]:
+            print(f"current {path.relative_to(ROOT)}")
+            continue
+        text = lock(combo)
         path.write_text(text, encoding="utf-8")
         print(f"{'unchanged' if old == text else 'wrote'} {path.relative_to(ROOT)}")
     return 0
