@@ -360,6 +360,10 @@ def init_git(root: Path, answers: Mapping[str, Any]) -> str:
     """
     if not is_on(answers.get("init_git", True)):
         return ""
+    if "_commit" in answers:
+        # cruft renders (create, and twice per diff/update) and writes .cruft.json
+        # after this hook: a commit here would leave it out.
+        return "cruft writes .cruft.json after this hook: skipped git init; commit it all yourself."
     if shutil.which("git") is None:
         return "git is not on PATH: skipped git init and the first commit."
     for command in git_commands(answers):

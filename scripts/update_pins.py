@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lock import PINS, ROOT, TEMPLATE, uv  # noqa: E402
-from pins import canonical, hook_extras  # noqa: E402
+from lock import PINS, ROOT, TEMPLATE, uv
+from pins import canonical, hook_extras
 
 LOWEST_PYTHON = "3.11"
 

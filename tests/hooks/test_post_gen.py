@@ -234,6 +234,12 @@ def test_init_git_off_does_nothing(post_gen: ModuleType, tmp_path: Path) -> None
     assert not (tmp_path / ".git").exists()
 
 
+def test_init_git_under_cruft_leaves_git_to_the_user(post_gen: ModuleType, tmp_path: Path) -> None:
+    line = post_gen.init_git(tmp_path, {"init_git": True, "_commit": "abc"})
+    assert "skipped git init" in line
+    assert not (tmp_path / ".git").exists()
+
+
 def test_init_git_without_git_says_so(
     post_gen: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
