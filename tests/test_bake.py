@@ -91,6 +91,11 @@ def test_lock_is_current_offline(baked: bake.Baked) -> None:
     env = {"UV_OFFLINE": "1", "UV_CACHE_DIR": str(baked.scratch / "uv-cache")}
     proc = bake.run_tool(baked.path, bake.tool("uv"), "lock", "--check", "--offline", env=env)
     assert proc.returncode == 0, bake.describe(proc)
+    # and it is byte for byte what uv writes (the renamed project sits where uv sorts it)
+    before = (baked.path / "uv.lock").read_bytes()
+    proc = bake.run_tool(baked.path, bake.tool("uv"), "lock", "--offline", env=env)
+    assert proc.returncode == 0, bake.describe(proc)
+    assert (baked.path / "uv.lock").read_bytes() == before, "uv lock rewrote the kept lock"
 
 
 # --- every rendered CI, bot and container file passes its validator ----------
