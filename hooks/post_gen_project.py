@@ -1,12 +1,18 @@
-"""Finish the generated project: drop unselected options, pin, write secrets.
+"""Finish the generated project: drop unselected options, pin, lock, write secrets.
 
 Cookiecutter renders this file and runs it inside the new project folder; a
 non-zero exit makes cookiecutter delete the half-made project. It needs no
-network. Jinja appears only inside the string literal below, so the file
-imports as plain Python and each step is unit-tested directly.
+network: the pins come from `.template/pins.toml` and the full lock is the
+template's ready-made lock for the selected modules (`.template/locks/`, made
+by scripts/lock.py). Once the project is complete it writes `.cruft.json` (when
+the template's commit is known) and, with `init_git`, makes a first git commit;
+a git failure is a warning, never a reason to delete the project. Jinja
+appears only inside the string literal below, so the file imports as plain
+Python and each step is unit-tested directly.
 
-Adding a module means adding its folders to the template and one `Option` row
-to `OPTIONS` below (its paths, requirements and migration).
+Adding a module means adding its folders to the template, one `Option` row to
+`OPTIONS` below (its paths, requirements and migration), its pins, and running
+`make locks` for the new combinations of modules.
 """
 
 from __future__ import annotations
