@@ -243,3 +243,31 @@ def test_cruft_update_brings_a_template_change_in(tmp_path: Path) -> None:
     ).stdout.split("\n")
     changed = sorted(line[3:] for line in status if line.strip())
     assert changed == [".cruft.json", "README.md"], changed
+
+
+def test_lock_combinations_come_from_the_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module added to OPTIONS (and REQUIRES) is all scripts/lock.py needs to know."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import lock
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    option = lock.POST_GEN.Option
+    table = (
+        *lock.POST_GEN.OPTIONS,
+        option("use_a", requires=("fastapi",)),
+        option("use_b", dev_requires=("pytest",)),
+        option("use_c", requires=("redis",)),
+        option("use_nothing", paths=("x",)),  # no requirements: not a module
+    )
+    monkeypatch.setattr(lock.POST_GEN, "OPTIONS", table)
+    monkeypatch.setattr(lock.PRE_GEN, "REQUIRES", {"use_c": "use_a"})
+    keys = [lock.POST_GEN.lock_key(c) for c in lock.combinations()]
+    assert keys == [
+        "core",
+        "core+use_a",
+        "core+use_b",
+        "core+use_a+use_b",
+        "core+use_a+use_c",
+        "core+use_a+use_b+use_c",
+    ]
