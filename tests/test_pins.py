@@ -271,3 +271,31 @@ def test_lock_combinations_come_from_the_tables(monkeypatch: pytest.MonkeyPatch)
         "core+use_a+use_c",
         "core+use_a+use_b+use_c",
     ]
+
+
+@pytest.mark.xdist_group("install")
+def test_make_install_installs_exactly_the_lock(tmp_path: Path) -> None:
+    """The generated `make install` (uv sync --locked) gives the locked version of everything."""
+    project = bake.bake({"project_name": "Bake Install", "init_git": False}, tmp_path)
+    proc = bake.run_tool(project, "make", "install")
+    assert proc.returncode == 0, bake.describe(proc)
+    lock = tomllib.loads((project / "uv.lock").read_text(encoding="utf-8"))
+    locked: dict[str, set[str]] = {}  # a universal lock may hold one version per Python range
+    for package in lock["package"]:
+        locked.setdefault(package["name"], set()).add(package["version"])
+    freeze = bake.run_tool(
+        project, str(project / ".venv" / "bin" / "uv"), "pip", "freeze", "--python", ".venv"
+    )
+    assert freeze.returncode == 0, bake.describe(freeze)
+    installed = {}
+    for line in freeze.stdout.splitlines():
+        name, sep, version = line.partition("==")
+        if sep:
+            installed[re.sub(r"[-_.]+", "-", name).lower()] = version
+    assert installed, freeze.stdout
+    for seed in ("pip", "setuptools"):  # put there by `python -m venv`, not by uv
+        if seed not in locked:
+            installed.pop(seed, None)
+    wrong = {n: (v, locked.get(n)) for n, v in installed.items() if v not in locked.get(n, ())}
+    assert not wrong, f"installed (version, locked version) differ: {wrong}"
+    assert "bake-install" in locked and "fastapi" in installed
