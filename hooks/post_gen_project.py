@@ -200,7 +200,7 @@ def modules() -> list[Option]:
 
 
 def lock_key(names: Iterable[str]) -> str:
-    """ "core" plus the selected modules in table order: the lock file's name."""
+    """The lock file's name: "core" plus the selected modules, in table order."""
     chosen = set(names)
     return "+".join(["core", *(o.name for o in modules() if o.name in chosen)])
 
