@@ -415,7 +415,10 @@ if __name__ == "__main__":
         print(f"ERROR: could not finish the project: {exc}", file=sys.stderr)
         sys.exit(1)
     # After this point the project is complete: nothing below may fail it.
-    git_line = init_git(Path.cwd(), context)
+    try:
+        git_line = init_git(Path.cwd(), context)
+    except Exception as exc:  # a git problem must never cost the user the project
+        git_line = f"WARNING: the git step failed ({exc}); the project is complete."
     if git_line:
         print(git_line)
     print(next_steps(context))
