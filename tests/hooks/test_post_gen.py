@@ -293,3 +293,32 @@ def test_cruft_state_from_a_git_checkout(post_gen: ModuleType, tmp_path: Path) -
 def test_no_cruft_state_outside_git_or_under_cruft(post_gen: ModuleType, tmp_path: Path) -> None:
     assert post_gen.cruft_state({"_repo_dir": str(tmp_path)}) is None
     assert post_gen.cruft_state({"_commit": "abc", "_repo_dir": str(tmp_path)}) is None
+
+
+def test_hook_script_with_a_failing_git_warns_and_exits_zero(tree: Path, tmp_path: Path) -> None:
+    """Run as cookiecutter runs it: git breaks, the project is kept, exit 0, one WARNING line."""
+    script = (TEMPLATE / "hooks" / "post_gen_project.py").read_text()
+    script = script.replace(
+        'r"""{{ cookiecutter | tojson }}"""',
+        repr(
+            '{"project_slug": "acme", "package_name": "acme", "ci": "github", "use_docker": true}'
+        ),
+    )
+    hook = tmp_path / "hook.py"
+    hook.write_text(script)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "git").write_text("#!/bin/sh\necho 'fatal: disk full' >&2\nexit 128\n")
+    (fake / "git").chmod(0o755)
+    done = subprocess.run(
+        [sys.executable, str(hook)],
+        cwd=tree,
+        env={"PATH": str(fake)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stdout.splitlines() if line.startswith("WARNING:")]
+    assert warnings == ["WARNING: `git init` failed (fatal: disk full); the project is complete."]
+    assert (tree / "uv.lock").is_file() and (tree / ".env").is_file()
