@@ -5,6 +5,8 @@
 #   make demo   render the default project into ./demo/ and serve it (SQLite)
 #   make docs   build the documentation strictly into ./site/
 #   make lint   ruff over the template's own hooks, tests and scripts
+#   make locks  one uv.lock per combination of modules (after a pin or module change)
+#   make pins   refresh pins.toml to the newest versions, then make locks
 
 PYTHON ?= python3
 VENV := .venv
@@ -18,7 +20,7 @@ WORKERS ?= auto
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo docs lint bench clean
+.PHONY: help install test demo docs lint bench locks pins clean
 
 help:
 	@echo "make test   run the template's whole test suite (installs what it needs)"
@@ -26,6 +28,8 @@ help:
 	@echo "make docs   build the docs strictly into ./site/"
 	@echo "make lint   ruff check + format check of hooks/, tests/, scripts/"
 	@echo "make bench  benchmark the default project against bare FastAPI (needs wrk)"
+	@echo "make locks  write each missing or stale lock in .template/locks/ (needs PyPI)"
+	@echo "make pins   refresh pins.toml to the newest versions on PyPI, then make locks"
 	@echo "make clean  remove .venv, demo/, site/"
 
 $(VPY):
@@ -60,6 +64,13 @@ bench: $(STAMP) ## needs wrk (apt-get install wrk); BENCH_DATABASE_URL for Postg
 lint: $(STAMP)
 	$(VPY) -m ruff check hooks tests scripts bench
 	$(VPY) -m ruff format --check hooks tests scripts bench
+
+locks: $(STAMP)
+	$(VPY) scripts/lock.py
+
+pins: $(STAMP)
+	$(VPY) scripts/update_pins.py
+	$(VPY) scripts/lock.py
 
 clean:
 	rm -rf $(VENV) demo site

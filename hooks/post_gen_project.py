@@ -1,20 +1,28 @@
-"""Finish the generated project: drop unselected options, pin, write secrets.
+"""Finish the generated project: drop unselected options, pin, lock, write secrets.
 
 Cookiecutter renders this file and runs it inside the new project folder; a
 non-zero exit makes cookiecutter delete the half-made project. It needs no
-network. Jinja appears only inside the string literal below, so the file
-imports as plain Python and each step is unit-tested directly.
+network: the pins come from `.template/pins.toml` and the full lock is the
+template's ready-made lock for the selected modules (`.template/locks/`, made
+by scripts/lock.py). Once the project is complete it writes `.cruft.json` (when
+the template's commit is known) and, with `init_git`, makes a first git commit;
+a git failure is a warning, never a reason to delete the project. Jinja
+appears only inside the string literal below, so the file imports as plain
+Python and each step is unit-tested directly.
 
-Adding a module means adding its folders to the template and one `Option` row
-to `OPTIONS` below (its paths, requirements and migration).
+Adding a module means adding its folders to the template, one `Option` row to
+`OPTIONS` below (its paths, requirements and migration), its pins, and running
+`make locks` for the new combinations of modules.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
+import subprocess
 import sys
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -25,6 +33,10 @@ from typing import Any
 CONTEXT = r"""{{ cookiecutter | tojson }}"""
 
 PINS_FILE = ".template/pins.toml"
+LOCKS_DIR = ".template/locks"
+# The project name the template's locks are made with (scripts/lock.py); the
+# hook puts the project's slug in its place.
+LOCK_PLACEHOLDER = "cookiecutter-fastapi-saas-lock-placeholder"
 
 
 @dataclass(frozen=True)
@@ -71,9 +83,13 @@ OPTIONS: tuple[Option, ...] = (
 
 # CI provider -> its files; the others' files are removed.
 CI_PATHS: dict[str, tuple[str, ...]] = {
-    "github": (".github",),
-    "gitlab": (".gitlab-ci.yml",),
+    "github": (".github",),  # workflows and dependabot.yml
+    "gitlab": (".gitlab-ci.yml", "renovate.json"),
 }
+
+DEPENDABOT = ".github/dependabot.yml"
+# Option -> the Dependabot ecosystems that only make sense with it.
+DEPENDABOT_ECOSYSTEMS: dict[str, tuple[str, ...]] = {"use_docker": ("docker",)}
 
 
 class HookError(Exception):
@@ -113,6 +129,24 @@ def remove_unselected(root: Path, answers: Mapping[str, Any]) -> None:
             remove(root, paths, package)
 
 
+def drop_dependabot_entries(text: str, ecosystems: Iterable[str]) -> str:
+    """Remove the `updates:` entries of these ecosystems (each starts `  - package-ecosystem:`)."""
+    drop = {f'  - package-ecosystem: "{e}"' for e in ecosystems}
+    head, *entries = re.split(r"(?m)^(?=  - package-ecosystem: )", text)
+    kept = [e for e in entries if e.splitlines()[0].rstrip() not in drop]
+    return (head + "".join(kept)).rstrip("\n") + "\n"
+
+
+def trim_dependabot(root: Path, answers: Mapping[str, Any]) -> None:
+    path = root / DEPENDABOT
+    if not path.is_file():
+        return
+    keep = {o.name for o in selected(answers)}
+    off = [e for name, eco in DEPENDABOT_ECOSYSTEMS.items() if name not in keep for e in eco]
+    if off:
+        path.write_text(drop_dependabot_entries(path.read_text(), off))
+
+
 def requirement_name(requirement: str) -> str:
     return re.split(r"[\[=<>!~ ;]", requirement, maxsplit=1)[0].lower()
 
@@ -133,24 +167,66 @@ def toml_list(items: list[str]) -> str:
     return "[\n" + "".join(f'    "{item}",\n' for item in items) + "]"
 
 
-def write_pins(root: Path, answers: Mapping[str, Any]) -> None:
-    """Fill `dependencies = []` and the `dev = []` group of pyproject.toml with pins."""
-    pins_path = root / PINS_FILE
+def read_pins(path: Path) -> dict[str, str]:
     try:
-        pins = {k.lower(): v for k, v in tomllib.loads(pins_path.read_text())["pins"].items()}
+        return {k.lower(): v for k, v in tomllib.loads(path.read_text())["pins"].items()}
     except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
         raise HookError(f"cannot read the pinned versions in {PINS_FILE}: {exc}") from exc
-    options = selected(answers)
+
+
+def pin_pyproject(text: str, options: Iterable[Option], pins: Mapping[str, str]) -> str:
+    """Fill `dependencies = []` and the `dev = []` group of a pyproject text with pins."""
+    options = list(options)
     runtime = pinned((r for o in options for r in o.requires), pins)
     dev = pinned((r for o in options for r in o.dev_requires), pins)
-    pyproject = root / "pyproject.toml"
-    text = pyproject.read_text()
     for marker, items in (("dependencies = []", runtime), ("dev = []", dev)):
         pattern = re.compile(rf"^{re.escape(marker)}$", re.MULTILINE)
         if len(pattern.findall(text)) != 1:
             raise HookError(f"pyproject.toml has no single {marker!r} line to pin into")
         text = pattern.sub(lambda _m, i=items, k=marker: k.replace("[]", toml_list(i)), text)
-    pyproject.write_text(text)
+    return text
+
+
+def write_pins(root: Path, answers: Mapping[str, Any]) -> None:
+    """Pin pyproject.toml from pins.toml (`.template/` goes once the lock is kept)."""
+    pins = read_pins(root / PINS_FILE)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pin_pyproject(pyproject.read_text(), selected(answers), pins))
+
+
+def modules() -> list[Option]:
+    """Options that bring requirements besides core: each combination has its own lock."""
+    return [o for o in OPTIONS if o.name != "core" and (o.requires or o.dev_requires)]
+
+
+def lock_key(names: Iterable[str]) -> str:
+    """The lock file's name: "core" plus the selected modules, in table order."""
+    chosen = set(names)
+    return "+".join(["core", *(o.name for o in modules() if o.name in chosen)])
+
+
+def rename_in_lock(text: str, old: str, new: str) -> str:
+    """Give the project in a uv.lock its real name, keeping uv's order of packages."""
+    head, *blocks = text.split("\n[[package]]\n")
+    ours = [i for i, b in enumerate(blocks) if b.startswith(f'name = "{old}"\n')]
+    if len(ours) != 1:
+        raise HookError(f"the lock holds no single package named {old!r}")
+    blocks[ours[0]] = blocks[ours[0]].replace(f'name = "{old}"', f'name = "{new}"', 1)
+    blocks[-1] = blocks[-1].rstrip("\n")
+    blocks.sort(key=lambda b: b.split("\n", 1)[0].removeprefix("name = ").strip('"'))
+    return "\n[[package]]\n".join([head, *blocks]) + "\n"
+
+
+def keep_lock(root: Path, answers: Mapping[str, Any]) -> None:
+    """Keep the template's lock for the selected modules as uv.lock; drop `.template/`."""
+    key = lock_key(o.name for o in selected(answers))
+    source = root / LOCKS_DIR / f"{key}.lock"
+    try:
+        text = source.read_text()
+    except OSError as exc:
+        raise HookError(f"the template has no lock for {key!r} ({LOCKS_DIR}/{key}.lock)") from exc
+    slug = str(answers["project_slug"])
+    (root / "uv.lock").write_text(rename_in_lock(text, LOCK_PLACEHOLDER, slug))
     shutil.rmtree(root / ".template")
 
 
@@ -187,11 +263,134 @@ def write_env(root: Path) -> None:
     env.chmod(0o600)
 
 
+# ---- .cruft.json: lets `cruft check/diff/update` follow the template ----------
+# `cruft create` writes .cruft.json itself after this hook. For a plain
+# `cookiecutter` run the hook writes a compatible one when the template came
+# from a git checkout (its commit is then known without any network).
+ABBREVIATIONS = {
+    "gh:": "https://github.com/{}.git",
+    "gl:": "https://gitlab.com/{}.git",
+    "bb:": "https://bitbucket.org/{}",
+}
+# cookiecutter's run-time keys that say where this machine keeps things
+MACHINE_KEYS = ("_output_dir", "_repo_dir", "_checkout", "_replay_dir")
+
+
+def template_url(template: str, repo_dir: str) -> str:
+    for prefix, url in ABBREVIATIONS.items():
+        if template.startswith(prefix):
+            return url.format(template.removeprefix(prefix))
+    if "://" in template or template.startswith("git@"):
+        return template
+    return str(Path(repo_dir or template).resolve())  # a local clone
+
+
+def git_output(args: list[str], cwd: Path | str) -> str | None:
+    if shutil.which("git") is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def cruft_state(answers: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What `cruft create` would have written, or None when the template's commit is unknown."""
+    if "_commit" in answers:
+        return None  # generated by cruft, which writes .cruft.json itself
+    repo_dir = str(answers.get("_repo_dir") or "")
+    if repo_dir and not Path(repo_dir).is_absolute():
+        # cookiecutter gives it relative to where it was started; the hook runs elsewhere
+        repo_dir = str(Path(os.environ.get("PWD", "/nonexistent")) / repo_dir)
+    if not repo_dir or not Path(repo_dir).is_dir():
+        return None
+    commit = git_output(["rev-parse", "HEAD"], repo_dir)
+    top = git_output(["rev-parse", "--show-toplevel"], repo_dir)
+    if not commit or not top or Path(top).resolve() != Path(repo_dir).resolve():
+        return None  # not the root of a git checkout (a zip, a copied folder)
+    url = template_url(str(answers.get("_template") or repo_dir), repo_dir)
+    context = {k: v for k, v in answers.items() if k not in MACHINE_KEYS}
+    context["_template"] = url
+    context["_commit"] = commit
+    return {
+        "template": url,
+        "commit": commit,
+        "checkout": answers.get("_checkout") or None,
+        "context": {"cookiecutter": context},
+        "directory": None,
+    }
+
+
+def write_cruft_state(root: Path, answers: Mapping[str, Any]) -> None:
+    state = cruft_state(answers)
+    if state is not None:
+        text = json.dumps(state, ensure_ascii=False, indent=2, separators=(",", ": "))
+        (root / ".cruft.json").write_text(text + "\n")
+
+
+# ---- init_git: a repository with a first commit ----------------------------
+
+
+def git_commands(answers: Mapping[str, Any]) -> list[list[str]]:
+    """The git commands the hook runs; identity from the answers, no local config needed."""
+    identity = [
+        "-c",
+        f"user.name={answers.get('author_name') or 'Template'}",
+        "-c",
+        f"user.email={answers.get('author_email') or 'template@example.com'}",
+        "-c",
+        "commit.gpgsign=false",
+    ]
+    return [
+        ["git", "init", "--quiet", "--initial-branch=main"],
+        ["git", "add", "--all"],
+        [
+            "git",
+            *identity,
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "--message",
+            "Initial commit from cookiecutter-fastapi-saas",
+        ],
+    ]
+
+
+def init_git(root: Path, answers: Mapping[str, Any]) -> str:
+    """Run the git commands when asked and possible; return one line saying what happened.
+
+    Never raises: a git failure leaves the project in place (exit 0) with a warning.
+    """
+    if not is_on(answers.get("init_git", True)):
+        return ""
+    if "_commit" in answers:
+        # cruft renders (create, and twice per diff/update) and writes .cruft.json
+        # after this hook: a commit here would leave it out.
+        return "cruft writes .cruft.json after this hook: skipped git init; commit it all yourself."
+    if shutil.which("git") is None:
+        return "git is not on PATH: skipped git init and the first commit."
+    for command in git_commands(answers):
+        try:
+            done = subprocess.run(
+                command, cwd=root, capture_output=True, text=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"WARNING: `{' '.join(command[:2])}` failed ({exc}); the project is complete."
+        if done.returncode != 0:
+            reason = (done.stderr or done.stdout).strip().splitlines()
+            why = reason[-1] if reason else f"exit {done.returncode}"
+            return f"WARNING: `{' '.join(command[:2])}` failed ({why}); the project is complete."
+    return "Initialized a git repository with a first commit on branch main."
+
+
 def next_steps(answers: Mapping[str, Any]) -> str:
     return (
         f"\nCreated {answers['project_slug']}. Next:\n"
         f"  cd {answers['project_slug']}\n"
-        "  make install   # .venv with the pinned dependencies\n"
+        "  make install   # .venv with exactly the locked versions (uv.lock)\n"
         "  make dev       # migrations, then http://127.0.0.1:8000/docs on SQLite\n"
         "  make test\n"
         "Your SECRET_KEY is in .env (git-ignored); set real secrets in production.\n"
@@ -200,9 +399,12 @@ def next_steps(answers: Mapping[str, Any]) -> str:
 
 def main(root: Path, answers: Mapping[str, Any]) -> None:
     remove_unselected(root, answers)
+    trim_dependabot(root, answers)
     write_pins(root, answers)
+    keep_lock(root, answers)
     chain_migrations(root, answers)
     write_env(root)
+    write_cruft_state(root, answers)
 
 
 if __name__ == "__main__":
@@ -212,4 +414,11 @@ if __name__ == "__main__":
     except (HookError, OSError) as exc:
         print(f"ERROR: could not finish the project: {exc}", file=sys.stderr)
         sys.exit(1)
+    # After this point the project is complete: nothing below may fail it.
+    try:
+        git_line = init_git(Path.cwd(), context)
+    except Exception as exc:  # a git problem must never cost the user the project
+        git_line = f"WARNING: the git step failed ({exc}); the project is complete."
+    if git_line:
+        print(git_line)
     print(next_steps(context))

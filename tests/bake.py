@@ -78,6 +78,8 @@ SKIP_DIRS = {
     "__pycache__",
 }
 TOOL_TIMEOUT = 900
+# pre-commit installs its PyPI hook environments here once, for every bake
+PRE_COMMIT_HOME = Path(sys.prefix) / "pre-commit-home"
 
 
 def defaults() -> dict[str, Any]:
@@ -184,6 +186,7 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         ".env",
         ".gitignore",
         ".pre-commit-config.yaml",
+        "uv.lock",
         "migrations/env.py",
         "migrations/versions",
         f"src/{package}/__init__.py",
@@ -195,8 +198,12 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     docker = ["Dockerfile", "compose.yaml"]
     (present if opts["use_docker"] in (True, "True", "true", "yes", "y") else absent).extend(docker)
     ci = opts["ci"]
-    (present if ci == "github" else absent).append(".github")
-    (present if ci == "gitlab" else absent).append(".gitlab-ci.yml")
+    (present if ci == "github" else absent).extend([".github", ".github/dependabot.yml"])
+    (present if ci == "gitlab" else absent).extend([".gitlab-ci.yml", "renovate.json"])
+    git = opts.get("init_git", True) in (True, "True", "true", "yes", "y")
+    (present if git else absent).append(".git")
+    # the template is baked from its git checkout, so the hook records it for cruft
+    present.append(".cruft.json")
     if opts["license"] != "Proprietary":
         present.append("LICENSE")
     return present, absent
@@ -264,6 +271,27 @@ def venv_mismatches(pyproject: Path) -> list[str]:
             if extra and extra not in (metadata.metadata(name).get_all("Provides-Extra") or []):
                 problems.append(f"{dep}: {name} has no extra {extra!r}")
     return problems
+
+
+def tool(name: str) -> str:
+    """A command installed in the shared venv (validators ship their binaries in wheels)."""
+    path = Path(sys.executable).parent / name
+    assert path.exists(), f"{name} is not in the shared venv: make install"
+    return str(path)
+
+
+def run_tool(
+    cwd: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args),
+        cwd=cwd,
+        env=tool_env(env),
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT,
+        check=False,
+    )
 
 
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

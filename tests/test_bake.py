@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,103 @@ def test_secret_key_differs_between_bakes(tmp_path: Path) -> None:
     secrets = [bake.read_env_file(p / ".env").get("SECRET_KEY") for p in (first, second)]
     assert secrets[0], "no SECRET_KEY in .env"
     assert secrets[0] != secrets[1], "two bakes got the same SECRET_KEY"
+
+
+# --- the lock ------------------------------------------------------------------
+
+
+def test_lock_names_the_project_and_holds_its_pins(baked: bake.Baked) -> None:
+    lock = tomllib.loads((baked.path / "uv.lock").read_text(encoding="utf-8"))
+    versions = {p["name"]: p["version"] for p in lock["package"]}
+    slug = baked.path.name  # cookiecutter names the folder after the slug
+    assert versions.get(slug) == "0.1.0", f"uv.lock has no project {slug!r}"
+    project = tomllib.loads((baked.path / "pyproject.toml").read_text(encoding="utf-8"))
+    deps = [*project["project"]["dependencies"], *project["dependency-groups"]["dev"]]
+    for dep in deps:
+        name, _, version = dep.partition("==")
+        name = name.split("[")[0].lower()
+        assert versions.get(name) == version, f"{dep}: uv.lock has {versions.get(name)}"
+
+
+def test_lock_is_current_offline(baked: bake.Baked) -> None:
+    """`uv sync --locked` (make install, CI) accepts this lock: checked with no network."""
+    env = {"UV_OFFLINE": "1", "UV_CACHE_DIR": str(baked.scratch / "uv-cache")}
+    proc = bake.run_tool(baked.path, bake.tool("uv"), "lock", "--check", "--offline", env=env)
+    assert proc.returncode == 0, bake.describe(proc)
+    # and it is byte for byte what uv writes (the renamed project sits where uv sorts it)
+    before = (baked.path / "uv.lock").read_bytes()
+    proc = bake.run_tool(baked.path, bake.tool("uv"), "lock", "--offline", env=env)
+    assert proc.returncode == 0, bake.describe(proc)
+    assert (baked.path / "uv.lock").read_bytes() == before, "uv lock rewrote the kept lock"
+
+
+# --- every rendered CI, bot and container file passes its validator ----------
+
+
+def test_github_workflows_pass_actionlint_and_shellcheck(baked: bake.Baked) -> None:
+    workflows = sorted(str(p) for p in (baked.path / ".github" / "workflows").glob("*.y*ml"))
+    if not workflows:
+        pytest.skip("no GitHub workflows in this combination")
+    proc = bake.run_tool(
+        baked.path,
+        bake.tool("actionlint"),
+        "-no-color",
+        "-shellcheck",
+        bake.tool("shellcheck"),
+        *workflows,
+    )
+    assert proc.returncode == 0, bake.describe(proc)
+
+
+SCHEMAS = {
+    ".github/workflows/ci.yml": "vendor.github-workflows",
+    ".github/dependabot.yml": "vendor.dependabot",
+    ".gitlab-ci.yml": "vendor.gitlab-ci",
+    "renovate.json": "vendor.renovate",
+    "compose.yaml": "vendor.compose-spec",
+}
+
+
+@pytest.mark.parametrize("rel", sorted(SCHEMAS))
+def test_file_matches_its_schema(baked: bake.Baked, rel: str) -> None:
+    if not (baked.path / rel).exists():
+        pytest.skip(f"no {rel} in this combination")
+    proc = bake.run_tool(
+        baked.path,
+        bake.tool("check-jsonschema"),
+        "--builtin-schema",
+        SCHEMAS[rel],
+        rel,
+    )
+    assert proc.returncode == 0, bake.describe(proc)
+
+
+def test_dockerfile_passes_hadolint(baked: bake.Baked) -> None:
+    if not (baked.path / "Dockerfile").exists():
+        pytest.skip("no Dockerfile in this combination")
+    proc = bake.run_tool(baked.path, bake.tool("hadolint"), "--no-color", "Dockerfile")
+    assert proc.returncode == 0, bake.describe(proc)
+
+
+def test_pre_commit_passes_without_github(
+    baked: bake.Baked, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Every hook is local; pre-commit-hooks comes from PyPI into one shared PRE_COMMIT_HOME."""
+    import yaml
+
+    config = yaml.safe_load((baked.path / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    assert {repo["repo"] for repo in config["repos"]} == {"local"}, "a hook would be cloned"
+    if not (baked.path / ".git").exists():
+        subprocess.run(["git", "init", "-q"], cwd=baked.path, check=True)
+        subprocess.run(["git", "add", "-A"], cwd=baked.path, check=True)
+    env = {
+        "PRE_COMMIT_HOME": str(bake.PRE_COMMIT_HOME),
+        "MYPY_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "mypy-cache"),
+    }
+    proc = bake.run(
+        baked.path, "pre_commit", "run", "--all-files", "--show-diff-on-failure", env=env
+    )
+    assert proc.returncode == 0, bake.describe(proc)
 
 
 # --- tools inside the project, with the shared venv's interpreter -------------

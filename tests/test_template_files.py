@@ -25,7 +25,19 @@ JINJA_STATEMENTS_ALLOWED = {
 NO_JINJA = {
     ".pre-commit-config.yaml",
     ".github/workflows/ci.yml",
+    ".github/dependabot.yml",
+    "renovate.json",
     ".template/pins.toml",
+    *(str(p.relative_to(PROJECT)) for p in (PROJECT / ".template" / "locks").glob("*.lock")),
+}
+
+# Copied as they are (cookiecutter's _copy_without_render): workflows are full
+# of `${{ }}`, bots rewrite their configs, locks are large machine output.
+COPIED_AS_IS = {
+    ".github/workflows/ci.yml",
+    ".github/dependabot.yml",
+    "renovate.json",
+    *(str(p.relative_to(PROJECT)) for p in (PROJECT / ".template" / "locks").glob("*.lock")),
 }
 
 
@@ -52,6 +64,13 @@ def test_copy_without_render_covers_the_workflows() -> None:
     patterns = json.loads((ROOT / "cookiecutter.json").read_text())["_copy_without_render"]
     for path in (PROJECT / ".github" / "workflows").glob("*"):
         rel = str(path.relative_to(PROJECT))
+        assert any(fnmatch(rel, pattern) for pattern in patterns), rel
+
+
+def test_copy_without_render_covers_bot_configs_and_locks() -> None:
+    patterns = json.loads((ROOT / "cookiecutter.json").read_text())["_copy_without_render"]
+    assert any(p.endswith(".lock") for p in COPIED_AS_IS), "no locks in .template/locks"
+    for rel in COPIED_AS_IS:
         assert any(fnmatch(rel, pattern) for pattern in patterns), rel
 
 

@@ -69,7 +69,6 @@ def test_pins_are_exact_and_only_for_selected_options(post_gen: ModuleType, tree
     assert '"uvicorn[standard]==' in text
     assert '"pytest==' in text
     assert "dependencies = []" not in text
-    assert not (tree / ".template").exists()
     import tomllib
 
     project = tomllib.loads(text.replace("{{", "").replace("}}", ""))
@@ -124,3 +123,202 @@ def test_hook_failure_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("ERROR: could not finish the project: ")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+# --- the lock ------------------------------------------------------------------
+
+
+def test_lock_key_is_core_plus_modules_in_table_order(post_gen: ModuleType) -> None:
+    assert post_gen.lock_key(["core"]) == "core"
+    names = [o.name for o in post_gen.modules()]
+    assert post_gen.lock_key(["core", *reversed(names)]) == "+".join(["core", *names])
+    assert all(o.requires or o.dev_requires for o in post_gen.modules())
+
+
+LOCK = """version = 1
+requires-python = ">=3.11"
+
+[[package]]
+name = "alembic"
+version = "1.0"
+
+[[package]]
+name = "placeholder-name"
+version = "0.1.0"
+source = { editable = "." }
+
+[[package]]
+name = "zope"
+version = "2.0"
+"""
+
+
+def test_rename_in_lock_keeps_uv_order(post_gen: ModuleType) -> None:
+    text = post_gen.rename_in_lock(LOCK, "placeholder-name", "acme")
+    names = [line for line in text.splitlines() if line.startswith("name = ")]
+    assert names == ['name = "acme"', 'name = "alembic"', 'name = "zope"']
+    assert text.endswith('version = "2.0"\n')
+    assert "placeholder" not in text
+
+
+def test_rename_in_lock_needs_the_placeholder(post_gen: ModuleType) -> None:
+    with pytest.raises(post_gen.HookError, match="no single package named"):
+        post_gen.rename_in_lock(LOCK, "other", "acme")
+
+
+def test_keep_lock_writes_uv_lock_and_drops_the_template_folder(
+    post_gen: ModuleType, tree: Path
+) -> None:
+    post_gen.keep_lock(tree, answers())
+    text = (tree / "uv.lock").read_text()
+    assert 'name = "acme"\nversion = "0.1.0"\nsource = { editable = "." }' in text
+    assert post_gen.LOCK_PLACEHOLDER not in text
+    assert not (tree / ".template").exists()
+
+
+def test_missing_lock_is_a_clear_error(post_gen: ModuleType, tree: Path) -> None:
+    (tree / post_gen.LOCKS_DIR / "core.lock").unlink()
+    with pytest.raises(post_gen.HookError, match="no lock for 'core'"):
+        post_gen.keep_lock(tree, answers())
+
+
+# --- Dependabot ------------------------------------------------------------------
+
+
+def test_dependabot_drops_docker_without_docker(post_gen: ModuleType, tree: Path) -> None:
+    post_gen.trim_dependabot(tree, answers(use_docker=False))
+    text = (tree / post_gen.DEPENDABOT).read_text()
+    assert 'package-ecosystem: "docker"' not in text
+    assert 'package-ecosystem: "uv"' in text and 'package-ecosystem: "github-actions"' in text
+
+
+def test_dependabot_keeps_docker_with_docker(post_gen: ModuleType, tree: Path) -> None:
+    before = (tree / post_gen.DEPENDABOT).read_text()
+    post_gen.trim_dependabot(tree, answers())
+    assert (tree / post_gen.DEPENDABOT).read_text() == before
+
+
+def test_gitlab_gets_renovate_and_github_dependabot(post_gen: ModuleType, tree: Path) -> None:
+    post_gen.remove_unselected(tree, answers(ci="gitlab"))
+    assert (tree / "renovate.json").exists()
+    assert not (tree / ".github").exists()
+
+
+# --- init_git --------------------------------------------------------------------
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_init_git_makes_a_first_commit_with_the_answers_author(
+    post_gen: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no user git config
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "README.md").write_text("hi\n")
+    line = post_gen.init_git(
+        tmp_path / "p", {"author_name": "Ada Lovelace", "author_email": "ada@example.com"}
+    )
+    assert line.startswith("Initialized a git repository")
+    assert git(tmp_path / "p", "log", "--format=%an <%ae>") == "Ada Lovelace <ada@example.com>"
+    assert git(tmp_path / "p", "status", "--porcelain") == ""
+    assert git(tmp_path / "p", "branch", "--show-current") == "main"
+
+
+def test_init_git_off_does_nothing(post_gen: ModuleType, tmp_path: Path) -> None:
+    assert post_gen.init_git(tmp_path, {"init_git": False}) == ""
+    assert not (tmp_path / ".git").exists()
+
+
+def test_init_git_under_cruft_leaves_git_to_the_user(post_gen: ModuleType, tmp_path: Path) -> None:
+    line = post_gen.init_git(tmp_path, {"init_git": True, "_commit": "abc"})
+    assert "skipped git init" in line
+    assert not (tmp_path / ".git").exists()
+
+
+def test_init_git_without_git_says_so(
+    post_gen: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(post_gen.shutil, "which", lambda _name: None)
+    line = post_gen.init_git(tmp_path, {"init_git": True})
+    assert line == "git is not on PATH: skipped git init and the first commit."
+    assert not (tmp_path / ".git").exists()
+
+
+def test_init_git_failure_is_a_warning_not_an_error(
+    post_gen: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "git").write_text("#!/bin/sh\necho 'fatal: broken' >&2\nexit 128\n")
+    (fake / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    (tmp_path / "keep.txt").write_text("mine\n")
+    line = post_gen.init_git(tmp_path, {})
+    assert line.startswith("WARNING: `git init` failed (fatal: broken)")
+    assert (tmp_path / "keep.txt").exists()
+
+
+# --- .cruft.json ------------------------------------------------------------------
+
+
+def test_template_url_expands_abbreviations(post_gen: ModuleType, tmp_path: Path) -> None:
+    assert post_gen.template_url("gh:acme/tpl", "") == "https://github.com/acme/tpl.git"
+    assert post_gen.template_url("https://x.test/t.git", "") == "https://x.test/t.git"
+    assert post_gen.template_url(".", str(tmp_path)) == str(tmp_path.resolve())
+
+
+def test_cruft_state_from_a_git_checkout(post_gen: ModuleType, tmp_path: Path) -> None:
+    repo = tmp_path / "tpl"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "cookiecutter.json").write_text("{}")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-qm", "t")
+    context = {"project_slug": "acme", "_template": str(repo), "_repo_dir": str(repo)}
+    context["_output_dir"] = str(tmp_path)
+    state = post_gen.cruft_state(context)
+    commit = git(repo, "rev-parse", "HEAD")
+    assert state["template"] == str(repo.resolve())
+    assert state["commit"] == commit
+    inner = state["context"]["cookiecutter"]
+    assert inner["_commit"] == commit and inner["project_slug"] == "acme"
+    assert "_output_dir" not in inner and "_repo_dir" not in inner
+
+
+def test_no_cruft_state_outside_git_or_under_cruft(post_gen: ModuleType, tmp_path: Path) -> None:
+    assert post_gen.cruft_state({"_repo_dir": str(tmp_path)}) is None
+    assert post_gen.cruft_state({"_commit": "abc", "_repo_dir": str(tmp_path)}) is None
+
+
+def test_hook_script_with_a_failing_git_warns_and_exits_zero(tree: Path, tmp_path: Path) -> None:
+    """Run as cookiecutter runs it: git breaks, the project is kept, exit 0, one WARNING line."""
+    script = (TEMPLATE / "hooks" / "post_gen_project.py").read_text()
+    script = script.replace(
+        'r"""{{ cookiecutter | tojson }}"""',
+        repr(
+            '{"project_slug": "acme", "package_name": "acme", "ci": "github", "use_docker": true}'
+        ),
+    )
+    hook = tmp_path / "hook.py"
+    hook.write_text(script)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "git").write_text("#!/bin/sh\necho 'fatal: disk full' >&2\nexit 128\n")
+    (fake / "git").chmod(0o755)
+    done = subprocess.run(
+        [sys.executable, str(hook)],
+        cwd=tree,
+        env={"PATH": str(fake)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stdout.splitlines() if line.startswith("WARNING:")]
+    assert warnings == ["WARNING: `git init` failed (fatal: disk full); the project is complete."]
+    assert (tree / "uv.lock").is_file() and (tree / ".env").is_file()
