@@ -10,7 +10,7 @@ from .auth import module as auth
 from .core import module as core
 from .core.plugin import Module
 
-MODULES: tuple[Module, ...] = (
+MODULES: tuple[Module, ...] = (  # one per line
     core.module,
 {%- if cookiecutter.use_auth %}
     auth.module,

@@ -8,19 +8,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
+from limits import parse
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128  # argon2 hashes anything, but unbounded input is a DoS vector
-
-# Rate limits (the core limiter: memory, or Redis with REDIS_URL), per client and per email.
-LOGIN_LIMIT_PER_CLIENT = "20/minute"
-LOGIN_LIMIT_PER_EMAIL = "5/minute"
-REGISTER_LIMIT_PER_CLIENT = "5/minute"
-FORGOT_LIMIT_PER_CLIENT = "5/minute"
-FORGOT_LIMIT_PER_EMAIL = "3/hour"
-RESET_LIMIT_PER_CLIENT = "5/minute"
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -68,6 +61,27 @@ class AuthSettings(BaseSettings):
     )
     # Seconds the signed OAuth state cookie lives (the user's time at the provider).
     oauth_state_ttl: int = Field(default=600, ge=30)
+
+    # Rate limits (the core limiter: in memory, or shared in Redis with REDIS_URL).
+    login_limit_per_client: str = "20/minute"
+    login_limit_per_email: str = "5/minute"
+    register_limit_per_client: str = "5/minute"
+    forgot_limit_per_client: str = "5/minute"
+    forgot_limit_per_email: str = "3/hour"
+    reset_limit_per_client: str = "5/minute"
+
+    @field_validator(
+        "login_limit_per_client",
+        "login_limit_per_email",
+        "register_limit_per_client",
+        "forgot_limit_per_client",
+        "forgot_limit_per_email",
+        "reset_limit_per_client",
+    )
+    @classmethod
+    def _a_limit(cls, value: str) -> str:
+        parse(value)  # ValueError for anything but "N/second|minute|hour|day"
+        return value
 
     @field_validator("scopes", mode="before")
     @classmethod

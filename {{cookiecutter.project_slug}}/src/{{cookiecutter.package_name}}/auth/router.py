@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import uuid
+from functools import lru_cache
 from typing import Annotated, Any
 
 import httpx
 import structlog
 from authlib.integrations.starlette_client import OAuthError  # type: ignore[import-untyped]
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
+from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from joserfc.errors import JoseError
+from limits import RateLimitItem, parse
 
 from {{ cookiecutter.package_name }}.auth import emails, exceptions, service
-from {{ cookiecutter.package_name }}.auth.config import (
-    FORGOT_LIMIT_PER_CLIENT,
-    FORGOT_LIMIT_PER_EMAIL,
-    LOGIN_LIMIT_PER_CLIENT,
-    LOGIN_LIMIT_PER_EMAIL,
-    REGISTER_LIMIT_PER_CLIENT,
-    RESET_LIMIT_PER_CLIENT,
-)
 from {{ cookiecutter.package_name }}.auth.dependencies import (
     ACCESS_COOKIE,
     CSRF_COOKIE,
@@ -30,6 +26,7 @@ from {{ cookiecutter.package_name }}.auth.dependencies import (
     AuthState,
     AuthStateDep,
     CurrentUser,
+    auth_state,
     check_csrf,
 )
 from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
@@ -51,8 +48,8 @@ from {{ cookiecutter.package_name }}.auth.schemas import (
 from {{ cookiecutter.package_name }}.auth.security import InvalidTokenError
 from {{ cookiecutter.package_name }}.core.db import SessionDep
 from {{ cookiecutter.package_name }}.core.email import get_mailer
-from {{ cookiecutter.package_name }}.core.errors import problem_response
-from {{ cookiecutter.package_name }}.core.ratelimit import rate_limit
+from {{ cookiecutter.package_name }}.core.errors import ProblemError, problem_response
+from {{ cookiecutter.package_name }}.core.ratelimit import KeyFunc, client_address, get_rate_limiter
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +72,30 @@ async def _json_email(request: Request) -> str:
         return ""
     email = data.get("email") if isinstance(data, dict) else None
     return service.normalize_email(email) if isinstance(email, str) else ""
+
+
+@lru_cache
+def _limit(value: str) -> RateLimitItem:
+    return parse(value)
+
+
+def limited(setting: str, key: KeyFunc = client_address, scope: str | None = None) -> DependsParam:
+    """The core limiter, with the limit read from the AuthSettings field `setting`."""
+    counter = scope or f"auth:{setting}"
+
+    async def dependency(request: Request) -> None:
+        value: str = getattr(auth_state(request).settings, setting)
+        limiter = get_rate_limiter(request)
+        retry_after = await limiter.hit(_limit(value), counter, await key(request))
+        if retry_after is not None:
+            seconds = math.ceil(retry_after)
+            raise ProblemError(
+                429,
+                f"Rate limit of {value} exceeded; retry in {seconds} s.",
+                headers={"Retry-After": str(seconds)},
+            )
+
+    return DependsParam(dependency)
 
 
 def _user_read(user: User) -> UserRead:
@@ -157,7 +178,7 @@ def _refresh_token_from(request: Request, state: AuthState, body: RefreshRequest
     "/auth/register",
     status_code=201,
     tags=["auth"],
-    dependencies=[rate_limit(REGISTER_LIMIT_PER_CLIENT, scope="auth:register")],
+    dependencies=[limited("register_limit_per_client")],
     responses={409: {"description": "The email is taken"}},
 )
 async def register(
@@ -190,8 +211,8 @@ def _send_verification(
     "/auth/login",
     tags=["auth"],
     dependencies=[
-        rate_limit(LOGIN_LIMIT_PER_CLIENT, scope="auth:login"),
-        rate_limit(LOGIN_LIMIT_PER_EMAIL, key=_form_email, scope="auth:login:email"),
+        limited("login_limit_per_client"),
+        limited("login_limit_per_email", key=_form_email),
     ],
     response_model=TokenPair,
     responses={401: {"description": "Wrong email or password"}},
@@ -264,7 +285,7 @@ async def logout(
     "/auth/verify-email/request",
     status_code=202,
     tags=["auth"],
-    dependencies=[rate_limit(FORGOT_LIMIT_PER_CLIENT, scope="auth:verify-request")],
+    dependencies=[limited("forgot_limit_per_client", scope="auth:verify-email-request")],
 )
 async def request_verification(
     request: Request, user: CurrentUser, state: AuthStateDep, background: BackgroundTasks
@@ -285,8 +306,8 @@ async def verify_email(body: TokenRequest, session: SessionDep, state: AuthState
     status_code=202,
     tags=["auth"],
     dependencies=[
-        rate_limit(FORGOT_LIMIT_PER_CLIENT, scope="auth:forgot"),
-        rate_limit(FORGOT_LIMIT_PER_EMAIL, key=_json_email, scope="auth:forgot:email"),
+        limited("forgot_limit_per_client"),
+        limited("forgot_limit_per_email", key=_json_email),
     ],
 )
 async def forgot_password(
@@ -314,7 +335,7 @@ async def forgot_password(
 @router.post(
     "/auth/reset-password",
     tags=["auth"],
-    dependencies=[rate_limit(RESET_LIMIT_PER_CLIENT, scope="auth:reset")],
+    dependencies=[limited("reset_limit_per_client")],
 )
 async def reset_password(body: ResetPassword, session: SessionDep, state: AuthStateDep) -> Message:
     await service.reset_password(session, state.tokens, body.token, body.password)
