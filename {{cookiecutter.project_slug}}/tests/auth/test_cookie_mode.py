@@ -59,6 +59,7 @@ async def test_cookie_auth_with_csrf(https: AsyncClient) -> None:
     refreshed = await https.post("/api/v1/auth/refresh", headers={"X-CSRF-Token": csrf})
     assert refreshed.status_code == 200, refreshed.text
 
+    assert_problem(await https.post("/api/v1/auth/logout"), 403)  # no CSRF header
     out = await https.post(
         "/api/v1/auth/logout", headers={"X-CSRF-Token": https.cookies.get("csrf_token") or ""}
     )

@@ -264,10 +264,9 @@ async def logout(
     body: RefreshRequest | None = None,
 ) -> Response:
     """Revoke the session of this refresh token (the access token lives until it expires)."""
-    try:
-        token = _refresh_token_from(request, state, body)
-    except Exception:
-        token = None
+    token = body.refresh_token if body is not None else None
+    if not token and state.settings.cookie_mode and (token := request.cookies.get(REFRESH_COOKIE)):
+        check_csrf(request)
     if token:
         await service.logout(session, token)
     response = Response(status_code=204)
