@@ -141,7 +141,6 @@ async def test_unverified_email_does_not_take_over_an_account(
     app: FastAPI, client: AsyncClient, provider: FakeProvider
 ) -> None:
     await register(client, "social@example.com")
-    await client.post("/api/v1/auth/verify-email", json={"token": "irrelevant"})
     provider.identity["email_verified"] = False
     _, callback = await start(client)
     assert_problem(await client.get(callback), 400)
@@ -160,3 +159,18 @@ async def test_unverified_email_for_a_new_user_stays_unverified(
         "/api/v1/users/me", headers={"Authorization": f"Bearer {response.json()['access_token']}"}
     )
     assert me.json()["is_verified"] is False
+
+
+async def test_a_squatted_unverified_account_loses_its_password(
+    client: AsyncClient, provider: FakeProvider
+) -> None:
+    # Someone registered the address first and never verified it; the owner now signs in
+    # with a provider that verified it: the squatter's password must stop working.
+    await register(client, "social@example.com")
+    _, callback = await start(client)
+    assert (await client.get(callback)).status_code == 200
+    response = await client.post(
+        "/api/v1/auth/login",
+        data={"username": "social@example.com", "password": "correct horse battery"},
+    )
+    assert_problem(response, 401)
