@@ -65,6 +65,7 @@ OPTIONS: tuple[Option, ...] = (
             "redis",
             "structlog",
             "limits",
+            "aiosmtplib",
         ),
         dev_requires=(
             "pytest",
@@ -77,6 +78,20 @@ OPTIONS: tuple[Option, ...] = (
             "uv",
         ),
         migration="migrations/versions/0001_baseline.py",
+    ),
+    Option(
+        "use_auth",
+        paths=("src/{package}/auth", "tests/auth"),
+        requires=(
+            "authlib",
+            "joserfc",
+            "pwdlib[argon2]",
+            "email-validator",
+            "python-multipart",
+            "jinja2",
+        ),
+        dev_requires=("aiosmtpd",),
+        migration="migrations/versions/0002_auth.py",
     ),
     Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml")),
 )

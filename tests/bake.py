@@ -36,6 +36,7 @@ COMBOS: list[dict[str, Any]] = [
             "database": "sqlite",
             "ci": "gitlab",
             "use_docker": False,
+            "use_auth": False,
             "license": "BSD-3-Clause",
         },
     },
@@ -54,6 +55,7 @@ COMBOS: list[dict[str, Any]] = [
             "project_name": "Bake Apache Service",
             "database": "postgresql",
             "ci": "github",
+            "use_auth": True,
             "license": "Apache-2.0",
             "python_version": "3.11",
         },
@@ -63,10 +65,12 @@ COMBOS: list[dict[str, Any]] = [
 # Unrendered template syntax: never allowed anywhere.
 FORBIDDEN = ("{{ cookiecutter", "{{cookiecutter", "{%", "%}")
 # A bare "{{" is allowed only in these files (glob on the path relative to the
-# project root): GitHub workflow expressions ``${{ }}``.
+# project root): GitHub workflow expressions ``${{ }}``, the auth module's Jinja2
+# email templates (copied without rendering, see cookiecutter.json).
 BRACES_ALLOWED = (
     ".github/workflows/*.yml",
     ".github/workflows/*.yaml",
+    "src/*/auth/templates/*",
 )
 # Directories the checks below create or tools leave; not part of the render.
 SKIP_DIRS = {
@@ -206,7 +210,38 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     present.append(".cruft.json")
     if opts["license"] != "Proprietary":
         present.append("LICENSE")
+    auth = [f"src/{package}/auth", "tests/auth", "migrations/versions/0002_auth.py"]
+    (present if is_on(opts.get("use_auth")) else absent).extend(auth)
     return present, absent
+
+
+def is_on(value: Any) -> bool:
+    """Cookiecutter booleans arrive as bool, or as text when given on the command line."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "y", "on"}
+    return bool(value)
+
+
+# What mentions the auth module in a rendered project: its package, its settings,
+# its tests folder. A project without auth must hold none of these.
+AUTH_MENTION = re.compile(r"\.auth\b|\bauth\.|\bauth/|AUTH_|use_auth")
+
+
+def mentions(project: Path, pattern: re.Pattern[str]) -> list[str]:
+    """file:line for every line of a rendered text file that matches pattern."""
+    found: list[str] = []
+    for path in rendered_files(project):
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        rel = path.relative_to(project).as_posix()
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if pattern.search(line):
+                found.append(f"{rel}:{lineno}: {line.strip()[:120]}")
+    return found
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -30,6 +30,7 @@ def answers(**changes: object) -> dict[str, object]:
         "package_name": "acme",
         "ci": "github",
         "use_docker": True,
+        "use_auth": True,
     }
     values.update(changes)
     return values
@@ -48,6 +49,27 @@ def test_selected_option_paths_stay(post_gen: ModuleType, tree: Path) -> None:
     assert (tree / "Dockerfile").exists()
     assert (tree / ".github").exists()
     assert not (tree / ".gitlab-ci.yml").exists()
+
+
+def test_auth_off_drops_its_package_tests_and_migration(post_gen: ModuleType, tree: Path) -> None:
+    post_gen.remove_unselected(tree, answers(use_auth=False))
+    assert not (tree / "src" / "acme" / "auth").exists()
+    assert not (tree / "tests" / "auth").exists()
+    assert not (tree / "migrations" / "versions" / "0002_auth.py").exists()
+    assert (tree / "src" / "acme" / "core").exists()
+
+
+def test_auth_on_keeps_it_and_pins_its_requirements(post_gen: ModuleType, tree: Path) -> None:
+    post_gen.remove_unselected(tree, answers())
+    assert (tree / "src" / "acme" / "auth" / "module.py").exists()
+    post_gen.write_pins(tree, answers())
+    text = (tree / "pyproject.toml").read_text()
+    assert '"authlib==' in text
+    assert '"pwdlib[argon2]==' in text
+    assert '"aiosmtpd==' in text
+    post_gen.chain_migrations(tree, answers())
+    auth = (tree / "migrations" / "versions" / "0002_auth.py").read_text()
+    assert 'down_revision: str | None = "0001_baseline"' in auth
 
 
 def test_ci_none_keeps_no_provider(post_gen: ModuleType, tree: Path) -> None:

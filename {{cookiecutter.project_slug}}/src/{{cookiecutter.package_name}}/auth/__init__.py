@@ -1,0 +1,1 @@
+"""Accounts, tokens, social login and API keys. Wired in by `modules.py`."""

@@ -1,0 +1,111 @@
+"""Auth settings. Provider credentials use their usual names; the module's own knobs `AUTH_`.
+
+The signing key is the app's `SECRET_KEY` (core settings), never a second secret.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from limits import parse
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128  # argon2 hashes anything, but unbounded input is a DoS vector
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _env(name: str) -> AliasChoices:
+    """A setting read from exactly this environment name (no AUTH_ prefix)."""
+    return AliasChoices(name, name.lower())
+
+
+class AuthSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AUTH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    access_token_ttl: int = Field(default=900, ge=30)
+    refresh_token_ttl: int = Field(default=14 * 24 * 3600, ge=60)
+    verify_token_ttl: int = Field(default=2 * 24 * 3600, ge=60)
+    reset_token_ttl: int = Field(default=3600, ge=60)
+    scopes: CommaList = ["read", "write"]
+    frontend_url: str = "http://localhost:3000"
+    # Tokens in httpOnly cookies for browser clients (plus a CSRF header on unsafe methods).
+    cookie_mode: bool = False
+    cookie_secure: bool = True
+    cookie_samesite: str = Field(default="lax", pattern="^(lax|strict|none)$")
+    cookie_domain: str | None = None
+
+    google_client_id: str | None = Field(default=None, validation_alias=_env("GOOGLE_CLIENT_ID"))
+    google_client_secret: SecretStr | None = Field(
+        default=None, validation_alias=_env("GOOGLE_CLIENT_SECRET")
+    )
+    github_client_id: str | None = Field(default=None, validation_alias=_env("GITHUB_CLIENT_ID"))
+    github_client_secret: SecretStr | None = Field(
+        default=None, validation_alias=_env("GITHUB_CLIENT_SECRET")
+    )
+    oidc_discovery_url: str | None = Field(
+        default=None, validation_alias=_env("OIDC_DISCOVERY_URL")
+    )
+    oidc_client_id: str | None = Field(default=None, validation_alias=_env("OIDC_CLIENT_ID"))
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, validation_alias=_env("OIDC_CLIENT_SECRET")
+    )
+    # Seconds the signed OAuth state cookie lives (the user's time at the provider).
+    oauth_state_ttl: int = Field(default=600, ge=30)
+
+    # Rate limits (the core limiter: in memory, or shared in Redis with REDIS_URL).
+    login_limit_per_client: str = "20/minute"
+    login_limit_per_email: str = "5/minute"
+    register_limit_per_client: str = "5/minute"
+    forgot_limit_per_client: str = "5/minute"
+    forgot_limit_per_email: str = "3/hour"
+    reset_limit_per_client: str = "5/minute"
+
+    @field_validator(
+        "login_limit_per_client",
+        "login_limit_per_email",
+        "register_limit_per_client",
+        "forgot_limit_per_client",
+        "forgot_limit_per_email",
+        "reset_limit_per_client",
+    )
+    @classmethod
+    def _a_limit(cls, value: str) -> str:
+        parse(value)  # ValueError for anything but "N/second|minute|hour|day"
+        return value
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.replace(" ", ",").split(",") if item.strip()]
+        return value
+
+    @field_validator(
+        "google_client_id",
+        "google_client_secret",
+        "github_client_id",
+        "github_client_secret",
+        "oidc_discovery_url",
+        "oidc_client_id",
+        "oidc_client_secret",
+        "cookie_domain",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+@lru_cache
+def get_auth_settings() -> AuthSettings:
+    return AuthSettings()

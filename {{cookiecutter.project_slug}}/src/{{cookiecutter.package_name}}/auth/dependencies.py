@@ -1,0 +1,149 @@
+"""Dependencies for route authors: `CurrentUser`, `CurrentSuperuser`, `require_scopes(...)`.
+
+A caller authenticates with a bearer JWT (`Authorization: Bearer <access token>`) or an API
+key (`X-API-Key: sk_...`, or `Authorization: Bearer sk_...`); in cookie mode also with the
+access-token cookie, plus the CSRF header on unsafe methods.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.params import Depends as DependsParam
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+
+from {{ cookiecutter.package_name }}.auth import exceptions
+from {{ cookiecutter.package_name }}.auth.config import AuthSettings
+from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
+from {{ cookiecutter.package_name }}.auth.oauth import build_oauth
+from {{ cookiecutter.package_name }}.auth.security import API_KEY_PREFIX, InvalidTokenError, TokenSigner
+from {{ cookiecutter.package_name }}.auth.service import Tokens, authenticate_api_key
+from {{ cookiecutter.package_name }}.core.db import SessionDep
+
+ACCESS_COOKIE = "access_token"
+REFRESH_COOKIE = "refresh_token"
+CSRF_COOKIE = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+@dataclass(frozen=True)
+class AuthState:
+    """The module's runtime state, kept on `app.state.auth` by the module's lifespan."""
+
+    settings: AuthSettings
+    tokens: Tokens
+    oauth: Any = field(default=None)  # authlib's OAuth registry
+
+    @classmethod
+    def create(cls, settings: AuthSettings, secret_key: str) -> AuthState:
+        return cls(settings, Tokens(settings, TokenSigner(secret_key)), build_oauth(settings))
+
+
+def get_auth_state(app: FastAPI) -> AuthState:
+    state: AuthState = app.state.auth
+    return state
+
+
+def auth_state(request: Request) -> AuthState:
+    return get_auth_state(request.app)
+
+
+AuthStateDep = Annotated[AuthState, Depends(auth_state)]
+
+# Both only read headers; declared so /docs shows the Authorize button for each.
+bearer_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, with what scopes, and through which API key if any."""
+
+    user: User
+    scopes: frozenset[str]
+    api_key: ApiKey | None = None
+
+
+def check_csrf(request: Request) -> None:
+    """Double-submit check: the X-CSRF-Token header must equal the csrf_token cookie."""
+    if request.method in SAFE_METHODS:
+        return
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    header = request.headers.get(CSRF_HEADER, "")
+    if not cookie or not hmac.compare_digest(cookie.encode(), header.encode()):
+        raise exceptions.csrf_failed()
+
+
+async def get_principal(
+    request: Request,
+    session: SessionDep,
+    state: AuthStateDep,
+    bearer: Annotated[str | None, Depends(bearer_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Principal:
+    if bearer and bearer.startswith(API_KEY_PREFIX):
+        api_key, bearer = bearer, None
+    if api_key:
+        found = await authenticate_api_key(session, api_key)
+        if found is None:
+            raise exceptions.not_authenticated("The API key is invalid, expired or revoked.")
+        if not found.user.is_active:
+            raise exceptions.inactive_user()
+        return Principal(found.user, frozenset(found.scopes), found)
+    token = bearer
+    if token is None and state.settings.cookie_mode:
+        token = request.cookies.get(ACCESS_COOKIE)
+        if token:
+            check_csrf(request)
+    if not token:
+        raise exceptions.not_authenticated()
+    try:
+        claims = state.tokens.signer.decode("access", token)
+        user_id = uuid.UUID(str(claims["sub"]))
+    except (InvalidTokenError, ValueError) as exc:
+        raise exceptions.not_authenticated("The access token is invalid or has expired.") from exc
+    user = await session.get(User, user_id)  # one primary-key lookup
+    if user is None or not user.is_active:
+        raise exceptions.not_authenticated("The access token is invalid or has expired.")
+    return Principal(user, frozenset(str(claims.get("scope", "")).split()))
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_current_user(principal: PrincipalDep) -> User:
+    return principal.user
+
+
+async def get_current_superuser(principal: PrincipalDep) -> User:
+    if not principal.user.is_superuser:
+        raise exceptions.forbidden("Superusers only.")
+    return principal.user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentSuperuser = Annotated[User, Depends(get_current_superuser)]
+
+
+def require_scopes(*scopes: str) -> DependsParam:
+    """A dependency that lets a caller through only with every one of `scopes`.
+
+        @router.post("/items", dependencies=[require_scopes("write")])
+        async def create_item(...): ...
+
+    or, to get the caller too: `principal: Annotated[Principal, require_scopes("write")]`.
+    """
+    needed = frozenset(scopes)
+
+    async def dependency(principal: PrincipalDep) -> Principal:
+        missing = needed - principal.scopes
+        if missing:
+            raise exceptions.missing_scopes(sorted(missing))
+        return principal
+
+    return DependsParam(dependency)

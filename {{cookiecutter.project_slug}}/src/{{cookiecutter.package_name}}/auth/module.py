@@ -1,0 +1,24 @@
+"""The auth module's contribution: its routes and its runtime state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from {{ cookiecutter.package_name }}.auth.config import AuthSettings, get_auth_settings
+from {{ cookiecutter.package_name }}.auth.dependencies import AuthState
+from {{ cookiecutter.package_name }}.auth.router import router
+from {{ cookiecutter.package_name }}.core.plugin import Module
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Tests (or an embedding app) may put their own AuthSettings on app.state first.
+    settings: AuthSettings = getattr(app.state, "auth_settings", None) or get_auth_settings()
+    app.state.auth = AuthState.create(settings, app.state.settings.secret_key.get_secret_value())
+    yield
+
+
+module = Module("auth", routers=(router,), lifespan=lifespan)

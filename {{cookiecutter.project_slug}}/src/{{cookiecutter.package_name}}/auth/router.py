@@ -1,0 +1,471 @@
+"""HTTP routes of the auth module, under /api/v1. Rules live in service.py."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import uuid
+from functools import lru_cache
+from typing import Annotated, Any
+
+import httpx
+import structlog
+from authlib.integrations.starlette_client import OAuthError  # type: ignore[import-untyped]
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
+from fastapi.params import Depends as DependsParam
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.security import OAuth2PasswordRequestForm
+from joserfc.errors import JoseError
+from limits import RateLimitItem, parse
+
+from {{ cookiecutter.package_name }}.auth import emails, exceptions, service
+from {{ cookiecutter.package_name }}.auth.dependencies import (
+    ACCESS_COOKIE,
+    CSRF_COOKIE,
+    REFRESH_COOKIE,
+    AuthState,
+    AuthStateDep,
+    CurrentUser,
+    auth_state,
+    check_csrf,
+)
+from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
+from {{ cookiecutter.package_name }}.auth.oauth import fetch_identity
+from {{ cookiecutter.package_name }}.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    EmailRequest,
+    Message,
+    RefreshRequest,
+    ResetPassword,
+    TokenPair,
+    TokenRequest,
+    UserCreate,
+    UserRead,
+    UserUpdate,
+)
+from {{ cookiecutter.package_name }}.auth.security import InvalidTokenError
+from {{ cookiecutter.package_name }}.core.db import SessionDep
+from {{ cookiecutter.package_name }}.core.email import get_mailer
+from {{ cookiecutter.package_name }}.core.errors import ProblemError, problem_response
+from {{ cookiecutter.package_name }}.core.ratelimit import KeyFunc, client_address, get_rate_limiter
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/api/v1")
+
+STATE_COOKIE = "oauth_state"
+OAUTH_PATH = "/api/v1/auth/oauth"
+REFRESH_PATH = "/api/v1/auth"
+
+
+async def _form_email(request: Request) -> str:
+    form = await request.form()
+    return service.normalize_email(str(form.get("username") or ""))
+
+
+async def _json_email(request: Request) -> str:
+    try:
+        data = await request.json()
+    except ValueError:
+        return ""
+    email = data.get("email") if isinstance(data, dict) else None
+    return service.normalize_email(email) if isinstance(email, str) else ""
+
+
+@lru_cache
+def _limit(value: str) -> RateLimitItem:
+    return parse(value)
+
+
+def limited(setting: str, key: KeyFunc = client_address, scope: str | None = None) -> DependsParam:
+    """The core limiter, with the limit read from the AuthSettings field `setting`."""
+    counter = scope or f"auth:{setting}"
+
+    async def dependency(request: Request) -> None:
+        value: str = getattr(auth_state(request).settings, setting)
+        limiter = get_rate_limiter(request)
+        retry_after = await limiter.hit(_limit(value), counter, await key(request))
+        if retry_after is not None:
+            seconds = math.ceil(retry_after)
+            raise ProblemError(
+                429,
+                f"Rate limit of {value} exceeded; retry in {seconds} s.",
+                headers={"Retry-After": str(seconds)},
+            )
+
+    return DependsParam(dependency)
+
+
+def _user_read(user: User) -> UserRead:
+    return UserRead.model_validate(user)
+
+
+def _api_key_read(api_key: ApiKey) -> ApiKeyRead:
+    return ApiKeyRead(
+        id=api_key.id,
+        name=api_key.name,
+        prefix=api_key.prefix,
+        scopes=api_key.scopes,
+        created_at=api_key.created_at,
+        last_used_at=api_key.last_used_at,
+        expires_at=api_key.expires_at,
+        revoked_at=api_key.revoked_at,
+    )
+
+
+def _set_cookie(response: Response, state: AuthState, name: str, value: str, **kw: Any) -> None:
+    settings = state.settings
+    response.set_cookie(
+        name,
+        value,
+        secure=settings.cookie_secure,
+        samesite=settings.cookie_samesite,  # type: ignore[arg-type]
+        domain=settings.cookie_domain,
+        **kw,
+    )
+
+
+def _token_response(state: AuthState, pair: TokenPair, status_code: int = 200) -> JSONResponse:
+    response = JSONResponse(pair.model_dump(), status_code=status_code)
+    if state.settings.cookie_mode:
+        settings = state.settings
+        _set_cookie(
+            response,
+            state,
+            ACCESS_COOKIE,
+            pair.access_token,
+            max_age=settings.access_token_ttl,
+            httponly=True,
+            path="/",
+        )
+        _set_cookie(
+            response,
+            state,
+            REFRESH_COOKIE,
+            pair.refresh_token,
+            max_age=settings.refresh_token_ttl,
+            httponly=True,
+            path=REFRESH_PATH,
+        )
+        # Readable by the page's script, which echoes it as X-CSRF-Token.
+        _set_cookie(
+            response,
+            state,
+            CSRF_COOKIE,
+            secrets.token_urlsafe(24),
+            max_age=settings.refresh_token_ttl,
+            httponly=False,
+            path="/",
+        )
+    return response
+
+
+def _refresh_token_from(request: Request, state: AuthState, body: RefreshRequest | None) -> str:
+    if body is not None and body.refresh_token:
+        return body.refresh_token
+    if state.settings.cookie_mode and (cookie := request.cookies.get(REFRESH_COOKIE)):
+        check_csrf(request)
+        return cookie
+    raise exceptions.invalid_refresh_token()
+
+
+# --- accounts and tokens ----------------------------------------------------------------------
+
+
+@router.post(
+    "/auth/register",
+    status_code=201,
+    tags=["auth"],
+    dependencies=[limited("register_limit_per_client")],
+    responses={409: {"description": "The email is taken"}},
+)
+async def register(
+    body: UserCreate,
+    request: Request,
+    session: SessionDep,
+    state: AuthStateDep,
+    background: BackgroundTasks,
+) -> UserRead:
+    user = await service.create_user(session, body.email, body.password)
+    _send_verification(request, state, background, user)
+    return _user_read(user)
+
+
+def _send_verification(
+    request: Request, state: AuthState, background: BackgroundTasks, user: User
+) -> None:
+    background.add_task(
+        emails.send_verification,
+        get_mailer(request.app),
+        user.email,
+        app_name=request.app.title,
+        frontend_url=state.settings.frontend_url,
+        token=service.verification_token(state.tokens, user),
+        ttl=state.settings.verify_token_ttl,
+    )
+
+
+@router.post(
+    "/auth/login",
+    tags=["auth"],
+    dependencies=[
+        limited("login_limit_per_client"),
+        limited("login_limit_per_email", key=_form_email),
+    ],
+    response_model=TokenPair,
+    responses={401: {"description": "Wrong email or password"}},
+)
+async def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    state: AuthStateDep,
+) -> Response:
+    """OAuth2 password flow: `username` is the email; `scope` may ask for fewer scopes."""
+    scopes = service.granted_scopes(state.settings, form.scopes)
+    user = await service.authenticate(session, form.username, form.password)
+    pair = await service.issue_tokens(session, state.tokens, user, scopes)
+    return _token_response(state, pair)
+
+
+@router.post(
+    "/auth/refresh",
+    tags=["auth"],
+    response_model=TokenPair,
+    responses={401: {"description": "Invalid, expired, revoked or reused refresh token"}},
+)
+async def refresh(
+    request: Request,
+    session: SessionDep,
+    state: AuthStateDep,
+    body: RefreshRequest | None = None,
+) -> Response:
+    token = _refresh_token_from(request, state, body)
+    try:
+        pair = await service.rotate_refresh_token(session, state.tokens, token)
+    except service.RefreshTokenReusedError:
+        # Returned, not raised: the family's revocation must be committed.
+        log.warning("refresh_token_reused")
+        return problem_response(
+            request,
+            401,
+            detail="This refresh token was already used; every session of its family is revoked.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return _token_response(state, pair)
+
+
+@router.post("/auth/logout", status_code=204, tags=["auth"])
+async def logout(
+    request: Request,
+    session: SessionDep,
+    state: AuthStateDep,
+    body: RefreshRequest | None = None,
+) -> Response:
+    """Revoke the session of this refresh token (the access token lives until it expires)."""
+    token = body.refresh_token if body is not None else None
+    if not token and state.settings.cookie_mode and (token := request.cookies.get(REFRESH_COOKIE)):
+        check_csrf(request)
+    if token:
+        await service.logout(session, token)
+    response = Response(status_code=204)
+    if state.settings.cookie_mode:
+        for name, path in (
+            (ACCESS_COOKIE, "/"),
+            (REFRESH_COOKIE, REFRESH_PATH),
+            (CSRF_COOKIE, "/"),
+        ):
+            response.delete_cookie(name, path=path, domain=state.settings.cookie_domain)
+    return response
+
+
+@router.post(
+    "/auth/verify-email/request",
+    status_code=202,
+    tags=["auth"],
+    dependencies=[limited("forgot_limit_per_client", scope="auth:verify-email-request")],
+)
+async def request_verification(
+    request: Request, user: CurrentUser, state: AuthStateDep, background: BackgroundTasks
+) -> Message:
+    if user.is_verified:
+        return Message(detail="The email address is already verified.")
+    _send_verification(request, state, background, user)
+    return Message(detail="A verification link is on its way.")
+
+
+@router.post("/auth/verify-email", tags=["auth"])
+async def verify_email(body: TokenRequest, session: SessionDep, state: AuthStateDep) -> UserRead:
+    return _user_read(await service.verify_email(session, state.tokens, body.token))
+
+
+@router.post(
+    "/auth/forgot-password",
+    status_code=202,
+    tags=["auth"],
+    dependencies=[
+        limited("forgot_limit_per_client"),
+        limited("forgot_limit_per_email", key=_json_email),
+    ],
+)
+async def forgot_password(
+    body: EmailRequest,
+    request: Request,
+    session: SessionDep,
+    state: AuthStateDep,
+    background: BackgroundTasks,
+) -> Message:
+    """Always 202: the answer never tells whether an account exists."""
+    user = await service.get_user_by_email(session, body.email)
+    if user is not None and user.is_active:
+        background.add_task(
+            emails.send_reset,
+            get_mailer(request.app),
+            user.email,
+            app_name=request.app.title,
+            frontend_url=state.settings.frontend_url,
+            token=service.reset_token(state.tokens, user),
+            ttl=state.settings.reset_token_ttl,
+        )
+    return Message(detail="If an account exists for this email, a reset link is on its way.")
+
+
+@router.post(
+    "/auth/reset-password",
+    tags=["auth"],
+    dependencies=[limited("reset_limit_per_client")],
+)
+async def reset_password(body: ResetPassword, session: SessionDep, state: AuthStateDep) -> Message:
+    await service.reset_password(session, state.tokens, body.token, body.password)
+    return Message(detail="The password is changed; every session has been signed out.")
+
+
+# --- social login -------------------------------------------------------------------------------
+
+
+def _oauth_client(state: AuthState, provider: str) -> Any:
+    client = state.oauth.create_client(provider) if state.oauth is not None else None
+    if client is None:
+        raise exceptions.unknown_provider(provider)
+    return client
+
+
+@router.get(
+    "/auth/oauth/{provider}/authorize",
+    tags=["auth"],
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={404: {"description": "The provider is not configured"}},
+)
+async def oauth_authorize(provider: str, request: Request, state: AuthStateDep) -> Response:
+    """Redirect to the provider, with state, PKCE (S256) and, for OIDC, a nonce."""
+    client = _oauth_client(state, provider)
+    redirect_uri = str(request.url_for("oauth_callback", provider=provider))
+    session: dict[str, Any] = {}
+    request.scope["session"] = session  # Authlib keeps state there; we sign it into a cookie
+    try:
+        response: Response = await client.authorize_redirect(request, redirect_uri)
+    except (httpx.HTTPError, ValueError) as exc:
+        raise exceptions.oauth_failed("the provider cannot be reached.") from exc
+    cookie = state.tokens.signer.encode(
+        "oauth-state", {"sub": provider, "data": session}, state.settings.oauth_state_ttl
+    )
+    _set_cookie(
+        response,
+        state,
+        STATE_COOKIE,
+        cookie,
+        max_age=state.settings.oauth_state_ttl,
+        httponly=True,
+        path=OAUTH_PATH,
+    )
+    return response
+
+
+@router.get(
+    "/auth/oauth/{provider}/callback",
+    name="oauth_callback",
+    tags=["auth"],
+    response_model=TokenPair,
+    responses={400: {"description": "Bad state, reused code or a provider error"}},
+)
+async def oauth_callback(
+    provider: str, request: Request, session: SessionDep, state: AuthStateDep
+) -> Response:
+    client = _oauth_client(state, provider)
+    stored: dict[str, Any] = {}
+    if raw := request.cookies.get(STATE_COOKIE):
+        try:
+            claims = state.tokens.signer.decode("oauth-state", raw)
+        except InvalidTokenError:
+            claims = {}
+        if claims.get("sub") == provider and isinstance(claims.get("data"), dict):
+            stored = claims["data"]
+    request.scope["session"] = stored
+    try:
+        token = await client.authorize_access_token(request)
+        identity = await fetch_identity(provider, client, token)
+    except OAuthError as exc:
+        raise exceptions.oauth_failed(
+            str(exc.description or exc.error or "the provider refused.")
+        ) from exc
+    except (JoseError, ValueError, KeyError, TypeError) as exc:
+        log.warning("oauth_bad_answer", provider=provider, error=repr(exc))
+        raise exceptions.oauth_failed("the provider's answer could not be verified.") from exc
+    except httpx.HTTPError as exc:
+        log.warning("oauth_provider_unreachable", provider=provider, error=repr(exc))
+        raise exceptions.oauth_failed("the provider cannot be reached.") from exc
+    user = await service.oauth_login(
+        session, provider, identity.subject, identity.email, identity.email_verified
+    )
+    scopes = service.granted_scopes(state.settings, [])
+    response = _token_response(
+        state, await service.issue_tokens(session, state.tokens, user, scopes)
+    )
+    response.delete_cookie(STATE_COOKIE, path=OAUTH_PATH, domain=state.settings.cookie_domain)
+    return response
+
+
+# --- the signed-in user -------------------------------------------------------------------------
+
+
+@router.get("/users/me", tags=["users"])
+async def read_me(user: CurrentUser) -> UserRead:
+    return _user_read(user)
+
+
+@router.patch("/users/me", tags=["users"])
+async def update_me(
+    body: UserUpdate,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    state: AuthStateDep,
+    background: BackgroundTasks,
+) -> UserRead:
+    """Change the email (to be verified again) or the password (needs `current_password`)."""
+    if await service.update_user(session, user, body):
+        _send_verification(request, state, background, user)
+    return _user_read(user)
+
+
+# --- API keys -----------------------------------------------------------------------------------
+
+
+@router.post("/api-keys", status_code=201, tags=["api keys"])
+async def create_api_key(
+    body: ApiKeyCreate, user: CurrentUser, session: SessionDep, state: AuthStateDep
+) -> ApiKeyCreated:
+    api_key, key = await service.create_api_key(session, state.settings, user, body)
+    return ApiKeyCreated(key=key, **_api_key_read(api_key).model_dump())
+
+
+@router.get("/api-keys", tags=["api keys"])
+async def list_api_keys(user: CurrentUser, session: SessionDep) -> list[ApiKeyRead]:
+    return [_api_key_read(k) for k in await service.list_api_keys(session, user)]
+
+
+@router.delete("/api-keys/{key_id}", status_code=204, tags=["api keys"])
+async def revoke_api_key(key_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
+    await service.revoke_api_key(session, user, key_id)

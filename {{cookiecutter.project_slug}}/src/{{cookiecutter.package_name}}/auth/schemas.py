@@ -1,0 +1,105 @@
+"""Request and response bodies."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from {{ cookiecutter.package_name }}.auth.config import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
+
+Password = Annotated[
+    str,
+    Field(
+        min_length=PASSWORD_MIN_LENGTH,
+        max_length=PASSWORD_MAX_LENGTH,
+        description=f"{PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters.",
+    ),
+]
+Scope = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9:._-]{1,50}$")]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    password: Password
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr | None = None
+    password: Password | None = None
+    current_password: str | None = Field(
+        default=None, max_length=PASSWORD_MAX_LENGTH, description="Needed to change the password."
+    )
+
+
+class UserRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: str
+    is_active: bool
+    is_verified: bool
+    is_superuser: bool
+    has_password: bool
+    created_at: datetime
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
+    expires_in: int
+    scope: str
+
+
+class RefreshRequest(BaseModel):
+    # Optional in cookie mode, where the refresh token comes from its cookie.
+    refresh_token: str | None = Field(default=None, max_length=200)
+
+
+class EmailRequest(BaseModel):
+    email: EmailStr
+
+
+class TokenRequest(BaseModel):
+    token: str = Field(max_length=2000)
+
+
+class ResetPassword(BaseModel):
+    token: str = Field(max_length=2000)
+    password: Password
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[Scope] | None = Field(
+        default=None, max_length=50, description="Default: every scope the API knows."
+    )
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class ApiKeyRead(BaseModel):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str = Field(description="The full key. Shown only this once.")
+
+
+class Message(BaseModel):
+    detail: str

@@ -1,0 +1,75 @@
+"""Outgoing email: written to the log by default, sent through SMTP when SMTP_HOST is set.
+
+Any module sends with `await get_mailer(app).send(to, subject, body)`; tests replace
+`app.state.mailer` with a `Mailer` of their own settings.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from typing import Literal
+
+import aiosmtplib
+import structlog
+from fastapi import FastAPI
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = structlog.get_logger(__name__)
+
+
+class EmailSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_timeout: float = 10.0
+    email_from: str = "no-reply@localhost"
+
+    @field_validator("smtp_host", "smtp_username", "smtp_password", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class Mailer:
+    def __init__(self, settings: EmailSettings) -> None:
+        self.settings = settings
+
+    def message(self, to: str, subject: str, body: str) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self.settings.email_from
+        message["To"] = to
+        message["Subject"] = subject
+        message.set_content(body)
+        return message
+
+    async def send(self, to: str, subject: str, body: str) -> None:
+        """Send one plain-text message; without SMTP_HOST, log it instead."""
+        settings = self.settings
+        if not settings.smtp_host:
+            log.info("email", to=to, subject=subject, body=body)
+            return
+        await aiosmtplib.send(
+            self.message(to, subject, body),
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            use_tls=settings.smtp_security == "tls",
+            start_tls=settings.smtp_security == "starttls",
+            timeout=settings.smtp_timeout,
+        )
+        log.info("email_sent", to=to, subject=subject)
+
+
+def get_mailer(app: FastAPI) -> Mailer:
+    """The app's mailer, made from the environment on first use."""
+    mailer: Mailer | None = getattr(app.state, "mailer", None)
+    if mailer is None:
+        mailer = Mailer(EmailSettings())
+        app.state.mailer = mailer
+    return mailer

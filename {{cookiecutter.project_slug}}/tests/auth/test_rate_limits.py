@@ -1,0 +1,93 @@
+"""Rate limits on login, register, forgot-password and reset, per client and per email.
+
+The limits come from AuthSettings; here they count per day, so a test never straddles
+the window boundary of a per-minute limit.
+"""
+
+from __future__ import annotations
+
+import pytest
+from httpx import AsyncClient
+
+from {{ cookiecutter.package_name }}.auth.config import AuthSettings
+from tests.auth.conftest import FakeProvider, assert_problem, make_auth_settings, register
+
+
+@pytest.fixture
+def auth_settings(oidc_server: FakeProvider) -> AuthSettings:
+    return make_auth_settings(
+        oidc_server.url,
+        login_limit_per_client="8/day",
+        login_limit_per_email="3/day",
+        register_limit_per_client="4/day",
+        forgot_limit_per_client="6/day",
+        forgot_limit_per_email="2/day",
+        reset_limit_per_client="3/day",
+    )
+
+
+def allowed(limit: str) -> int:
+    return int(limit.split("/")[0])
+
+
+async def test_login_is_limited_per_email(client: AsyncClient, auth_settings: AuthSettings) -> None:
+    bad = {"username": "target@example.com", "password": "guessing wrong"}
+    for _ in range(allowed(auth_settings.login_limit_per_email)):
+        assert (await client.post("/api/v1/auth/login", data=bad)).status_code == 401
+    limited = await client.post("/api/v1/auth/login", data=bad)
+    assert "3/day" in assert_problem(limited, 429)["detail"]
+    assert int(limited.headers["retry-after"]) >= 1
+    other = {"username": "other@example.com", "password": "guessing wrong"}
+    assert (await client.post("/api/v1/auth/login", data=other)).status_code == 401
+
+
+async def test_login_is_limited_per_client(
+    client: AsyncClient, auth_settings: AuthSettings
+) -> None:
+    for i in range(allowed(auth_settings.login_limit_per_client)):
+        data = {"username": f"u{i}@example.com", "password": "guessing wrong"}
+        assert (await client.post("/api/v1/auth/login", data=data)).status_code == 401
+    data = {"username": "fresh@example.com", "password": "guessing wrong"}
+    assert_problem(await client.post("/api/v1/auth/login", data=data), 429)
+
+
+async def test_register_is_limited(client: AsyncClient, auth_settings: AuthSettings) -> None:
+    for i in range(allowed(auth_settings.register_limit_per_client)):
+        await register(client, f"r{i}@example.com")
+    response = await client.post(
+        "/api/v1/auth/register", json={"email": "one-more@example.com", "password": "long enough"}
+    )
+    assert_problem(response, 429)
+
+
+async def test_forgot_password_is_limited_per_email(
+    client: AsyncClient, auth_settings: AuthSettings
+) -> None:
+    body = {"email": "flood@example.com"}
+    for _ in range(allowed(auth_settings.forgot_limit_per_email)):
+        assert (await client.post("/api/v1/auth/forgot-password", json=body)).status_code == 202
+    assert_problem(await client.post("/api/v1/auth/forgot-password", json=body), 429)
+    other = {"email": "calm@example.com"}
+    assert (await client.post("/api/v1/auth/forgot-password", json=other)).status_code == 202
+
+
+async def test_forgot_password_is_limited_per_client(
+    client: AsyncClient, auth_settings: AuthSettings
+) -> None:
+    for i in range(allowed(auth_settings.forgot_limit_per_client)):
+        body = {"email": f"f{i}@example.com"}
+        assert (await client.post("/api/v1/auth/forgot-password", json=body)).status_code == 202
+    body = {"email": "last@example.com"}
+    assert_problem(await client.post("/api/v1/auth/forgot-password", json=body), 429)
+
+
+async def test_reset_is_limited(client: AsyncClient, auth_settings: AuthSettings) -> None:
+    body = {"token": "guess", "password": "long enough password"}
+    for _ in range(allowed(auth_settings.reset_limit_per_client)):
+        assert (await client.post("/api/v1/auth/reset-password", json=body)).status_code == 400
+    assert_problem(await client.post("/api/v1/auth/reset-password", json=body), 429)
+
+
+def test_a_bad_limit_is_refused_at_startup(oidc_server: FakeProvider) -> None:
+    with pytest.raises(ValueError, match="login_limit_per_email"):
+        make_auth_settings(oidc_server.url, login_limit_per_email="lots")
