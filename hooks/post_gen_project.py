@@ -82,6 +82,12 @@ OPTIONS: tuple[Option, ...] = (
         migration="migrations/versions/0002_auth.py",
     ),
     Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml")),
+    Option(
+        "use_admin",
+        paths=("src/{package}/admin", "tests/admin"),
+        requires=("sqladmin", "itsdangerous"),
+        dev_requires=("playwright",),
+    ),
 )
 
 # CI provider -> its files; the others' files are removed.

@@ -4,6 +4,9 @@ Alembic's env.py imports this file so that every module's tables are known.
 To drop a module, delete its folders and its lines here.
 """
 
+{% if cookiecutter.use_admin -%}
+from .admin import module as admin
+{% endif -%}
 {% if cookiecutter.use_auth -%}
 from .auth import module as auth
 {% endif -%}
@@ -14,5 +17,8 @@ MODULES: tuple[Module, ...] = (
     core.module,
 {%- if cookiecutter.use_auth %}
     auth.module,
+{%- endif %}
+{%- if cookiecutter.use_admin %}
+    admin.module,
 {%- endif %}
 )

@@ -1,0 +1,9 @@
+"""Every admin view, in menu order: each module with tables has one views file listed here."""
+
+from __future__ import annotations
+
+from sqladmin import ModelView
+
+from {{ cookiecutter.package_name }}.admin import views
+
+VIEWS: tuple[type[ModelView], ...] = (*views.VIEWS,)
