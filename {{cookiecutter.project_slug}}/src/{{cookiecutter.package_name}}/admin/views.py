@@ -145,7 +145,11 @@ class ApiKeyAdmin(ModelView, model=ApiKey):
         ApiKey.revoked_at,
     ]
     column_details_list: ClassVar[Sequence[Any]] = [ApiKey.id, ApiKey.user_id, *column_list]
-    column_export_list: ClassVar[list[Any]] = [ApiKey.id, ApiKey.user_id, *column_list]
+    column_export_list: ClassVar[list[Any]] = [
+        ApiKey.id,
+        ApiKey.user_id,
+        *(c for c in column_list if c is not ApiKey.user),
+    ]
     column_formatters: ClassVar[dict[Any, Any]] = {
         ApiKey.user: lambda model, _attr: model.user.email,
     }
