@@ -66,6 +66,15 @@ class UserAdmin(ModelView, model=User):
         User.updated_at,
     ]
     column_export_list: ClassVar[list[Any]] = [User.id, *column_list]
+    column_labels: ClassVar[dict[Any, str]] = {
+        User.id: "ID",
+        User.email: "Email",
+        User.is_active: "Active",
+        User.is_verified: "Verified",
+        User.is_superuser: "Superuser",
+        User.created_at: "Created",
+        User.updated_at: "Updated",
+    }
     column_searchable_list: ClassVar[Sequence[Any]] = [User.email]
     column_filters: ClassVar[Sequence[Any]] = [
         BooleanFilter(User.is_active, title="Active"),
@@ -118,6 +127,13 @@ class OAuthAccountAdmin(ModelView, model=OAuthAccount):
         OAuthAccount.user_id,
         OAuthAccount.created_at,
     ]
+    column_labels: ClassVar[dict[Any, str]] = {
+        OAuthAccount.provider: "Provider",
+        OAuthAccount.email: "Email at the provider",
+        OAuthAccount.subject: "Subject",
+        OAuthAccount.user_id: "User ID",
+        OAuthAccount.created_at: "Linked",
+    }
     column_searchable_list: ClassVar[Sequence[Any]] = [OAuthAccount.email, OAuthAccount.subject]
     column_filters: ClassVar[Sequence[Any]] = [
         AllUniqueStringValuesFilter(OAuthAccount.provider, title="Provider")
@@ -150,6 +166,18 @@ class ApiKeyAdmin(ModelView, model=ApiKey):
         ApiKey.user_id,
         *(c for c in column_list if c is not ApiKey.user),
     ]
+    column_labels: ClassVar[dict[Any, str]] = {
+        ApiKey.id: "ID",
+        ApiKey.user_id: "User ID",
+        ApiKey.name: "Name",
+        ApiKey.prefix: "Prefix",
+        ApiKey.user: "User",
+        ApiKey.scope: "Scopes",
+        ApiKey.created_at: "Created",
+        ApiKey.last_used_at: "Last used",
+        ApiKey.expires_at: "Expires",
+        ApiKey.revoked_at: "Revoked",
+    }
     column_formatters: ClassVar[dict[Any, Any]] = {
         ApiKey.user: lambda model, _attr: model.user.email,
     }
