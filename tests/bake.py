@@ -58,6 +58,19 @@ COMBOS: list[dict[str, Any]] = [
             "python_version": "3.11",
         },
     },
+    {
+        "id": "noadmin-sqlite",
+        "context": {"project_name": "Bake No Admin", "database": "sqlite", "use_admin": False},
+    },
+    {
+        "id": "noauth-noadmin-noci",
+        "context": {
+            "project_name": "Bake Bare Api",
+            "ci": "none",
+            "use_auth": False,
+            "use_admin": False,
+        },
+    },
 ]
 
 # Unrendered template syntax: never allowed anywhere.
@@ -197,6 +210,8 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     ci = opts["ci"]
     (present if ci == "github" else absent).append(".github")
     (present if ci == "gitlab" else absent).append(".gitlab-ci.yml")
+    admin = [f"src/{package}/admin", "tests/admin"]
+    (present if opts["use_admin"] in (True, "True", "true", "yes", "y") else absent).extend(admin)
     if opts["license"] != "Proprietary":
         present.append("LICENSE")
     return present, absent

@@ -14,6 +14,7 @@ from .core import module as core
 from .core.plugin import Module
 
 MODULES: tuple[Module, ...] = (
+    # core first; a module comes after the modules it builds on (admin after auth)
     core.module,
 {%- if cookiecutter.use_auth %}
     auth.module,

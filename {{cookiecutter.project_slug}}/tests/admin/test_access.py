@@ -11,7 +11,14 @@ from {{ cookiecutter.package_name }}.auth.config import LOGIN_LIMIT_PER_EMAIL
 from {{ cookiecutter.package_name }}.auth.models import User
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.main import create_app
-from tests.admin.conftest import ADMIN_EMAIL, PASSWORD, admin_login, get_user, make_user
+from tests.admin.conftest import (
+    ADMIN_EMAIL,
+    PASSWORD,
+    admin_login,
+    clear_of_a_window_edge,
+    get_user,
+    make_user,
+)
 from tests.conftest import make_settings
 
 PAGES = ["/admin/", "/admin/user/list", "/admin/api-key/list", "/admin/o-auth-account/list"]
@@ -134,6 +141,7 @@ async def test_a_password_change_ends_admin_sessions(
 
 async def test_wrong_passwords_are_rate_limited(client: AsyncClient, superuser: User) -> None:
     allowed = int(LOGIN_LIMIT_PER_EMAIL.split("/")[0])
+    await clear_of_a_window_edge()
     for _ in range(allowed):
         assert await admin_login(client, ADMIN_EMAIL, "guess") == 400
     response = await client.post(
@@ -149,6 +157,7 @@ async def test_the_admin_and_api_logins_share_one_budget(
     client: AsyncClient, superuser: User
 ) -> None:
     allowed = int(LOGIN_LIMIT_PER_EMAIL.split("/")[0])
+    await clear_of_a_window_edge()
     for _ in range(allowed):
         response = await client.post(
             "/api/v1/auth/login", data={"username": ADMIN_EMAIL, "password": "guess"}
