@@ -88,6 +88,9 @@ OPTIONS: tuple[Option, ...] = (
         requires=("sqladmin", "itsdangerous"),
         dev_requires=("playwright",),
     ),
+    # The admin's views of an optional module go with that module (the lines of
+    # admin/registry.py that import them are Jinja conditionals on it).
+    Option("use_ai", paths=("src/{package}/admin/views_ai.py", "tests/admin/test_views_ai.py")),
 )
 
 # CI provider -> its files; the others' files are removed.

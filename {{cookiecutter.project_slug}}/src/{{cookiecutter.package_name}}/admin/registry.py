@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from sqladmin import ModelView
 
-from {{ cookiecutter.package_name }}.admin import views
+from {{ cookiecutter.package_name }}.admin import views{% if cookiecutter.use_ai | default(false) %}, views_ai{% endif %}
 
-VIEWS: tuple[type[ModelView], ...] = (*views.VIEWS,)
+VIEWS: tuple[type[ModelView], ...] = (*views.VIEWS,{% if cookiecutter.use_ai | default(false) %} *views_ai.VIEWS{% endif %})
