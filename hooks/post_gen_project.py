@@ -90,6 +90,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     # The admin's views of an optional module go with that module (the lines of
     # admin/registry.py that import them are Jinja conditionals on it).
+    Option(
+        "use_payments",
+        paths=("src/{package}/admin/views_payments.py", "tests/admin/test_views_payments.py"),
+    ),
     Option("use_ai", paths=("src/{package}/admin/views_ai.py", "tests/admin/test_views_ai.py")),
 )
 

@@ -24,6 +24,7 @@ def install(app: FastAPI) -> None:
         authentication_backend=backend,
     )
     backend.admin = admin
+    admin.admin.state.database = database  # for views that call a module's services
     for view in VIEWS:
         admin.add_view(view)
     app.state.admin = admin

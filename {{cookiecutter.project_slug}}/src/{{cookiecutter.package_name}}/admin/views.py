@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 
 from {{ cookiecutter.package_name }}.auth.models import ApiKey, OAuthAccount, User, utcnow
 from {{ cookiecutter.package_name }}.auth.service import revoke_user_sessions
+from {{ cookiecutter.package_name }}.core.db import Database
 
 
 def sessions(view: ModelView) -> async_sessionmaker[AsyncSession]:
@@ -26,6 +27,12 @@ def sessions(view: ModelView) -> async_sessionmaker[AsyncSession]:
     maker = view.session_maker
     assert isinstance(maker, async_sessionmaker)
     return maker
+
+
+def app_database(request: Request) -> Database:
+    """The app's Database, from inside the admin (module.install puts it on its state)."""
+    database: Database = request.app.state.database
+    return database
 
 
 def selected_ids(request: Request) -> list[uuid.UUID]:
