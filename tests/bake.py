@@ -60,7 +60,7 @@ COMBOS: list[dict[str, Any]] = [
     },
     {
         "id": "noadmin-sqlite",
-        "context": {"project_name": "Bake No Admin", "database": "sqlite", "use_admin": False},
+        "context": {"project_name": "Bake Lean Auth", "database": "sqlite", "use_admin": False},
     },
     {
         "id": "noauth-noadmin-noci",
@@ -215,6 +215,30 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     if opts["license"] != "Proprietary":
         present.append("LICENSE")
     return present, absent
+
+
+# What mentions the admin module in a rendered project: its package, SQLAdmin, the
+# browser test's tools. A project without admin must hold none of these.
+ADMIN_MENTION = re.compile(r"sqladmin|playwright|chromium|\.admin\b|\badmin\.|use_admin", re.I)
+
+
+def admin_mentions(project: Path) -> list[str]:
+    """file:line for every line of a rendered text file that mentions the admin module."""
+    found: list[str] = []
+    for path in rendered_files(project):
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        rel = path.relative_to(project).as_posix()
+        found.extend(
+            f"{rel}:{lineno}: {line.strip()[:120]}"
+            for lineno, line in enumerate(text.splitlines(), 1)
+            if ADMIN_MENTION.search(line)
+        )
+    return found
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -30,6 +30,15 @@ def test_no_unrendered_template_syntax(baked: bake.Baked) -> None:
     assert not problems, "unrendered template syntax:\n" + "\n".join(problems)
 
 
+def test_nothing_refers_to_admin_without_it(baked: bake.Baked) -> None:
+    if baked.options["use_admin"] in (True, "True", "true", "yes", "y"):
+        pytest.skip("admin is on in this combination")
+    found = bake.admin_mentions(baked.path)
+    assert not found, "the project refers to the admin module it does not have:\n" + "\n".join(
+        found
+    )
+
+
 def test_env_file_holds_secret_and_is_git_ignored(baked: bake.Baked) -> None:
     env_file = baked.path / ".env"
     example = baked.path / ".env.example"

@@ -14,7 +14,7 @@ from .core import module as core
 from .core.plugin import Module
 
 MODULES: tuple[Module, ...] = (
-    # core first; a module comes after the modules it builds on (admin after auth)
+    # core first; each module after the modules it builds on
     core.module,
 {%- if cookiecutter.use_auth %}
     auth.module,
