@@ -76,10 +76,12 @@ COMBOS: list[dict[str, Any]] = [
 # Unrendered template syntax: never allowed anywhere.
 FORBIDDEN = ("{{ cookiecutter", "{{cookiecutter", "{%", "%}")
 # A bare "{{" is allowed only in these files (glob on the path relative to the
-# project root): GitHub workflow expressions ``${{ }}``.
+# project root): GitHub workflow expressions ``${{ }}``, the auth module's Jinja2
+# email templates (copied without rendering, see cookiecutter.json).
 BRACES_ALLOWED = (
     ".github/workflows/*.yml",
     ".github/workflows/*.yaml",
+    "src/*/auth/templates/*",
 )
 # Directories the checks below create or tools leave; not part of the render.
 SKIP_DIRS = {
