@@ -94,6 +94,19 @@ OPTIONS: tuple[Option, ...] = (
         migration="migrations/versions/0002_auth.py",
     ),
     Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml")),
+    Option(
+        "use_admin",
+        paths=("src/{package}/admin", "tests/admin"),
+        requires=("sqladmin", "itsdangerous"),
+        dev_requires=("playwright",),
+    ),
+    # The admin's views of an optional module go with that module (the lines of
+    # admin/registry.py that import them are Jinja conditionals on it).
+    Option(
+        "use_payments",
+        paths=("src/{package}/admin/views_payments.py", "tests/admin/test_views_payments.py"),
+    ),
+    Option("use_ai", paths=("src/{package}/admin/views_ai.py", "tests/admin/test_views_ai.py")),
 )
 
 # CI provider -> its files; the others' files are removed.

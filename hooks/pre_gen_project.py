@@ -30,7 +30,7 @@ DEPENDENCY_NAMES = frozenset(
     aiosqlite asyncpg redis limits structlog uvicorn uvloop httptools httpx anyio
     h11 click typer jinja2 authlib joserfc jwt pwdlib argon2 aiosmtplib aiosmtpd
     email_validator multipart stripe openai aiohttp sqladmin itsdangerous wtforms
-    orjson pytest mypy ruff alembic_utils greenlet yaml dotenv
+    orjson pytest mypy ruff playwright alembic_utils greenlet yaml dotenv
     tests test src migrations app main core
     """.split()
 )
@@ -43,7 +43,7 @@ CHOICES = {
 }
 
 # Options that only make sense with another one: option -> the option it needs.
-REQUIRES: dict[str, str] = {}
+REQUIRES: dict[str, str] = {"use_admin": "use_auth"}
 
 
 def is_on(value: Any) -> bool:

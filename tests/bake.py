@@ -37,6 +37,7 @@ COMBOS: list[dict[str, Any]] = [
             "ci": "gitlab",
             "use_docker": False,
             "use_auth": False,
+            "use_admin": False,
             "license": "BSD-3-Clause",
         },
     },
@@ -59,6 +60,10 @@ COMBOS: list[dict[str, Any]] = [
             "license": "Apache-2.0",
             "python_version": "3.11",
         },
+    },
+    {
+        "id": "noadmin-sqlite",
+        "context": {"project_name": "Bake Lean Auth", "database": "sqlite", "use_admin": False},
     },
 ]
 
@@ -208,6 +213,8 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     (present if git else absent).append(".git")
     # the template is baked from its git checkout, so the hook records it for cruft
     present.append(".cruft.json")
+    admin = [f"src/{package}/admin", "tests/admin"]
+    (present if is_on(opts.get("use_admin")) else absent).extend(admin)
     if opts["license"] != "Proprietary":
         present.append("LICENSE")
     auth = [f"src/{package}/auth", "tests/auth", "migrations/versions/0002_auth.py"]
@@ -225,6 +232,10 @@ def is_on(value: Any) -> bool:
 # What mentions the auth module in a rendered project: its package, its settings,
 # its tests folder. A project without auth must hold none of these.
 AUTH_MENTION = re.compile(r"\.auth\b|\bauth\.|\bauth/|AUTH_|use_auth")
+
+
+# What mentions the admin module: its package, SQLAdmin, the browser test's tools.
+ADMIN_MENTION = re.compile(r"sqladmin|playwright|chromium|\.admin\b|\badmin\.|use_admin", re.I)
 
 
 def mentions(project: Path, pattern: re.Pattern[str]) -> list[str]:

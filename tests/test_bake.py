@@ -38,6 +38,15 @@ def test_nothing_refers_to_auth_without_it(baked: bake.Baked) -> None:
     assert not found, "the project refers to the auth module it does not have:\n" + "\n".join(found)
 
 
+def test_nothing_refers_to_admin_without_it(baked: bake.Baked) -> None:
+    if bake.is_on(baked.options.get("use_admin")):
+        pytest.skip("admin is on in this combination")
+    found = bake.mentions(baked.path, bake.ADMIN_MENTION)
+    assert not found, "the project refers to the admin module it does not have:\n" + "\n".join(
+        found
+    )
+
+
 def test_env_file_holds_secret_and_is_git_ignored(baked: bake.Baked) -> None:
     env_file = baked.path / ".env"
     example = baked.path / ".env.example"

@@ -46,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in MODULES:
         for router in module.routers:
             app.include_router(router)
+        if module.install is not None:
+            module.install(app)
     return app
 
 

@@ -4,15 +4,22 @@ Alembic's env.py imports this file so that every module's tables are known.
 To drop a module, delete its folders and its lines here.
 """
 
+{% if cookiecutter.use_admin -%}
+from .admin import module as admin
+{% endif -%}
 {% if cookiecutter.use_auth -%}
 from .auth import module as auth
 {% endif -%}
 from .core import module as core
 from .core.plugin import Module
 
-MODULES: tuple[Module, ...] = (  # one per line
+MODULES: tuple[Module, ...] = (
+    # core first; each module after the modules it builds on
     core.module,
 {%- if cookiecutter.use_auth %}
     auth.module,
+{%- endif %}
+{%- if cookiecutter.use_admin %}
+    admin.module,
 {%- endif %}
 )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, FastAPI
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+Install = Callable[[FastAPI], None]
 
 
 @dataclass(frozen=True)
@@ -16,3 +17,5 @@ class Module:
     name: str
     routers: Sequence[APIRouter] = ()
     lifespan: Lifespan | None = None  # entered at startup, after the database is ready
+    # Called once by create_app, after the routers: for what must be mounted on the app itself.
+    install: Install | None = None
