@@ -9,10 +9,15 @@ from .auth import module as auth
 {% endif -%}
 from .core import module as core
 from .core.plugin import Module
-
+{% if cookiecutter.use_payments -%}
+from .payments import module as payments
+{% endif %}
 MODULES: tuple[Module, ...] = (
     core.module,
 {%- if cookiecutter.use_auth %}
     auth.module,
+{%- endif %}
+{%- if cookiecutter.use_payments %}
+    payments.module,
 {%- endif %}
 )
