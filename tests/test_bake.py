@@ -30,6 +30,11 @@ def test_no_unrendered_template_syntax(baked: bake.Baked) -> None:
     assert not problems, "unrendered template syntax:\n" + "\n".join(problems)
 
 
+def test_dropped_modules_leave_no_trace(baked: bake.Baked) -> None:
+    problems = bake.module_traces(baked.path, baked.options)
+    assert not problems, "a dropped module is still referred to:\n" + "\n".join(problems)
+
+
 def test_env_file_holds_secret_and_is_git_ignored(baked: bake.Baked) -> None:
     env_file = baked.path / ".env"
     example = baked.path / ".env.example"
