@@ -221,7 +221,7 @@ async def _resolve_user(session: AsyncSession, customer_id: str, metadata: Any) 
 
 def _subscription_fields(obj: Mapping[str, Any]) -> tuple[str | None, datetime | None]:
     """(price id, current period end); the period lives on the items since API 2025-03-31."""
-    items = obj.get("items", {}).get("data") or [{}]
+    items = (obj.get("items") or {}).get("data") or [{}]
     first = items[0]
     price = _id(first.get("price"))
     period_end = _timestamp(first.get("current_period_end") or obj.get("current_period_end"))
