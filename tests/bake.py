@@ -60,7 +60,7 @@ COMBOS: list[dict[str, Any]] = [
     },
     {
         "id": "auth-nopayments",
-        "context": {"project_name": "Bake No Payments", "use_payments": False},
+        "context": {"project_name": "Bake Accounts Only", "use_payments": False},
     },
     {
         "id": "core-only",
