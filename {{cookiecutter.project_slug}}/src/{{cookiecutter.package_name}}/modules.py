@@ -14,6 +14,7 @@ from .payments import module as payments
 {% endif %}
 MODULES: tuple[Module, ...] = (
     core.module,
+    # the optional modules, in the order their lifespans start:
 {%- if cookiecutter.use_auth %}
     auth.module,
 {%- endif %}
