@@ -119,11 +119,14 @@ async def test_portal_carries_the_customer_and_return_url(
     assert len(fake_stripe.to("/v1/customers")) == 1
 
 
+@pytest.mark.parametrize(
+    ("status", "detail"), [(500, "could not be reached"), (400, "refused the request")]
+)
 async def test_stripe_errors_are_502_and_store_nothing(
-    app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe
+    app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe, status: int, detail: str
 ) -> None:
     headers = await signed_in(client, "outage@example.com")
-    fake_stripe.fail_with = 500
+    fake_stripe.fail_with = status
     response = await client.post(CHECKOUT, json={"plan": "pro"}, headers=headers)
-    assert_problem(response, 502)
+    assert detail in assert_problem(response, 502)["detail"]
     assert await count(app, StripeCustomer) == 0

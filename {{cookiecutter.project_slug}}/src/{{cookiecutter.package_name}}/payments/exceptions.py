@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stripe
+
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 
 
@@ -24,12 +26,15 @@ def already_subscribed() -> ProblemError:
     )
 
 
-def stripe_unavailable() -> ProblemError:
-    return ProblemError(
-        502,
-        "The payment provider could not be reached; try again shortly.",
-        headers={"Retry-After": "5"},
-    )
+def stripe_failed(exc: Exception | None = None) -> ProblemError:
+    """502: Stripe could not be reached, or refused the call (a key or price is wrong)."""
+    if exc is None or isinstance(exc, stripe.APIConnectionError | stripe.APIError):
+        return ProblemError(
+            502,
+            "The payment provider could not be reached; try again shortly.",
+            headers={"Retry-After": "5"},
+        )
+    return ProblemError(502, "The payment provider refused the request; see the server log.")
 
 
 def bad_signature(

@@ -115,7 +115,7 @@ async def ensure_customer(session: AsyncSession, client: stripe.StripeClient, us
         )
     except stripe.StripeError as exc:
         log.error("stripe_error", call="customers.create", error=str(exc))
-        raise exceptions.stripe_unavailable() from exc
+        raise exceptions.stripe_failed(exc) from exc
     session.add(StripeCustomer(user_id=user.id, customer_id=customer.id))
     await session.flush()
     return customer.id
@@ -138,7 +138,8 @@ async def create_checkout(
     plan = settings.plan(plan_key)
     if plan is None or plan.price_id is None:
         raise exceptions.unknown_plan(plan_key)
-    if (await get_entitlements(session, user.id, settings=settings)).active:
+    current = await current_subscription(session, user.id)
+    if current is not None and current.status in ENTITLED_STATUSES:
         raise exceptions.already_subscribed()
     customer_id = await ensure_customer(session, client, user)
     try:
@@ -157,9 +158,9 @@ async def create_checkout(
         )
     except stripe.StripeError as exc:
         log.error("stripe_error", call="checkout.sessions.create", error=str(exc))
-        raise exceptions.stripe_unavailable() from exc
+        raise exceptions.stripe_failed(exc) from exc
     if not checkout.url:
-        raise exceptions.stripe_unavailable()
+        raise exceptions.stripe_failed()
     return checkout.id, checkout.url
 
 
@@ -174,7 +175,7 @@ async def create_portal(
         )
     except stripe.StripeError as exc:
         log.error("stripe_error", call="billing_portal.sessions.create", error=str(exc))
-        raise exceptions.stripe_unavailable() from exc
+        raise exceptions.stripe_failed(exc) from exc
     return portal.url
 
 
