@@ -93,6 +93,12 @@ OPTIONS: tuple[Option, ...] = (
         dev_requires=("aiosmtpd",),
         migration="migrations/versions/0002_auth.py",
     ),
+    Option(
+        "use_payments",
+        paths=("src/{package}/payments", "tests/payments"),
+        requires=("stripe", "httpx"),
+        migration="migrations/versions/0003_payments.py",
+    ),
     Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml")),
     Option(
         "use_admin",

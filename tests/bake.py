@@ -64,8 +64,20 @@ COMBOS: list[dict[str, Any]] = [
     {
         "id": "noadmin-sqlite",
         "context": {"project_name": "Bake Lean Auth", "database": "sqlite", "use_admin": False},
+        "id": "auth-nopayments",
+        "context": {"project_name": "Bake Accounts Only", "use_payments": False},
+    },
+    {
+        "id": "core-only",
+        "context": {"project_name": "Bake Core Only", "use_auth": False, "use_payments": False},
     },
 ]
+
+# Words that name an optional module: with the option off, no rendered file may hold
+# them (case-insensitive), so nothing refers to the dropped module.
+MODULE_WORDS: dict[str, tuple[str, ...]] = {
+    "use_payments": ("payments", "stripe"),
+}
 
 # Unrendered template syntax: never allowed anywhere.
 FORBIDDEN = ("{{ cookiecutter", "{{cookiecutter", "{%", "%}")
@@ -219,6 +231,12 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         present.append("LICENSE")
     auth = [f"src/{package}/auth", "tests/auth", "migrations/versions/0002_auth.py"]
     (present if is_on(opts.get("use_auth")) else absent).extend(auth)
+    payments = [
+        f"src/{package}/payments",
+        "tests/payments",
+        "migrations/versions/0003_payments.py",
+    ]
+    (present if is_on(opts.get("use_payments")) else absent).extend(payments)
     return present, absent
 
 
@@ -253,6 +271,22 @@ def mentions(project: Path, pattern: re.Pattern[str]) -> list[str]:
             if pattern.search(line):
                 found.append(f"{rel}:{lineno}: {line.strip()[:120]}")
     return found
+def module_traces(project: Path, opts: Mapping[str, Any]) -> list[str]:
+    """Places that mention a module whose option is off."""
+    words = [w for option, ws in MODULE_WORDS.items() if not is_on(opts.get(option)) for w in ws]
+    problems: list[str] = []
+    for path in rendered_files(project):
+        rel = path.relative_to(project).as_posix()
+        if rel == ".git" or rel.startswith(".git/"):
+            continue
+        text = rel.lower()
+        if path.is_file():
+            try:
+                text += "\n" + path.read_text(encoding="utf-8").lower()
+            except UnicodeDecodeError:
+                continue
+        problems.extend(f"{rel}: mentions {word!r}" for word in words if word in text)
+    return problems
 
 
 def read_env_file(path: Path) -> dict[str, str]:

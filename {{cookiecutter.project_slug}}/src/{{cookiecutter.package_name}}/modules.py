@@ -12,12 +12,18 @@ from .auth import module as auth
 {% endif -%}
 from .core import module as core
 from .core.plugin import Module
-
+{% if cookiecutter.use_payments -%}
+from .payments import module as payments
+{% endif %}
 MODULES: tuple[Module, ...] = (
     # core first; each module after the modules it builds on
     core.module,
+    # the optional modules, in the order their lifespans start:
 {%- if cookiecutter.use_auth %}
     auth.module,
+{%- endif %}
+{%- if cookiecutter.use_payments %}
+    payments.module,
 {%- endif %}
 {%- if cookiecutter.use_admin %}
     admin.module,

@@ -1,0 +1,69 @@
+"""Support commands for the Stripe event ledger.
+
+    python -m {{ cookiecutter.package_name }}.payments pending          # events not processed yet
+    python -m {{ cookiecutter.package_name }}.payments replay evt_123   # handle a stored event again
+
+Replaying is safe: an event older than the stored state changes nothing ("stale").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from sqlalchemy import select
+
+from {{ cookiecutter.package_name }} import modules  # noqa: F401 - every table, for the foreign keys
+from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
+from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.payments import webhooks
+from {{ cookiecutter.package_name }}.payments.models import StripeEvent
+
+
+async def replay(settings: Settings, event_id: str) -> str:
+    database = Database.from_settings(settings)
+    try:
+        outcome = await webhooks.process(database, event_id, replay=True)
+    except LookupError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except webhooks.EventHandlingError as exc:
+        raise SystemExit(f"error: handling {event_id} failed: {exc.__cause__!r}") from None
+    finally:
+        await database.engine.dispose()
+    return f"{event_id}: {outcome}"
+
+
+async def pending(settings: Settings) -> str:
+    database = Database.from_settings(settings)
+    try:
+        async with database.sessionmaker() as session:
+            result = await session.execute(
+                select(StripeEvent)
+                .where(StripeEvent.processed_at.is_(None))
+                .order_by(StripeEvent.received_at)
+            )
+            rows = result.scalars().all()
+    finally:
+        await database.engine.dispose()
+    lines = [
+        f"{row.id}\t{row.type}\tattempts={row.attempts}\t{row.last_error or ''}" for row in rows
+    ]
+    return "\n".join(lines) if lines else "no unprocessed events"
+
+
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m {{ cookiecutter.package_name }}.payments")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("pending", help="list the events not processed yet")
+    again = sub.add_parser("replay", help="handle a stored event again")
+    again.add_argument("event_id")
+    args = parser.parse_args(argv)
+    settings = settings or get_settings()
+    if args.command == "replay":
+        print(asyncio.run(replay(settings, args.event_id)))
+    else:
+        print(asyncio.run(pending(settings)))
+
+
+if __name__ == "__main__":
+    main()

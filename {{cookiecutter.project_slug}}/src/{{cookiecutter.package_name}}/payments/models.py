@@ -1,0 +1,79 @@
+"""Payments tables: Stripe customers, subscriptions, and the ledger of webhook events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, false, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from {{ cookiecutter.package_name }}.auth.models import UTCDateTime, utcnow
+from {{ cookiecutter.package_name }}.core.db import Base
+
+
+class StripeCustomer(Base):
+    """The one Stripe customer of a user, created on first need."""
+
+    __tablename__ = "stripe_customers"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[str] = mapped_column(String(255), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+
+class Subscription(Base):
+    """A Stripe subscription as the webhooks last described it."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # sub_...
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    customer_id: Mapped[str] = mapped_column(String(255), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    price_id: Mapped[str | None] = mapped_column(String(255))
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_at_period_end: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    # Stripe's `created` time of the event this state came from: older events never win.
+    state_as_of: Mapped[datetime] = mapped_column(UTCDateTime)
+    latest_invoice_status: Mapped[str | None] = mapped_column(String(32))
+    latest_invoice_as_of: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class StripeEvent(Base):
+    """Every webhook event received, keyed by Stripe's event id: nothing is lost.
+
+    Recorded (and committed) before it is handled; `processed_at` is set in the same
+    transaction as the changes the event causes. An unprocessed row is one Stripe will
+    deliver again, or that `python -m <package>.payments replay` can run.
+    """
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # evt_...
+    type: Mapped[str] = mapped_column(String(100), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    stripe_created: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # applied | stale | ignored | unknown_customer
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)

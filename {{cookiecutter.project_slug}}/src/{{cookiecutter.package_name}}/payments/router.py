@@ -1,0 +1,110 @@
+"""HTTP routes of the payments module, under /api/v1/payments. Rules live in service.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from {{ cookiecutter.package_name }}.auth.dependencies import CurrentUser
+from {{ cookiecutter.package_name }}.core.db import SessionDep, get_database
+from {{ cookiecutter.package_name }}.core.errors import ProblemError
+from {{ cookiecutter.package_name }}.payments import exceptions, service, webhooks
+from {{ cookiecutter.package_name }}.payments.client import PaymentsSettingsDep, StripeDep
+from {{ cookiecutter.package_name }}.payments.dependencies import CurrentEntitlements
+from {{ cookiecutter.package_name }}.payments.schemas import (
+    CheckoutRequest,
+    PlanRead,
+    RedirectUrl,
+    SubscriptionRead,
+    WebhookAck,
+)
+
+router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
+
+NOT_CONFIGURED: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Stripe is not configured (the setting is named)"}
+}
+
+
+@router.get("/plans")
+async def list_plans(settings: PaymentsSettingsDep) -> list[PlanRead]:
+    return [
+        PlanRead(
+            key=plan.key,
+            name=plan.name,
+            ai_monthly_tokens=plan.ai_monthly_tokens,
+            features=plan.features,
+            purchasable=plan.price_id is not None,
+        )
+        for plan in (settings.free_plan, *settings.plans)
+    ]
+
+
+@router.post(
+    "/checkout",
+    responses={
+        **NOT_CONFIGURED,
+        409: {"description": "Already subscribed"},
+        422: {"description": "Unknown plan"},
+    },
+)
+async def checkout(
+    body: CheckoutRequest,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: PaymentsSettingsDep,
+    client: StripeDep,
+) -> RedirectUrl:
+    """A Stripe Checkout Session for a subscription to the plan; send the browser to `url`."""
+    session_id, url = await service.create_checkout(session, client, settings, user, body.plan)
+    return RedirectUrl(id=session_id, url=url)
+
+
+@router.post("/portal", responses=NOT_CONFIGURED)
+async def portal(
+    user: CurrentUser, session: SessionDep, settings: PaymentsSettingsDep, client: StripeDep
+) -> RedirectUrl:
+    """A Stripe customer-portal URL: change plan, cancel, update the card, see invoices."""
+    return RedirectUrl(url=await service.create_portal(session, client, settings, user))
+
+
+@router.get("/subscription")
+async def subscription(entitlements: CurrentEntitlements) -> SubscriptionRead:
+    current = entitlements.subscription
+    return SubscriptionRead(
+        plan=entitlements.plan,
+        plan_name=entitlements.plan_name,
+        status=entitlements.status,
+        active=entitlements.active,
+        current_period_end=current.current_period_end if current else None,
+        cancel_at_period_end=current.cancel_at_period_end if current else False,
+        ai_monthly_tokens=entitlements.ai_monthly_tokens,
+    )
+
+
+@router.post(
+    "/webhook",
+    responses={
+        **NOT_CONFIGURED,
+        400: {"description": "Missing, invalid or stale signature"},
+        500: {"description": "Recorded but not handled; Stripe will retry"},
+    },
+)
+async def webhook(request: Request, settings: PaymentsSettingsDep) -> WebhookAck:
+    """Stripe's webhook endpoint. Not in a request transaction: the ledger commits first."""
+    if settings.stripe_webhook_secret is None:
+        raise exceptions.not_configured("STRIPE_WEBHOOK_SECRET")
+    event = webhooks.verify(
+        await request.body(),
+        request.headers.get("stripe-signature"),
+        settings.stripe_webhook_secret.get_secret_value(),
+        settings.webhook_tolerance,
+    )
+    try:
+        received = await webhooks.receive(get_database(request), event)
+    except webhooks.EventHandlingError as exc:
+        raise ProblemError(
+            500, "The event is recorded but could not be handled; Stripe will send it again."
+        ) from exc
+    return WebhookAck(event_id=received.event_id, outcome=received.outcome)

@@ -1,0 +1,337 @@
+"""Payments fixtures: a fake Stripe API on 127.0.0.1 that the real `stripe` library talks
+to (it records every request), the app configured for it, and webhook events signed
+exactly the way Stripe signs them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from alembic.config import Config
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from {{ cookiecutter.package_name }}.auth.config import AuthSettings
+from {{ cookiecutter.package_name }}.core.config import Settings
+from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
+from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
+from tests.auth.conftest import free_port, signed_in
+from tests.conftest import clear_tables
+
+SECRET_KEY = "sk_test_fake_0123456789"
+WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
+PRO_PRICE = "price_pro_monthly"
+TEAM_PRICE = "price_team_monthly"
+
+# --- a fake Stripe API ------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    form: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass
+class FakeStripe:
+    """Answers the few endpoints the module calls, like Stripe does (idempotency included).
+
+    `fail_with` makes every call answer that HTTP status with a Stripe error body.
+    """
+
+    url: str = ""
+    calls: list[Call] = field(default_factory=list)
+    fail_with: int | None = None
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _idempotent: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/customers", self.customers, methods=["POST"]),
+                Route("/v1/checkout/sessions", self.checkout, methods=["POST"]),
+                Route("/v1/billing_portal/sessions", self.portal, methods=["POST"]),
+            ]
+        )
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.fail_with = None
+        self._idempotent.clear()
+        self._ids = itertools.count(1)
+
+    def to(self, path: str) -> list[Call]:
+        return [c for c in self.calls if c.path == path]
+
+    async def _record(self, request: Request) -> Call:
+        form = await request.form()
+        call = Call(
+            request.method,
+            request.url.path,
+            {k: str(v) for k, v in form.multi_items()},
+            {k.lower(): v for k, v in request.headers.items()},
+        )
+        self.calls.append(call)
+        return call
+
+    async def _answer(self, request: Request, make: Any) -> Response:
+        call = await self._record(request)
+        if call.headers.get("authorization") != f"Bearer {SECRET_KEY}":
+            return JSONResponse({"error": {"type": "invalid_request_error"}}, status_code=401)
+        if self.fail_with is not None:
+            return JSONResponse(
+                {"error": {"type": "api_error", "message": "fake outage"}},
+                status_code=self.fail_with,
+            )
+        key = call.headers.get("idempotency-key")
+        if key and key in self._idempotent:
+            return JSONResponse(self._idempotent[key])
+        body: dict[str, Any] = make(call, next(self._ids))
+        if key:
+            self._idempotent[key] = body
+        return JSONResponse(body)
+
+    async def customers(self, request: Request) -> Response:
+        return await self._answer(
+            request,
+            lambda call, n: {
+                "id": f"cus_fake{n}",
+                "object": "customer",
+                "email": call.form.get("email"),
+                "metadata": {"user_id": call.form.get("metadata[user_id]")},
+            },
+        )
+
+    async def checkout(self, request: Request) -> Response:
+        return await self._answer(
+            request,
+            lambda call, n: {
+                "id": f"cs_test_{n}",
+                "object": "checkout.session",
+                "mode": call.form.get("mode"),
+                "customer": call.form.get("customer"),
+                "client_reference_id": call.form.get("client_reference_id"),
+                "url": f"https://checkout.stripe.test/c/pay/cs_test_{n}",
+            },
+        )
+
+    async def portal(self, request: Request) -> Response:
+        return await self._answer(
+            request,
+            lambda call, n: {
+                "id": f"bps_{n}",
+                "object": "billing_portal.session",
+                "customer": call.form.get("customer"),
+                "return_url": call.form.get("return_url"),
+                "url": f"https://billing.stripe.test/p/session/bps_{n}",
+            },
+        )
+
+
+@pytest.fixture(scope="session")
+def stripe_server() -> Iterator[FakeStripe]:
+    fake = FakeStripe()
+    port = free_port()
+    fake.url = f"http://127.0.0.1:{port}"
+    server = uvicorn.Server(
+        uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the fake Stripe API did not start"
+        time.sleep(0.01)
+    yield fake
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def fake_stripe(stripe_server: FakeStripe) -> FakeStripe:
+    stripe_server.reset()
+    return stripe_server
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+def make_payments_settings(api_base: str, **overrides: Any) -> PaymentsSettings:
+    values: dict[str, Any] = {
+        "stripe_secret_key": SECRET_KEY,
+        "stripe_webhook_secret": WEBHOOK_SECRET,
+        "stripe_api_base": api_base,
+        "stripe_max_network_retries": 0,
+        "stripe_timeout": 5.0,
+        "plans": [
+            {"key": "pro", "name": "Pro", "price_id": PRO_PRICE, "ai_monthly_tokens": 1_000_000},
+            {
+                "key": "team",
+                "name": "Team",
+                "price_id": TEAM_PRICE,
+                "ai_monthly_tokens": None,
+                "features": ["sso"],
+            },
+        ],
+        "free_plan": {"key": "free", "name": "Free", "ai_monthly_tokens": 1000},
+        "success_url": "http://frontend.test/billing/done",
+        "cancel_url": "http://frontend.test/billing",
+        "portal_return_url": "http://frontend.test/account",
+    }
+    values.update(overrides)
+    return PaymentsSettings(_env_file=None, **values)
+
+
+@pytest.fixture
+def payments_settings(fake_stripe: FakeStripe) -> PaymentsSettings:
+    return make_payments_settings(fake_stripe.url)
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, migrated: Config, payments_settings: PaymentsSettings
+) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    application.state.auth_settings = AuthSettings(_env_file=None, cookie_secure=False)
+    application.state.payments_settings = payments_settings
+    async with LifespanManager(application):
+        yield application
+        await application.state.rate_limiter.reset()
+        await clear_tables(application.state.database)
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Customer:
+    headers: dict[str, str]
+    user_id: str
+    customer_id: str
+
+
+async def customer(app: FastAPI, client: AsyncClient, email: str) -> Customer:
+    """A signed-in user whose Stripe customer exists (made through the portal route)."""
+    headers = await signed_in(client, email)
+    me = await client.get("/api/v1/users/me", headers=headers)
+    portal = await client.post("/api/v1/payments/portal", headers=headers)
+    assert portal.status_code == 200, portal.text
+    database: Database = app.state.database
+    async with database.sessionmaker() as session:
+        rows = (await session.execute(select(StripeCustomer))).scalars().all()
+    ids = [r.customer_id for r in rows if str(r.user_id) == me.json()["id"]]
+    assert len(ids) == 1
+    return Customer(headers, me.json()["id"], ids[0])
+
+
+# --- webhook events, signed like Stripe -------------------------------------------------------
+
+
+def sign(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
+    """`Stripe-Signature`: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<payload>">."""
+    t = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
+def event(event_id: str, type_: str, obj: dict[str, Any], created: int) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "object": "event",
+        "api_version": "2026-10-28.endive",
+        "created": created,
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": type_,
+        "data": {"object": obj},
+    }
+
+
+def subscription(
+    customer_id: str,
+    *,
+    status: str = "active",
+    price: str = PRO_PRICE,
+    sub_id: str = "sub_1",
+    period_end: int = 1_900_000_000,
+    cancel_at_period_end: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": sub_id,
+        "object": "subscription",
+        "customer": customer_id,
+        "status": status,
+        "cancel_at_period_end": cancel_at_period_end,
+        "metadata": metadata or {},
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": f"si_{sub_id}",
+                    "object": "subscription_item",
+                    "current_period_end": period_end,
+                    "price": {"id": price, "object": "price"},
+                    "quantity": 1,
+                }
+            ],
+        },
+    }
+
+
+def subscription_event(
+    event_id: str, type_: str, customer_id: str, created: int, **fields: Any
+) -> dict[str, Any]:
+    return event(event_id, type_, subscription(customer_id, **fields), created)
+
+
+async def deliver(
+    client: AsyncClient,
+    body: dict[str, Any],
+    *,
+    secret: str = WEBHOOK_SECRET,
+    timestamp: int | None = None,
+    signature: str | None = None,
+) -> httpx.Response:
+    payload = json.dumps(body).encode()
+    header = signature if signature is not None else sign(payload, secret, timestamp)
+    return await client.post(
+        "/api/v1/payments/webhook",
+        content=payload,
+        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+    )
+
+
+async def ledger(app: FastAPI) -> dict[str, StripeEvent]:
+    database: Database = app.state.database
+    async with database.sessionmaker() as session:
+        rows = (await session.execute(select(StripeEvent))).scalars().all()
+    return {row.id: row for row in rows}
+
+
+async def subscriptions(app: FastAPI) -> dict[str, Subscription]:
+    database: Database = app.state.database
+    async with database.sessionmaker() as session:
+        rows = (await session.execute(select(Subscription))).scalars().all()
+    return {row.id: row for row in rows}

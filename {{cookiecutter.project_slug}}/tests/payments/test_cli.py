@@ -1,0 +1,56 @@
+"""`python -m <package>.payments`: list unprocessed events, replay a stored one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from {{ cookiecutter.package_name }}.core.config import Settings
+from {{ cookiecutter.package_name }}.payments import __main__ as cli
+from {{ cookiecutter.package_name }}.payments import service
+from tests.payments.conftest import FakeStripe, customer, deliver, ledger, subscription_event
+
+T0 = 1_800_000_000
+
+
+async def test_pending_and_replay(
+    app: FastAPI,
+    client: AsyncClient,
+    fake_stripe: FakeStripe,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    buyer = await customer(app, client, "support@example.com")
+    body = subscription_event("evt_cli", "customer.subscription.created", buyer.customer_id, T0)
+
+    async def down(session: AsyncSession, event: Mapping[str, Any], as_of: datetime) -> str:
+        raise ConnectionError("database went away")
+
+    with monkeypatch.context() as patch:
+        patch.setitem(service.HANDLERS, "customer.subscription.created", down)
+        assert (await deliver(client, body)).status_code >= 500
+
+    await asyncio.to_thread(cli.main, ["pending"], settings)
+    listed = capsys.readouterr().out
+    assert "evt_cli" in listed
+    assert "ConnectionError: database went away" in listed
+
+    await asyncio.to_thread(cli.main, ["replay", "evt_cli"], settings)
+    assert capsys.readouterr().out.strip() == "evt_cli: applied"
+    assert (await ledger(app))["evt_cli"].processed_at is not None
+
+    await asyncio.to_thread(cli.main, ["pending"], settings)
+    assert capsys.readouterr().out.strip() == "no unprocessed events"
+    await asyncio.to_thread(cli.main, ["replay", "evt_cli"], settings)
+    assert capsys.readouterr().out.strip() == "evt_cli: applied"  # the same state again
+
+    with pytest.raises(SystemExit, match="no event evt_missing"):
+        await asyncio.to_thread(cli.main, ["replay", "evt_missing"], settings)

@@ -1,0 +1,52 @@
+"""Without Stripe keys the app starts and serves; the Stripe routes say what is missing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from alembic.config import Config
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+
+from {{ cookiecutter.package_name }}.auth.config import AuthSettings
+from {{ cookiecutter.package_name }}.core.config import Settings
+from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
+from tests.auth.conftest import assert_problem, signed_in
+from tests.conftest import clear_tables
+from tests.payments.conftest import deliver, event
+
+
+@pytest.fixture
+async def bare_client(settings: Settings, migrated: Config) -> AsyncIterator[AsyncClient]:
+    application: FastAPI = create_app(settings)
+    application.state.auth_settings = AuthSettings(_env_file=None, cookie_secure=False)
+    application.state.payments_settings = PaymentsSettings(_env_file=None)
+    async with LifespanManager(application):
+        transport = ASGITransport(app=application, raise_app_exceptions=False)
+        async with AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+        await application.state.rate_limiter.reset()
+        await clear_tables(application.state.database)
+
+
+async def test_the_app_serves_and_stripe_routes_name_the_missing_setting(
+    bare_client: AsyncClient,
+) -> None:
+    assert (await bare_client.get("/health/live")).status_code == 200
+    plans = await bare_client.get("/api/v1/payments/plans")
+    assert [p["key"] for p in plans.json()] == ["free"]
+    headers = await signed_in(bare_client, "early@example.com")
+    subscription = await bare_client.get("/api/v1/payments/subscription", headers=headers)
+    assert subscription.json()["plan"] == "free"
+
+    for path in ("/api/v1/payments/checkout", "/api/v1/payments/portal"):
+        response = await bare_client.post(path, json={"plan": "pro"}, headers=headers)
+        body = assert_problem(response, 503)
+        assert "STRIPE_SECRET_KEY" in body["detail"]
+        assert body["missing_setting"] == "STRIPE_SECRET_KEY"
+
+    hook = await deliver(bare_client, event("evt_x", "invoice.paid", {}, 1_800_000_000))
+    assert assert_problem(hook, 503)["missing_setting"] == "STRIPE_WEBHOOK_SECRET"
