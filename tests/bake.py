@@ -28,48 +28,45 @@ COOKIECUTTER_JSON = ROOT / "cookiecutter.json"
 # Each row: a readable id (the pytest param id) and the extra_context given to
 # cookiecutter. Each row has its own project_name so package names differ.
 COMBOS: list[dict[str, Any]] = [
+    # every module on, every default
     {"id": "defaults", "context": {"project_name": "Bake Defaults"}},
+    # no module at all; the lean choices for the other questions
     {
-        "id": "sqlite-gitlab-nodocker-bsd",
+        "id": "core-only-sqlite-gitlab-nodocker-bsd",
         "context": {
-            "project_name": "Bake Gitlab Lite",
+            "project_name": "Bake Core Only",
             "database": "sqlite",
             "ci": "gitlab",
             "use_docker": False,
             "use_auth": False,
+            "use_payments": False,
             "use_admin": False,
             "license": "BSD-3-Clause",
         },
     },
+    # accounts only
     {
-        "id": "noci-proprietary-py313",
+        "id": "auth-only-github-apache-py311",
         "context": {
-            "project_name": "Bake Private Tool",
-            "ci": "none",
-            "license": "Proprietary",
-            "python_version": "3.13",
-        },
-    },
-    {
-        "id": "postgresql-github-apache-py311",
-        "context": {
-            "project_name": "Bake Apache Service",
-            "database": "postgresql",
+            "project_name": "Bake Accounts Only",
             "ci": "github",
-            "use_auth": True,
+            "use_payments": False,
+            "use_admin": False,
             "license": "Apache-2.0",
             "python_version": "3.11",
         },
     },
+    # auth and admin without payments
     {
-        "id": "noadmin-sqlite",
-        "context": {"project_name": "Bake Lean Auth", "database": "sqlite", "use_admin": False},
-        "id": "auth-nopayments",
-        "context": {"project_name": "Bake Accounts Only", "use_payments": False},
-    },
-    {
-        "id": "core-only",
-        "context": {"project_name": "Bake Core Only", "use_auth": False, "use_payments": False},
+        "id": "nopayments-noci-proprietary-py313-nogit",
+        "context": {
+            "project_name": "Bake Private Tool",
+            "ci": "none",
+            "use_payments": False,
+            "license": "Proprietary",
+            "python_version": "3.13",
+            "init_git": False,
+        },
     },
 ]
 
@@ -271,6 +268,8 @@ def mentions(project: Path, pattern: re.Pattern[str]) -> list[str]:
             if pattern.search(line):
                 found.append(f"{rel}:{lineno}: {line.strip()[:120]}")
     return found
+
+
 def module_traces(project: Path, opts: Mapping[str, Any]) -> list[str]:
     """Places that mention a module whose option is off."""
     words = [w for option, ws in MODULE_WORDS.items() if not is_on(opts.get(option)) for w in ws]

@@ -45,6 +45,8 @@ def test_nothing_refers_to_admin_without_it(baked: bake.Baked) -> None:
     assert not found, "the project refers to the admin module it does not have:\n" + "\n".join(
         found
     )
+
+
 def test_dropped_modules_leave_no_trace(baked: bake.Baked) -> None:
     problems = bake.module_traces(baked.path, baked.options)
     assert not problems, "a dropped module is still referred to:\n" + "\n".join(problems)

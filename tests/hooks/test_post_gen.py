@@ -201,7 +201,7 @@ def test_keep_lock_writes_uv_lock_and_drops_the_template_folder(
 def test_missing_lock_is_a_clear_error(post_gen: ModuleType, tree: Path) -> None:
     (tree / post_gen.LOCKS_DIR / "core.lock").unlink()
     with pytest.raises(post_gen.HookError, match="no lock for 'core'"):
-        post_gen.keep_lock(tree, answers())
+        post_gen.keep_lock(tree, answers(use_auth=False))
 
 
 # --- Dependabot ------------------------------------------------------------------

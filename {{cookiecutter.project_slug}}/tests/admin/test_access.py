@@ -7,7 +7,7 @@ from httpx import AsyncClient
 from sqlalchemy import update
 
 from {{ cookiecutter.package_name }}.admin.auth import SESSION_COOKIE
-from {{ cookiecutter.package_name }}.auth.config import LOGIN_LIMIT_PER_EMAIL
+from {{ cookiecutter.package_name }}.auth.dependencies import get_auth_state
 from {{ cookiecutter.package_name }}.auth.models import User
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.main import create_app
@@ -139,8 +139,10 @@ async def test_a_password_change_ends_admin_sessions(
     assert refused(page.status_code, page.headers.get("location"))
 
 
-async def test_wrong_passwords_are_rate_limited(client: AsyncClient, superuser: User) -> None:
-    allowed = int(LOGIN_LIMIT_PER_EMAIL.split("/")[0])
+async def test_wrong_passwords_are_rate_limited(
+    app: FastAPI, client: AsyncClient, superuser: User
+) -> None:
+    allowed = int(get_auth_state(app).settings.login_limit_per_email.split("/")[0])
     await clear_of_a_window_edge()
     for _ in range(allowed):
         assert await admin_login(client, ADMIN_EMAIL, "guess") == 400
@@ -154,9 +156,9 @@ async def test_wrong_passwords_are_rate_limited(client: AsyncClient, superuser: 
 
 
 async def test_the_admin_and_api_logins_share_one_budget(
-    client: AsyncClient, superuser: User
+    app: FastAPI, client: AsyncClient, superuser: User
 ) -> None:
-    allowed = int(LOGIN_LIMIT_PER_EMAIL.split("/")[0])
+    allowed = int(get_auth_state(app).settings.login_limit_per_email.split("/")[0])
     await clear_of_a_window_edge()
     for _ in range(allowed):
         response = await client.post(

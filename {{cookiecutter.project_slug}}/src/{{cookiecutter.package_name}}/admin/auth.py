@@ -22,11 +22,8 @@ from sqladmin.authentication import AuthenticationBackend
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from {{ cookiecutter.package_name }}.auth.config import (
-    LOGIN_LIMIT_PER_CLIENT,
-    LOGIN_LIMIT_PER_EMAIL,
-    PASSWORD_MAX_LENGTH,
-)
+from {{ cookiecutter.package_name }}.auth.config import PASSWORD_MAX_LENGTH
+from {{ cookiecutter.package_name }}.auth.dependencies import get_auth_state
 from {{ cookiecutter.package_name }}.auth.models import User
 from {{ cookiecutter.package_name }}.auth.security import password_fingerprint, verify_password
 from {{ cookiecutter.package_name }}.auth.service import get_user_by_email, normalize_email
@@ -43,8 +40,9 @@ BASE_URL = "/admin"
 SESSION_COOKIE = "admin_session"
 SESSION_MAX_AGE = 8 * 3600  # seconds; the cookie's signature carries its age
 # The API login's counters (auth/router.py): the admin form is no way around them.
-LOGIN_SCOPE_CLIENT = "auth:login"
-LOGIN_SCOPE_EMAIL = "auth:login:email"
+# The API login's counters (auth.router.limited names them "auth:<setting>").
+LOGIN_SCOPE_CLIENT = "auth:login_limit_per_client"
+LOGIN_SCOPE_EMAIL = "auth:login_limit_per_email"
 # Requests that change something come from the admin's own pages, never from another site.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OWN_SITE = frozenset({"same-origin", "none"})
@@ -99,9 +97,10 @@ class AdminAuth(AuthenticationBackend):
         form = await request.form()
         email = normalize_email(str(form.get("username") or ""))
         password = str(form.get("password") or "")
+        limits = get_auth_state(self.app).settings
         for limit, scope, key in (
-            (LOGIN_LIMIT_PER_CLIENT, LOGIN_SCOPE_CLIENT, await client_address(request)),
-            (LOGIN_LIMIT_PER_EMAIL, LOGIN_SCOPE_EMAIL, email),
+            (limits.login_limit_per_client, LOGIN_SCOPE_CLIENT, await client_address(request)),
+            (limits.login_limit_per_email, LOGIN_SCOPE_EMAIL, email),
         ):
             retry_after = await self.limiter.hit(parse(limit), scope, key)
             if retry_after is not None:

@@ -42,7 +42,9 @@ def configure_logging(settings: Settings) -> None:
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         # Filter by level before any processor runs: a disabled line costs next to nothing.
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(settings.log_level)),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelName(settings.log_level)
+        ),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
