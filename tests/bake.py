@@ -253,6 +253,11 @@ AUTH_MENTION = re.compile(r"\.auth\b|\bauth\.|\bauth/|AUTH_|use_auth")
 ADMIN_MENTION = re.compile(r"sqladmin|playwright|chromium|\.admin\b|\badmin\.|use_admin", re.I)
 
 
+# Files that record every answer, the "no" ones included (cruft's record of the
+# generation): naming a dropped module there is right.
+ANSWER_RECORDS = {".cruft.json"}
+
+
 def mentions(project: Path, pattern: re.Pattern[str]) -> list[str]:
     """file:line for every line of a rendered text file that matches pattern."""
     found: list[str] = []
@@ -264,6 +269,8 @@ def mentions(project: Path, pattern: re.Pattern[str]) -> list[str]:
         except UnicodeDecodeError:
             continue
         rel = path.relative_to(project).as_posix()
+        if rel in ANSWER_RECORDS:
+            continue
         for lineno, line in enumerate(text.splitlines(), 1):
             if pattern.search(line):
                 found.append(f"{rel}:{lineno}: {line.strip()[:120]}")
@@ -276,7 +283,7 @@ def module_traces(project: Path, opts: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     for path in rendered_files(project):
         rel = path.relative_to(project).as_posix()
-        if rel == ".git" or rel.startswith(".git/"):
+        if rel == ".git" or rel.startswith(".git/") or rel in ANSWER_RECORDS:
             continue
         text = rel.lower()
         if path.is_file():
