@@ -67,6 +67,12 @@ OPTIONS: tuple[Option, ...] = (
         migration="migrations/versions/0001_baseline.py",
     ),
     Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml")),
+    Option(
+        "use_ai",
+        paths=("src/{package}/ai", "tests/ai"),
+        requires=("openai[aiohttp]", "aiohttp", "httpx2"),
+        migration="migrations/versions/0004_ai.py",
+    ),
 )
 
 # CI provider -> its files; the others' files are removed.
