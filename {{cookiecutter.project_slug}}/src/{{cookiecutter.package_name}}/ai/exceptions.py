@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import aiohttp
 import openai
 import structlog
 
@@ -38,11 +39,27 @@ def _retry_after(exc: openai.APIStatusError) -> int:
     return DEFAULT_RETRY_AFTER
 
 
+def _timed_out(exc: openai.APITimeoutError) -> bool:
+    """Whether a "timeout" really was one.
+
+    The SDK's aiohttp transport reports a connection the server dropped as a
+    connect timeout; its cause tells them apart (aiohttp's timeouts are TimeoutError).
+    """
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, aiohttp.ClientConnectionError) and not isinstance(seen, TimeoutError):
+            return False
+        seen = seen.__cause__ or seen.__context__
+    return True
+
+
 def upstream_failure(exc: openai.OpenAIError, *, timeout: float) -> tuple[ProblemError, str]:
     """The problem to answer with, and the outcome to record in the ledger."""
     status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
     log.warning("ai_upstream_failed", error=type(exc).__name__, upstream_status=status)
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and _timed_out(exc):
         return ProblemError(504, f"The AI provider did not answer within {timeout:g} s."), "timeout"
     if isinstance(exc, openai.RateLimitError):
         seconds = _retry_after(exc)
