@@ -33,6 +33,9 @@ class AISettings(BaseSettings):
     max_retries: int = Field(default=2, ge=0)
     # Tokens per caller per calendar month (UTC); 0 turns the quota off.
     monthly_token_quota: int = Field(default=1_000_000, ge=0)
+    # Seconds a caller's monthly total is trusted from memory before it is read again
+    # (this instance's own usage is counted at once; other instances' within this time).
+    quota_cache_seconds: float = Field(default=1.0, ge=0)
     # Requests per caller (the user with auth, else the client address); empty: no limit.
     rate_limit: str = "60/minute"
     # "fast": a lean aiohttp path for chat completions that keeps the SDK's types, errors

@@ -21,7 +21,7 @@ class AIState:
     backend: ChatBackend | None  # None: OPENAI_API_KEY is not set
 
 
-def get_ai_state(request: Request) -> AIState:
+async def get_ai_state(request: Request) -> AIState:
     state: AIState = request.app.state.ai
     return state
 
@@ -38,9 +38,12 @@ class AI:
         return self.backend.client
 
 
-def get_ai(request: Request) -> AI:
-    """The configured AI service; 503 naming OPENAI_API_KEY when it is not set."""
-    state = get_ai_state(request)
+async def get_ai(request: Request) -> AI:
+    """The configured AI service; 503 naming OPENAI_API_KEY when it is not set.
+
+    Dependencies here are `async def`: a plain `def` would cost a thread hop per request.
+    """
+    state = await get_ai_state(request)
     if state.backend is None:
         raise not_configured()
     return AI(state.settings, state.metering, state.backend)

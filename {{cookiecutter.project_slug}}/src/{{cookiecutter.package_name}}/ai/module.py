@@ -27,15 +27,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     Tests (or an app factory) may put `AISettings` on `app.state.ai_settings` first.
     """
     settings: AISettings = getattr(app.state, "ai_settings", None) or AISettings()
-    metering = Metering(app.state.database)
-    if settings.openai_api_key is None:
-        log.warning("ai_not_configured", missing="OPENAI_API_KEY")
-        app.state.ai = AIState(settings, metering, None)
-        yield
-        return
-    async with open_backend(settings) as backend:
-        app.state.ai = AIState(settings, metering, backend)
-        yield
+    async with Metering(app.state.database, cache_seconds=settings.quota_cache_seconds) as metering:
+        if settings.openai_api_key is None:
+            log.warning("ai_not_configured", missing="OPENAI_API_KEY")
+            app.state.ai = AIState(settings, metering, None)
+            yield
+            return
+        async with open_backend(settings) as backend:
+            app.state.ai = AIState(settings, metering, backend)
+            yield
 
 
 module = Module("ai", routers=(router,), lifespan=lifespan)

@@ -189,7 +189,7 @@ def _delta(chunk: ChatCompletionChunk) -> tuple[str, str | None]:
 async def usage(state: AIStateDep, caller: Caller = Depends(rate_limited)) -> UsageSummary:
     """Tokens and requests of the current calendar month (UTC) for the caller."""
     start = period_start(datetime.now(UTC))
-    totals = await state.metering.totals(caller.subject, start)
+    totals = await state.metering.totals(caller.subject, start, fresh=True)
     quota = caller.monthly_quota
     return UsageSummary(
         period_start=at_midnight(start),

@@ -1,27 +1,51 @@
 """Metering: the quota check before an upstream call and the ledger row after it.
 
-The chat endpoint waits on a slow upstream; holding a pooled database connection
-for that whole time would cap throughput at pool size / upstream latency. So the
-ledger is not written through the request's session: the quota check is one
-primary-key read on a connection borrowed for that read only, and the ledger row
-plus the month's total are written in one short transaction after the call
-(before the response leaves, for plain requests; when a stream ends, for streams).
+The chat endpoint waits on a slow upstream, so it does not use the request's
+session: holding a pooled connection across the call would cap throughput at
+pool size / upstream latency. Instead:
+
+* the quota check reads the caller's total for the month from memory: the writer
+  refreshes it from every commit (its upsert returns the new total, other
+  instances' usage included), and a total older than AI_QUOTA_CACHE_SECONDS is
+  read again (one primary-key read; concurrent requests share it). Across
+  several instances a caller may overshoot by what the others served in that
+  window, as with any check-then-call quota;
+* ledger rows are written by group commit: each request hands its row to one
+  writer and waits until the transaction holding it has committed (for plain
+  requests, before the response leaves). The writer commits whatever has queued
+  up since its last commit in one transaction: one multi-row insert plus one
+  upsert of the month's total per caller. Under load that is one short
+  transaction for many requests, and no two requests fight over the same total's
+  row lock (every anonymous caller shares one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any, Self, cast
 
-from sqlalchemy import insert, select
+import structlog
+from sqlalchemy import Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 
 from .models import ANONYMOUS, AIUsage, AIUsageTotal
+
+log = structlog.get_logger(__name__)
+
+# Totals remembered for quota checks before stale ones are dropped.
+MAX_REMEMBERED = 10_000
+
+# Core tables: the writer inserts plain rows, with none of the ORM's per-object work.
+USAGE = cast(Table, AIUsage.__table__)
+TOTALS = cast(Table, AIUsageTotal.__table__)
 
 
 def period_start(now: datetime) -> date:
@@ -70,18 +94,72 @@ class Totals:
 
 
 class Metering:
-    def __init__(self, database: Database) -> None:
+    """Quota checks and the ledger; `async with` runs its writer."""
+
+    def __init__(self, database: Database, *, cache_seconds: float = 1.0) -> None:
         self.engine = database.engine
+        self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         name = self.engine.dialect.name
         self._upsert = postgresql.insert if name == "postgresql" else sqlite.insert
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.cache_seconds = cache_seconds
+        # (subject, period) -> (when read, totals); and reads under way
+        self._known: dict[tuple[uuid.UUID, date], tuple[float, Totals]] = {}
+        self._reading: dict[tuple[uuid.UUID, date], asyncio.Future[Totals]] = {}
 
-    async def totals(self, subject: uuid.UUID, period: date) -> Totals:
-        query = select(AIUsageTotal.tokens, AIUsageTotal.requests).where(
-            AIUsageTotal.subject == subject, AIUsageTotal.period == period
+    async def __aenter__(self) -> Self:
+        self._writer = asyncio.create_task(self._write_forever(), name="ai-ledger-writer")
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self._closing = True
+            self._wakeup.set()
+            await writer  # drains what is queued, then ends
+
+    async def totals(self, subject: uuid.UUID, period: date, *, fresh: bool = False) -> Totals:
+        """The month's totals: from memory when recent enough, else one shared read."""
+        key = (subject, period)
+        known = self._known.get(key)
+        if known and not fresh and time.monotonic() - known[0] < self.cache_seconds:
+            return known[1]
+        reading = self._reading.get(key)
+        if reading is not None and not fresh:
+            return await asyncio.shield(reading)
+        reading = asyncio.get_running_loop().create_future()
+        self._reading[key] = reading
+        try:
+            totals = await self._read(subject, period)
+        except BaseException as exc:
+            reading.set_exception(exc)
+            reading.exception()  # retrieved: sharers see it, nobody is warned twice
+            raise
+        finally:
+            if self._reading.get(key) is reading:
+                del self._reading[key]
+        self._remember(key, totals)
+        reading.set_result(totals)
+        return totals
+
+    async def _read(self, subject: uuid.UUID, period: date) -> Totals:
+        query = select(TOTALS.c.tokens, TOTALS.c.requests).where(
+            TOTALS.c.subject == subject, TOTALS.c.period == period
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(query)).first()
         return Totals(row.tokens, row.requests) if row else Totals(0, 0)
+
+    def _remember(self, key: tuple[uuid.UUID, date], totals: Totals) -> None:
+        now = time.monotonic()
+        if len(self._known) > MAX_REMEMBERED:
+            stale = [k for k, (when, _) in self._known.items() if now - when >= self.cache_seconds]
+            for k in stale:
+                del self._known[k]
+        self._known[key] = (now, totals)
 
     async def check(self, caller: Caller) -> None:
         """Raise 429 when the caller's allowance for this month is used up."""
@@ -104,31 +182,71 @@ class Metering:
             )
 
     async def record(self, entry: Entry) -> None:
+        """Write the entry's ledger row; return once it is committed."""
         now = datetime.now(UTC)
-        total = entry.prompt_tokens + entry.completion_tokens
-        upsert = self._upsert(AIUsageTotal).values(
-            subject=entry.caller.subject, period=period_start(now), tokens=total, requests=1
-        )
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[AIUsageTotal.subject, AIUsageTotal.period],
-            set_={
-                "tokens": AIUsageTotal.tokens + upsert.excluded.tokens,
-                "requests": AIUsageTotal.requests + 1,
-            },
-        )
+        row = {
+            "created_at": now,
+            "user_id": entry.caller.user_id,
+            "model": entry.model,
+            "prompt_tokens": entry.prompt_tokens,
+            "completion_tokens": entry.completion_tokens,
+            "total_tokens": entry.prompt_tokens + entry.completion_tokens,
+            "latency_ms": round((time.perf_counter() - entry.started) * 1000),
+            "outcome": entry.outcome,
+            "streamed": entry.streamed,
+            "request_id": entry.request_id,
+        }
+        if self._writer is None or self._writer.done():  # not running: write directly
+            await self._commit([row])
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((row, done))
+        self._wakeup.set()
+        # Shielded: a caller that goes away still gets its row written.
+        await asyncio.shield(done)
+
+    async def _write_forever(self) -> None:
+        while self._queue or not self._closing:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._queue = self._queue, []
+            if batch:
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        try:
+            await self._commit([row for row, _ in batch])
+        except Exception as exc:
+            log.error("ai_ledger_write_failed", rows=len(batch), exc_info=exc)
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+        else:
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    async def _commit(self, rows: list[dict[str, Any]]) -> None:
+        totals: dict[tuple[uuid.UUID, date], list[int]] = defaultdict(lambda: [0, 0])
+        for row in rows:
+            key = (row["user_id"] or ANONYMOUS, period_start(row["created_at"]))
+            totals[key][0] += row["total_tokens"]
+            totals[key][1] += 1
+        fresh: dict[tuple[uuid.UUID, date], Totals] = {}
         async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(AIUsage).values(
-                    created_at=now,
-                    user_id=entry.caller.user_id,
-                    model=entry.model,
-                    prompt_tokens=entry.prompt_tokens,
-                    completion_tokens=entry.completion_tokens,
-                    total_tokens=total,
-                    latency_ms=round((time.perf_counter() - entry.started) * 1000),
-                    outcome=entry.outcome,
-                    streamed=entry.streamed,
-                    request_id=entry.request_id,
+            await conn.execute(insert(USAGE), rows)
+            for (subject, period), (tokens, requests) in totals.items():
+                values = self._upsert(TOTALS).values(
+                    subject=subject, period=period, tokens=tokens, requests=requests
                 )
-            )
-            await conn.execute(upsert)
+                upsert = values.on_conflict_do_update(
+                    index_elements=["subject", "period"],
+                    set_={
+                        "tokens": TOTALS.c.tokens + values.excluded.tokens,
+                        "requests": TOTALS.c.requests + values.excluded.requests,
+                    },
+                ).returning(TOTALS.c.tokens, TOTALS.c.requests)
+                new = (await conn.execute(upsert)).one()
+                fresh[(subject, period)] = Totals(new.tokens, new.requests)
+        for key, value in fresh.items():
+            self._remember(key, value)
