@@ -49,6 +49,10 @@ COMBOS: list[dict[str, Any]] = [
         },
     },
     {
+        "id": "noai-sqlite",
+        "context": {"project_name": "Bake No Ai", "database": "sqlite", "use_ai": False},
+    },
+    {
         "id": "postgresql-github-apache-py311",
         "context": {
             "project_name": "Bake Apache Service",
@@ -194,6 +198,8 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     absent = [".template"]
     docker = ["Dockerfile", "compose.yaml"]
     (present if opts["use_docker"] in (True, "True", "true", "yes", "y") else absent).extend(docker)
+    ai = [f"src/{package}/ai", "tests/ai", "migrations/versions/0004_ai.py"]
+    (present if opts.get("use_ai") in (True, "True", "true", "yes", "y") else absent).extend(ai)
     ci = opts["ci"]
     (present if ci == "github" else absent).append(".github")
     (present if ci == "gitlab" else absent).append(".gitlab-ci.yml")

@@ -29,6 +29,7 @@ from typing import Any, Protocol, cast
 import aiohttp
 import httpx2
 import openai
+import pydantic
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from openai._models import FinalRequestOptions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -125,7 +126,7 @@ class _LeanStream:
                 data = []
                 if payload.startswith("[DONE]"):
                     break
-                yield self._backend.parse_chunk(json.loads(payload))
+                yield self._backend.parse_chunk(payload)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._backend.transport_error(exc) from exc
 
@@ -171,12 +172,21 @@ class LeanBackend:
         )
 
     @staticmethod
-    def parse_completion(data: object) -> ChatCompletion:
-        return ChatCompletion.construct(**cast(Body, data))
+    def parse_completion(content: bytes) -> ChatCompletion:
+        """Validate in pydantic-core (fast); if a lenient server's answer does not
+        validate, build it loosely the way the SDK itself does."""
+        try:
+            return ChatCompletion.model_validate_json(content)
+        except pydantic.ValidationError:
+            return ChatCompletion.construct(**cast(Body, json.loads(content)))
 
     @staticmethod
-    def parse_chunk(data: object) -> ChatCompletionChunk:
-        if isinstance(data, dict) and data.get("error"):
+    def parse_chunk(payload: str) -> ChatCompletionChunk:
+        try:
+            return ChatCompletionChunk.model_validate_json(payload)
+        except pydantic.ValidationError:
+            data = json.loads(payload)
+        if isinstance(data, dict) and data.get("error"):  # an error event, as the SDK reads it
             error = data["error"]
             message = error.get("message") if isinstance(error, dict) else None
             if not isinstance(message, str) or not message:
@@ -221,7 +231,7 @@ class LeanBackend:
     async def complete(self, body: Body) -> ChatCompletion:
         _, content = await self._send(body, stream=False)
         try:
-            return self.parse_completion(json.loads(content))
+            return self.parse_completion(content)
         except (ValueError, TypeError) as exc:
             raise openai.APIResponseValidationError(
                 response=httpx2.Response(200, content=content, request=self._request),

@@ -1,4 +1,10 @@
-"""The AI service of the running app, as a dependency tests can override."""
+"""The AI service of the running app, as dependencies (tests may override them).
+
+The plain functions (`ai_state`, `require_ai`) serve this module's own endpoints,
+which resolve everything in one dependency: each extra FastAPI dependency costs
+measurable CPU on an endpoint built to serve many callers per core. Dependencies
+are `async def`: a plain `def` would cost a thread hop per request.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +27,6 @@ class AIState:
     backend: ChatBackend | None  # None: OPENAI_API_KEY is not set
 
 
-async def get_ai_state(request: Request) -> AIState:
-    state: AIState = request.app.state.ai
-    return state
-
-
 @dataclass(frozen=True)
 class AI:
     settings: AISettings
@@ -38,15 +39,25 @@ class AI:
         return self.backend.client
 
 
-async def get_ai(request: Request) -> AI:
-    """The configured AI service; 503 naming OPENAI_API_KEY when it is not set.
+def ai_state(request: Request) -> AIState:
+    state: AIState = request.app.state.ai
+    return state
 
-    Dependencies here are `async def`: a plain `def` would cost a thread hop per request.
-    """
-    state = await get_ai_state(request)
+
+def require_ai(request: Request) -> AI:
+    """The configured AI service; 503 naming OPENAI_API_KEY when it is not set."""
+    state = ai_state(request)
     if state.backend is None:
         raise not_configured()
     return AI(state.settings, state.metering, state.backend)
+
+
+async def get_ai_state(request: Request) -> AIState:
+    return ai_state(request)
+
+
+async def get_ai(request: Request) -> AI:
+    return require_ai(request)
 
 
 AIStateDep = Annotated[AIState, Depends(get_ai_state)]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import openai
@@ -16,7 +17,8 @@ from openai.types.chat import ChatCompletionChunk
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.ratelimit import get_rate_limiter
 
-from .dependencies import AI, AIDep, AIStateDep
+from .config import AISettings
+from .dependencies import AI, ai_state, require_ai
 from .exceptions import upstream_failure
 from .schemas import ChatRequest, ChatResponse, Usage, UsageSummary
 from .seams import CallerDep
@@ -26,22 +28,37 @@ from .streaming import EventStreamResponse, sse
 log = structlog.get_logger(__name__)
 
 
-async def rate_limited(request: Request, state: AIStateDep, caller: CallerDep) -> Caller:
-    """The caller, after counting this request against AI_RATE_LIMIT."""
-    item = state.settings.rate_limit_item
-    if item is not None:
-        route = request.scope.get("route")
-        scope = f"ai:{getattr(route, 'path', request.url.path)}"
-        retry_after = await get_rate_limiter(request).hit(item, scope, caller.rate_key)
-        if retry_after is not None:
-            seconds = max(1, round(retry_after))
-            raise ProblemError(
-                429,
-                f"Rate limit of {state.settings.rate_limit} exceeded; retry in {seconds} s.",
-                headers={"Retry-After": str(seconds)},
-            )
-    return caller
+async def enforce_rate_limit(request: Request, settings: AISettings, caller: Caller) -> None:
+    """Count this request against AI_RATE_LIMIT for the caller."""
+    item = settings.rate_limit_item
+    if item is None:
+        return
+    route = request.scope.get("route")
+    scope = f"ai:{getattr(route, 'path', request.url.path)}"
+    retry_after = await get_rate_limiter(request).hit(item, scope, caller.rate_key)
+    if retry_after is not None:
+        seconds = max(1, round(retry_after))
+        raise ProblemError(
+            429,
+            f"Rate limit of {settings.rate_limit} exceeded; retry in {seconds} s.",
+            headers={"Retry-After": str(seconds)},
+        )
 
+
+@dataclass(frozen=True)
+class Call:
+    ai: AI
+    caller: Caller
+
+
+async def chat_call(request: Request, caller: CallerDep) -> Call:
+    """The configured service (else 503) and the caller, within the rate limit."""
+    ai = require_ai(request)
+    await enforce_rate_limit(request, ai.settings, caller)
+    return Call(ai, caller)
+
+
+ChatCallDep = Annotated[Call, Depends(chat_call)]
 
 router = APIRouter(prefix="/api/v1/ai", tags=["ai"])
 
@@ -89,9 +106,8 @@ def choose_model(ai: AI, chat: ChatRequest) -> str:
         **PROBLEMS,
     },
 )
-async def chat(
-    chat: ChatRequest, request: Request, ai: AIDep, caller: Caller = Depends(rate_limited)
-) -> Response:
+async def chat(chat: ChatRequest, request: Request, call: ChatCallDep) -> Response:
+    ai, caller = call.ai, call.caller
     model = choose_model(ai, chat)
     await ai.metering.check(caller)
     entry = Entry(
@@ -186,8 +202,10 @@ def _delta(chunk: ChatCompletionChunk) -> tuple[str, str | None]:
 
 
 @router.get("/usage", responses={429: PROBLEMS[429]})
-async def usage(state: AIStateDep, caller: Caller = Depends(rate_limited)) -> UsageSummary:
+async def usage(request: Request, caller: CallerDep) -> UsageSummary:
     """Tokens and requests of the current calendar month (UTC) for the caller."""
+    state = ai_state(request)
+    await enforce_rate_limit(request, state.settings, caller)
     start = period_start(datetime.now(UTC))
     totals = await state.metering.totals(caller.subject, start, fresh=True)
     quota = caller.monthly_quota

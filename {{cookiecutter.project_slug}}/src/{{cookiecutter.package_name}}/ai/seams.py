@@ -22,7 +22,7 @@ from {{ cookiecutter.package_name }}.core.ratelimit import client_address
 {%- endif %}
 
 from .config import AISettings
-from .dependencies import AIStateDep
+from .dependencies import ai_state
 from .service import Caller
 
 
@@ -45,21 +45,21 @@ async def monthly_quota(user: CurrentUser, settings: AISettings) -> int | None:
 {%- endif %}
 
 
-async def get_caller(request: Request, state: AIStateDep, user: CurrentUser) -> Caller:
+async def get_caller(request: Request, user: CurrentUser) -> Caller:
     """The signed-in user: rate limited and metered per user."""
     return Caller(
         user_id=user.id,
-        monthly_quota=await monthly_quota(user, state.settings),
+        monthly_quota=await monthly_quota(user, ai_state(request).settings),
         rate_key=f"user:{user.id}",
     )
 {%- else %}
 
 
-async def get_caller(request: Request, state: AIStateDep) -> Caller:
+async def get_caller(request: Request) -> Caller:
     """Without auth: no user; rate limited per client address, metered as one pool."""
     return Caller(
         user_id=None,
-        monthly_quota=default_quota(state.settings),
+        monthly_quota=default_quota(ai_state(request).settings),
         rate_key=f"addr:{await client_address(request)}",
     )
 {%- endif %}
