@@ -58,7 +58,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=1):
                 return
         except OSError:
             time.sleep(0.1)
@@ -77,8 +77,16 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 
 def render(workdir: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(workdir), str(ROOT),
-         "project_name=Bench Ai"],
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "--no-input",
+            "-o",
+            str(workdir),
+            str(ROOT),
+            "project_name=Bench Ai",
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -106,11 +114,21 @@ async def probe(url: str, stop: asyncio.Event, samples: list[float]) -> None:
         await asyncio.sleep(0.02)
 
 
-def run_wrk(url: str, connections: int, duration: int, script: Path, timeout: int) -> dict[str, int]:
+def run_wrk(
+    url: str, connections: int, duration: int, script: Path, timeout: int
+) -> dict[str, int]:
     threads = min(2, connections)
     proc = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}s",
-         "-s", str(script), url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            f"--timeout={timeout}s",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -120,8 +138,9 @@ def run_wrk(url: str, connections: int, duration: int, script: Path, timeout: in
     return result
 
 
-async def measure(url: str, health: str, connections: int, duration: int, script: Path,
-                  timeout: int) -> tuple[dict[str, int], list[float]]:
+async def measure(
+    url: str, health: str, connections: int, duration: int, script: Path, timeout: int
+) -> tuple[dict[str, int], list[float]]:
     stop = asyncio.Event()
     samples: list[float] = []
     prober = asyncio.create_task(probe(health, stop, samples))
@@ -139,7 +158,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--project", type=Path, help="a generated project (default: render one)")
     parser.add_argument("--database-url", help="default: a fresh SQLite file")
     parser.add_argument("--connections", default="64,256")
@@ -147,7 +168,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--delay", type=float, default=0.2)
     parser.add_argument("--transport", choices=["fast", "sdk"], default="fast")
-    parser.add_argument("--wrk-timeout", type=int, default=2, help="seconds before wrk counts a timeout")
+    parser.add_argument(
+        "--wrk-timeout", type=int, default=2, help="seconds before wrk counts a timeout"
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -175,15 +198,46 @@ def main() -> int:
     }
     script = work / "chat.lua"
     script.write_text(WRK_SCRIPT)
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=project, env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=project,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     procs = [
-        subprocess.Popen([sys.executable, str(HERE / "fake_upstream.py"), "--port",
-                          str(upstream_port), "--delay", str(args.delay)]),
         subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", f"{package}.main:app", "--host", "127.0.0.1",
-             "--port", str(app_port), "--workers", "1", "--loop", "uvloop", "--http",
-             "httptools", "--no-access-log", "--log-level", "warning", "--backlog", "4096"],
+            [
+                sys.executable,
+                str(HERE / "fake_upstream.py"),
+                "--port",
+                str(upstream_port),
+                "--delay",
+                str(args.delay),
+            ]
+        ),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                f"{package}.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(app_port),
+                "--workers",
+                "1",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--backlog",
+                "4096",
+            ],
             cwd=project,
             env=env,
         ),
@@ -193,11 +247,15 @@ def main() -> int:
     try:
         wait_port(upstream_port)
         wait_http(health)
-        print(f"project {project} ({package}), database {database_url.split('://')[0]}, "
-              f"transport {args.transport}, upstream delay {args.delay * 1000:.0f} ms")
+        print(
+            f"project {project} ({package}), database {database_url.split('://')[0]}, "
+            f"transport {args.transport}, upstream delay {args.delay * 1000:.0f} ms"
+        )
         run_wrk(url, 64, args.warmup, script, args.wrk_timeout)
-        print(f"{'callers':>7} {'req/s':>7} {'ideal':>6} {'share':>6} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'errors':>6} {'timeouts':>8} {'live p50':>8} {'live p99':>8}")
+        print(
+            f"{'callers':>7} {'req/s':>7} {'ideal':>6} {'share':>6} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'errors':>6} {'timeouts':>8} {'live p50':>8} {'live p99':>8}"
+        )
         for connections in (int(c) for c in args.connections.split(",")):
             result, live = asyncio.run(
                 measure(url, health, connections, args.duration, script, args.wrk_timeout)

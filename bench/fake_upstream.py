@@ -1,6 +1,6 @@
 """A minimal OpenAI-compatible upstream for the benchmark: answers after a fixed delay.
 
-    python bench/fake_upstream.py --port 9100 --delay 0.2
+python bench/fake_upstream.py --port 9100 --delay 0.2
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ class FakeUpstream:
     fail_times: int | None = None
     retry_after: str | None = None
     chunk_interval: float = 0.0
+    break_after: int | None = None  # streams: drop the connection after this many chunks
     chunks: list[str] = field(default_factory=lambda: list(REPLY))
     calls: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -105,6 +106,10 @@ class FakeUpstream:
 
         try:
             for i, text in enumerate(self.chunks):
+                if i == self.break_after:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
                 last = i == len(self.chunks) - 1
                 choice = {
                     "index": 0,

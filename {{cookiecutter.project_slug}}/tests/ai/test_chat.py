@@ -209,3 +209,38 @@ async def test_rate_limited_per_address_without_auth(
     assert limited.headers["content-type"] == "application/problem+json"
     assert int(limited.headers["retry-after"]) >= 1
     assert upstream.calls == 2
+
+
+async def test_upstream_breaking_mid_stream_ends_with_an_error_event(
+    make_app: MakeApp, upstream: FakeUpstream
+) -> None:
+    upstream.break_after = 2
+    app = await make_app()
+    async with http(app) as client:
+        response = await client.post(CHAT, json={**HELLO, "stream": True})
+    assert response.status_code == 200  # the stream had started
+    received = events(response)
+    assert [name for name, _ in received] == ["delta", "delta", "error"]
+    assert received[-1][1]["status"] == 502
+    assert API_KEY not in response.text
+    [row] = await ledger(app)
+    assert (row.outcome, row.completion_tokens) == ("upstream_error", 2)
+
+
+async def test_both_backends_send_the_same_request(
+    make_app: MakeApp, upstream: FakeUpstream
+) -> None:
+    for transport in ("fast", "sdk"):
+        app = await make_app(transport=transport)
+        async with http(app) as client:
+            assert (await client.post(CHAT, json=HELLO)).status_code == 200
+            assert (await client.post(CHAT, json={**HELLO, "stream": True})).status_code == 200
+    fast_plain, fast_stream, sdk_plain, sdk_stream = upstream.requests
+    assert fast_plain == sdk_plain
+    assert fast_stream == sdk_stream
+    # The same headers, apart from what the transport itself decides.
+    transport_headers = {"host", "content-length", "accept-encoding", "connection"}
+    fast, _, sdk, _ = (
+        {k: v for k, v in h.items() if k not in transport_headers} for h in upstream.headers
+    )
+    assert fast == sdk
