@@ -12,6 +12,7 @@ from .core.plugin import Module
 
 MODULES: tuple[Module, ...] = (
     core.module,
+    # optional modules follow, in the order their lifespans start
 {%- if cookiecutter.use_ai %}
     ai.module,
 {%- endif %}
