@@ -34,7 +34,8 @@ async def enforce_rate_limit(request: Request, settings: AISettings, caller: Cal
     if item is None:
         return
     route = request.scope.get("route")
-    scope = f"ai:{getattr(route, 'path', request.url.path)}"
+    # Not getattr(route, "path", request.url.path): building request.url costs more.
+    scope = f"ai:{route.path}" if route is not None else "ai"
     retry_after = await get_rate_limiter(request).hit(item, scope, caller.rate_key)
     if retry_after is not None:
         seconds = max(1, round(retry_after))
