@@ -152,6 +152,12 @@ async def measure(
     return result, samples
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -254,12 +260,14 @@ def main() -> int:
         run_wrk(url, 64, args.warmup, script, args.wrk_timeout)
         print(
             f"{'callers':>7} {'req/s':>7} {'ideal':>6} {'share':>6} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'errors':>6} {'timeouts':>8} {'live p50':>8} {'live p99':>8}"
+            f"{'errors':>6} {'timeouts':>8} {'live p50':>8} {'live p99':>8} {'app CPU':>7}"
         )
         for connections in (int(c) for c in args.connections.split(",")):
+            cpu_before = cpu_seconds(procs[1].pid)
             result, live = asyncio.run(
                 measure(url, health, connections, args.duration, script, args.wrk_timeout)
             )
+            cpu = (cpu_seconds(procs[1].pid) - cpu_before) / (result["duration_us"] / 1e6)
             rps = result["requests"] / (result["duration_us"] / 1e6)
             ideal = connections / args.delay
             errors = result["connect"] + result["read"] + result["write"] + result["status"]
@@ -267,8 +275,10 @@ def main() -> int:
                 f"{connections:>7} {rps:>7.0f} {ideal:>6.0f} {rps / ideal:>6.0%} "
                 f"{result['p50_us'] / 1000:>7.0f} {result['p99_us'] / 1000:>7.0f} "
                 f"{errors:>6} {result['timeout']:>8} "
-                f"{pct(live, 0.5) * 1000:>8.1f} {pct(live, 0.99) * 1000:>8.1f}"
+                f"{pct(live, 0.5) * 1000:>8.1f} {pct(live, 0.99) * 1000:>8.1f} {cpu:>7.0%}"
             )
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"app CPU: share of one core used by the app; load average after: {load}")
     finally:
         for proc in procs:
             proc.terminate()
