@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -14,6 +16,8 @@ from sqlalchemy import select
 
 from {{ cookiecutter.package_name }}.ai.config import AISettings
 from {{ cookiecutter.package_name }}.ai.models import AIUsage
+from {{ cookiecutter.package_name }}.ai.seams import default_quota, get_caller
+from {{ cookiecutter.package_name }}.ai.service import Caller
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.main import create_app
@@ -24,6 +28,22 @@ API_KEY = "sk-test-key-never-echoed-0123456789"
 TRANSPORTS = ["fast", "sdk"]
 
 MakeApp = Callable[..., Awaitable[FastAPI]]
+
+# With the auth module the caller is a signed-in user (see ai/seams.py).
+AUTH_ON = "user" in inspect.signature(get_caller).parameters
+TEST_USER_ID = uuid.UUID("00000000-0000-4000-8000-000000000001") if AUTH_ON else None
+
+
+def stand_in_user(app: FastAPI) -> None:
+    """With auth on, one user stands in for the sign-in (auth's own tests cover that)."""
+    if not AUTH_ON:
+        return
+    quota = default_quota(app.state.ai_settings)
+
+    async def test_user() -> Caller:
+        return Caller(user_id=TEST_USER_ID, monthly_quota=quota, rate_key="user:test")
+
+    app.dependency_overrides[get_caller] = test_user
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +92,7 @@ async def make_app(
         app = create_app(settings)
         overrides.setdefault("transport", transport)
         app.state.ai_settings = ai_settings or make_ai_settings(upstream, **overrides)
+        stand_in_user(app)
         manager = LifespanManager(app)
         await manager.__aenter__()
         started.append((app, manager))

@@ -8,7 +8,7 @@ from asgi_lifespan import LifespanManager
 from {{ cookiecutter.package_name }}.ai.config import AISettings
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.main import create_app
-from tests.ai.conftest import http
+from tests.ai.conftest import http, stand_in_user
 
 
 async def test_without_a_key_the_app_serves_and_ai_answers_503(
@@ -17,6 +17,7 @@ async def test_without_a_key_the_app_serves_and_ai_answers_503(
     monkeypatch.setenv("OPENAI_API_KEY", "")  # blank, as in a fresh .env
     app = create_app(settings)
     app.state.ai_settings = AISettings(_env_file=None)
+    stand_in_user(app)
     async with LifespanManager(app), http(app) as client:
         assert (await client.get("/health/live")).status_code == 200
         chat = await client.post(
