@@ -13,7 +13,7 @@ pool size / upstream latency. Instead:
 * ledger rows are written by group commit: each request hands its row to one
   writer and waits until the transaction holding it has committed (for plain
   requests, before the response leaves). The writer commits whatever has queued
-  up since its last commit (waiting 5 ms for more) in one transaction: one
+  up since its last commit (waiting 1 ms for more) in one transaction: one
   multi-row insert plus one upsert of the month's total per caller. Under load
   that is one short transaction for many requests, and no two requests fight
   over the same total's row lock (every anonymous caller shares one).
@@ -41,7 +41,7 @@ from .models import ANONYMOUS, AIUsage, AIUsageTotal
 log = structlog.get_logger(__name__)
 
 # How long the ledger writer waits for more rows before it commits a batch.
-LEDGER_LINGER_SECONDS = 0.005
+LEDGER_LINGER_SECONDS = 0.001
 
 # Totals remembered for quota checks before stale ones are dropped.
 MAX_REMEMBERED = 10_000
