@@ -99,6 +99,12 @@ OPTIONS: tuple[Option, ...] = (
         requires=("stripe", "httpx"),
         migration="migrations/versions/0003_payments.py",
     ),
+    Option(
+        "use_ai",
+        paths=("src/{package}/ai", "tests/ai"),
+        requires=("openai[aiohttp]", "aiohttp", "httpx2"),
+        migration="migrations/versions/0004_ai.py",
+    ),
     Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml")),
     Option(
         "use_admin",

@@ -40,8 +40,23 @@ COMBOS: list[dict[str, Any]] = [
             "use_docker": False,
             "use_auth": False,
             "use_payments": False,
+            "use_ai": False,
             "use_admin": False,
             "license": "BSD-3-Clause",
+        },
+    },
+    # AI without accounts: metered per client address
+    {
+        "id": "ai-noauth-noci-proprietary-py313-nogit",
+        "context": {
+            "project_name": "Bake Open Model",
+            "ci": "none",
+            "use_auth": False,
+            "use_payments": False,
+            "use_admin": False,
+            "license": "Proprietary",
+            "python_version": "3.13",
+            "init_git": False,
         },
     },
     # accounts only
@@ -51,22 +66,21 @@ COMBOS: list[dict[str, Any]] = [
             "project_name": "Bake Accounts Only",
             "ci": "github",
             "use_payments": False,
+            "use_ai": False,
             "use_admin": False,
             "license": "Apache-2.0",
             "python_version": "3.11",
         },
     },
-    # auth and admin without payments
+    # AI quotas per user without plans; the admin's AI views without payments
     {
-        "id": "nopayments-noci-proprietary-py313-nogit",
-        "context": {
-            "project_name": "Bake Private Tool",
-            "ci": "none",
-            "use_payments": False,
-            "license": "Proprietary",
-            "python_version": "3.13",
-            "init_git": False,
-        },
+        "id": "auth-ai-admin-nopayments-sqlite",
+        "context": {"project_name": "Bake Metered", "database": "sqlite", "use_payments": False},
+    },
+    # plans without AI; the admin's payments views without AI
+    {
+        "id": "auth-payments-admin-noai-nodocker",
+        "context": {"project_name": "Bake Billing", "use_ai": False, "use_docker": False},
     },
 ]
 
@@ -74,6 +88,7 @@ COMBOS: list[dict[str, Any]] = [
 # them (case-insensitive), so nothing refers to the dropped module.
 MODULE_WORDS: dict[str, tuple[str, ...]] = {
     "use_payments": ("payments", "stripe"),
+    "use_ai": ("openai", "ai_usage"),
 }
 
 # Unrendered template syntax: never allowed anywhere.
@@ -215,6 +230,8 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     absent = [".template"]
     docker = ["Dockerfile", "compose.yaml"]
     (present if opts["use_docker"] in (True, "True", "true", "yes", "y") else absent).extend(docker)
+    ai = [f"src/{package}/ai", "tests/ai", "migrations/versions/0004_ai.py"]
+    (present if is_on(opts.get("use_ai")) else absent).extend(ai)
     ci = opts["ci"]
     (present if ci == "github" else absent).extend([".github", ".github/dependabot.yml"])
     (present if ci == "gitlab" else absent).extend([".gitlab-ci.yml", "renovate.json"])

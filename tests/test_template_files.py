@@ -15,6 +15,7 @@ PROJECT = ROOT / "{{cookiecutter.project_slug}}"
 JINJA_STATEMENTS_ALLOWED = {
     "src/{{cookiecutter.package_name}}/modules.py",  # the one wiring file
     "src/{{cookiecutter.package_name}}/admin/registry.py",  # the admin views of each module
+    "src/{{cookiecutter.package_name}}/ai/seams.py",  # the ai module's one auth/payments seam
     ".env.example",  # each module's settings
     "compose.yaml",  # the chosen database
     ".gitlab-ci.yml",  # docker job only with use_docker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -51,4 +52,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def tune_gc() -> None:
+    """Keep the garbage collector from stalling the event loop under load.
+
+    What is loaded at import (frameworks, SDK types: most of the heap) lives as long
+    as the process; frozen, full collections no longer scan it. A larger young
+    generation makes collections rarer. Measured with many concurrent requests (see
+    the AI docs' benchmark): collections took ~20% of the CPU and paused the loop for
+    up to 300 ms before, a few percent and far shorter pauses after.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 10)
+
+
 app = create_app()
+tune_gc()

@@ -7,6 +7,9 @@ To drop a module, delete its folders and its lines here.
 {% if cookiecutter.use_admin -%}
 from .admin import module as admin
 {% endif -%}
+{% if cookiecutter.use_ai -%}
+from .ai import module as ai
+{% endif -%}
 {% if cookiecutter.use_auth -%}
 from .auth import module as auth
 {% endif -%}
@@ -16,14 +19,16 @@ from .core.plugin import Module
 from .payments import module as payments
 {% endif %}
 MODULES: tuple[Module, ...] = (
-    # core first; each module after the modules it builds on
     core.module,
-    # the optional modules, in the order their lifespans start:
+    # the optional modules, each after the modules it builds on; lifespans start in this order
 {%- if cookiecutter.use_auth %}
     auth.module,
 {%- endif %}
 {%- if cookiecutter.use_payments %}
     payments.module,
+{%- endif %}
+{%- if cookiecutter.use_ai %}
+    ai.module,
 {%- endif %}
 {%- if cookiecutter.use_admin %}
     admin.module,

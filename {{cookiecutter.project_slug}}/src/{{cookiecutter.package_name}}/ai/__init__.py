@@ -1,0 +1,2 @@
+"""The AI module: one shared OpenAI-compatible client, chat (plain and streamed), a usage
+ledger and monthly token quotas. Only `seams.py` knows about auth and payments."""

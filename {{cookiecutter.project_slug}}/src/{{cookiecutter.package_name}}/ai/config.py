@@ -1,0 +1,74 @@
+"""AI settings: the SDK's own names for the client, `AI_` for this module's knobs."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Literal
+
+from limits import RateLimitItem, parse
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class AISettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AI_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_by_name=True,
+    )
+
+    # Named as the openai SDK names them, so an existing environment just works.
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+
+    default_model: str = "gpt-4o-mini"
+    # Models a caller may ask for (the default model is always allowed).
+    allowed_models: Annotated[list[str], NoDecode] = ["gpt-4o-mini", "gpt-4o"]
+    # Seconds to connect, and to wait for each read (the SDK's meaning of a float timeout).
+    timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+    # Tokens per caller per calendar month (UTC); 0 turns the quota off.
+    monthly_token_quota: int = Field(default=1_000_000, ge=0)
+    # Seconds a caller's monthly total is trusted from memory before it is read again
+    # (this instance's own usage is counted at once; other instances' within this time).
+    quota_cache_seconds: float = Field(default=1.0, ge=0)
+    # Requests per caller (the user with auth, else the client address); empty: no limit.
+    rate_limit: str = "60/minute"
+    # "fast": a lean aiohttp path for chat completions that keeps the SDK's types, errors
+    # and retry rules; "sdk": every call through the SDK's own client (aiohttp transport).
+    transport: Literal["fast", "sdk"] = "fast"
+
+    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_limit(cls, value: str) -> str:
+        if value.strip():
+            parse(value)  # raises ValueError on nonsense
+        return value.strip()
+
+    @property
+    def base_url(self) -> str:
+        return self.openai_base_url or DEFAULT_BASE_URL
+
+    @cached_property
+    def models(self) -> frozenset[str]:
+        return frozenset((self.default_model, *self.allowed_models))
+
+    @cached_property
+    def rate_limit_item(self) -> RateLimitItem | None:
+        return parse(self.rate_limit) if self.rate_limit else None

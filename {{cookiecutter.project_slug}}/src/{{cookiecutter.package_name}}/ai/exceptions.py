@@ -1,0 +1,79 @@
+"""Upstream failures as clear answers. Never the key, never the upstream's raw error."""
+
+from __future__ import annotations
+
+import math
+
+import aiohttp
+import openai
+import structlog
+
+from {{ cookiecutter.package_name }}.core.errors import ProblemError
+
+log = structlog.get_logger(__name__)
+
+# Retry-After sent to our caller when the upstream's 429 gives none (seconds).
+DEFAULT_RETRY_AFTER = 1
+
+
+def not_configured() -> ProblemError:
+    return ProblemError(
+        503,
+        "The AI service is not configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for a "
+        "server other than OpenAI).",
+        missing_setting="OPENAI_API_KEY",
+    )
+
+
+def _retry_after(exc: openai.APIStatusError) -> int:
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = exc.response.headers.get(header)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            continue
+        if math.isfinite(seconds) and seconds > 0:
+            return max(1, math.ceil(seconds))
+    return DEFAULT_RETRY_AFTER
+
+
+def _timed_out(exc: openai.APITimeoutError) -> bool:
+    """Whether a "timeout" really was one.
+
+    The SDK's aiohttp transport reports a connection the server dropped as a
+    connect timeout; its cause tells them apart (aiohttp's timeouts are TimeoutError).
+    """
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, aiohttp.ClientConnectionError) and not isinstance(seen, TimeoutError):
+            return False
+        seen = seen.__cause__ or seen.__context__
+    return True
+
+
+def upstream_failure(exc: openai.OpenAIError, *, timeout: float) -> tuple[ProblemError, str]:
+    """The problem to answer with, and the outcome to record in the ledger."""
+    status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+    log.warning("ai_upstream_failed", error=type(exc).__name__, upstream_status=status)
+    if isinstance(exc, openai.APITimeoutError) and _timed_out(exc):
+        return ProblemError(504, f"The AI provider did not answer within {timeout:g} s."), "timeout"
+    if isinstance(exc, openai.RateLimitError):
+        seconds = _retry_after(exc)
+        return ProblemError(
+            429,
+            f"The AI provider is rate limiting requests; retry in {seconds} s.",
+            headers={"Retry-After": str(seconds)},
+        ), "rate_limited"
+    if isinstance(exc, openai.APIConnectionError):
+        return ProblemError(502, "The AI provider could not be reached."), "upstream_error"
+    if status is not None:
+        return ProblemError(
+            502,
+            f"The AI provider answered with an error (status {status}).",
+            upstream_status=status,
+        ), "upstream_error"
+    return ProblemError(502, "The AI provider's answer could not be used."), "upstream_error"

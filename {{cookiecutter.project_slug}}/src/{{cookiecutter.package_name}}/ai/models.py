@@ -1,0 +1,48 @@
+"""The usage ledger (one row per upstream request) and per-month totals for quotas.
+
+`user_id` is a plain indexed UUID without a foreign key: the tables and their
+migration are the same whether or not the auth module is part of the project.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, Integer, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from {{ cookiecutter.package_name }}.core.db import Base
+
+# Totals of callers without a user (auth off) are kept under this id.
+ANONYMOUS = uuid.UUID(int=0)
+
+
+class AIUsage(Base):
+    __tablename__ = "ai_usage"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), index=True)
+    model: Mapped[str] = mapped_column(String(100))
+    prompt_tokens: Mapped[int] = mapped_column(Integer())
+    completion_tokens: Mapped[int] = mapped_column(Integer())
+    total_tokens: Mapped[int] = mapped_column(Integer())
+    latency_ms: Mapped[int] = mapped_column(Integer())
+    # ok | cancelled | timeout | rate_limited | upstream_error
+    outcome: Mapped[str] = mapped_column(String(20))
+    streamed: Mapped[bool] = mapped_column(Boolean())
+    request_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class AIUsageTotal(Base):
+    """Tokens used per caller and month: the quota check is one primary-key lookup."""
+
+    __tablename__ = "ai_usage_totals"
+
+    subject: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    period: Mapped[date] = mapped_column(Date(), primary_key=True)
+    tokens: Mapped[int] = mapped_column(BigInteger())
+    requests: Mapped[int] = mapped_column(Integer())

@@ -1,0 +1,41 @@
+"""The AI module's contribution: its router, and the shared client for the app's lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from {{ cookiecutter.package_name }}.core.plugin import Module
+
+from . import models  # noqa: F401 - registers the ledger tables
+from .client import open_backend
+from .config import AISettings
+from .dependencies import AIState
+from .router import router
+from .service import Metering
+
+log = structlog.get_logger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Create the one shared client at startup and close it at shutdown.
+
+    Tests (or an app factory) may put `AISettings` on `app.state.ai_settings` first.
+    """
+    settings: AISettings = getattr(app.state, "ai_settings", None) or AISettings()
+    async with Metering(app.state.database, cache_seconds=settings.quota_cache_seconds) as metering:
+        if settings.openai_api_key is None:
+            log.warning("ai_not_configured", missing="OPENAI_API_KEY")
+            app.state.ai = AIState(settings, metering, None)
+            yield
+            return
+        async with open_backend(settings) as backend:
+            app.state.ai = AIState(settings, metering, backend)
+            yield
+
+
+module = Module("ai", routers=(router,), lifespan=lifespan)

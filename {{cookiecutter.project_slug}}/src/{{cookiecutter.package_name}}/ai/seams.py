@@ -1,0 +1,77 @@
+"""The one place the AI module meets the optional auth and payments modules.
+
+Who the caller is (a user when auth is on, else everyone behind one client
+address), which key their rate limit counts under, and their monthly token
+allowance (the plan's entitlement when payments is on, else AI_MONTHLY_TOKEN_QUOTA).
+Nothing else in this package imports auth or payments.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+{% if cookiecutter.use_auth %}
+from {{ cookiecutter.package_name }}.auth.dependencies import CurrentUser
+{%- if cookiecutter.use_payments %}
+from {{ cookiecutter.package_name }}.core.db import get_database
+from {{ cookiecutter.package_name }}.payments.client import get_payments_state
+from {{ cookiecutter.package_name }}.payments.service import get_entitlements
+{%- endif %}
+{%- else %}
+from {{ cookiecutter.package_name }}.core.ratelimit import client_address
+{%- endif %}
+
+from .config import AISettings
+from .dependencies import ai_state
+from .service import Caller
+
+
+def default_quota(settings: AISettings) -> int | None:
+    return settings.monthly_token_quota or None
+
+{%- if cookiecutter.use_auth %}
+{%- if cookiecutter.use_payments %}
+
+
+async def monthly_quota(request: Request, user: CurrentUser, settings: AISettings) -> int | None:
+    """The allowance of the user's plan (the free plan's without a subscription).
+
+    A plan whose `ai_monthly_tokens` is null has no limit (see docs/payments.md).
+    One short read of the subscription, its own session: the chat endpoint holds no
+    pooled connection while it waits on the upstream.
+    """
+    async with get_database(request).sessionmaker() as session:
+        plan = await get_entitlements(
+            session, user.id, settings=get_payments_state(request.app).settings
+        )
+    return plan.ai_monthly_tokens
+{%- else %}
+
+
+async def monthly_quota(request: Request, user: CurrentUser, settings: AISettings) -> int | None:
+    return default_quota(settings)
+{%- endif %}
+
+
+async def get_caller(request: Request, user: CurrentUser) -> Caller:
+    """The signed-in user: rate limited and metered per user."""
+    return Caller(
+        user_id=user.id,
+        monthly_quota=await monthly_quota(request, user, ai_state(request).settings),
+        rate_key=f"user:{user.id}",
+    )
+{%- else %}
+
+
+async def get_caller(request: Request) -> Caller:
+    """Without auth: no user; rate limited per client address, metered as one pool."""
+    return Caller(
+        user_id=None,
+        monthly_quota=default_quota(ai_state(request).settings),
+        rate_key=f"addr:{await client_address(request)}",
+    )
+{%- endif %}
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

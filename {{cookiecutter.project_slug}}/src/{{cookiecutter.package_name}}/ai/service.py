@@ -1,0 +1,258 @@
+"""Metering: the quota check before an upstream call and the ledger row after it.
+
+The chat endpoint waits on a slow upstream, so it does not use the request's
+session: holding a pooled connection across the call would cap throughput at
+pool size / upstream latency. Instead:
+
+* the quota check reads the caller's total for the month from memory: the writer
+  refreshes it from every commit (its upsert returns the new total, other
+  instances' usage included), and a total older than AI_QUOTA_CACHE_SECONDS is
+  read again (one primary-key read; concurrent requests share it). Across
+  several instances a caller may overshoot by what the others served in that
+  window, as with any check-then-call quota;
+* ledger rows are written by group commit: each request hands its row to one
+  writer and waits until the transaction holding it has committed (for plain
+  requests, before the response leaves). The writer commits whatever has queued
+  up since its last commit (waiting 1 ms for more) in one transaction: one
+  multi-row insert plus one upsert of the month's total per caller. Under load
+  that is one short transaction for many requests, and no two requests fight
+  over the same total's row lock (every anonymous caller shares one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Self, cast
+
+import structlog
+from sqlalchemy import Table, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.core.errors import ProblemError
+
+from .models import ANONYMOUS, AIUsage, AIUsageTotal
+
+log = structlog.get_logger(__name__)
+
+# How long the ledger writer waits for more rows before it commits a batch.
+LEDGER_LINGER_SECONDS = 0.001
+
+# Totals remembered for quota checks before stale ones are dropped.
+MAX_REMEMBERED = 10_000
+
+# Core tables: the writer inserts plain rows, with none of the ORM's per-object work.
+USAGE = cast(Table, AIUsage.__table__)
+TOTALS = cast(Table, AIUsageTotal.__table__)
+
+
+def period_start(now: datetime) -> date:
+    return now.date().replace(day=1)
+
+
+def next_period(start: date) -> date:
+    return date(start.year + (start.month == 12), start.month % 12 + 1, 1)
+
+
+def at_midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: a user (auth on) or everyone without one, and their allowance."""
+
+    user_id: uuid.UUID | None
+    monthly_quota: int | None  # tokens; None: unlimited
+    rate_key: str  # what the rate limit counts under (user, or client address)
+
+    @property
+    def subject(self) -> uuid.UUID:
+        return self.user_id or ANONYMOUS
+
+
+@dataclass
+class Entry:
+    """One upstream request, as the ledger records it."""
+
+    caller: Caller
+    model: str
+    streamed: bool
+    request_id: str | None
+    started: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    outcome: str = "ok"
+
+
+@dataclass(frozen=True)
+class Totals:
+    tokens: int
+    requests: int
+
+
+class Metering:
+    """Quota checks and the ledger; `async with` runs its writer."""
+
+    def __init__(self, database: Database, *, cache_seconds: float = 1.0) -> None:
+        self.engine = database.engine
+        self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        name = self.engine.dialect.name
+        self._upsert = postgresql.insert if name == "postgresql" else sqlite.insert
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.cache_seconds = cache_seconds
+        # (subject, period) -> (when read, totals); and reads under way
+        self._known: dict[tuple[uuid.UUID, date], tuple[float, Totals]] = {}
+        self._reading: dict[tuple[uuid.UUID, date], asyncio.Future[Totals]] = {}
+
+    async def __aenter__(self) -> Self:
+        self._writer = asyncio.create_task(self._write_forever(), name="ai-ledger-writer")
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self._closing = True
+            self._wakeup.set()
+            await writer  # drains what is queued, then ends
+
+    async def totals(self, subject: uuid.UUID, period: date, *, fresh: bool = False) -> Totals:
+        """The month's totals: from memory when recent enough, else one shared read."""
+        key = (subject, period)
+        known = self._known.get(key)
+        if known and not fresh and time.monotonic() - known[0] < self.cache_seconds:
+            return known[1]
+        reading = self._reading.get(key)
+        if reading is not None and not fresh:
+            return await asyncio.shield(reading)
+        reading = asyncio.get_running_loop().create_future()
+        self._reading[key] = reading
+        try:
+            totals = await self._read(subject, period)
+        except BaseException as exc:
+            reading.set_exception(exc)
+            reading.exception()  # retrieved: sharers see it, nobody is warned twice
+            raise
+        finally:
+            if self._reading.get(key) is reading:
+                del self._reading[key]
+        self._remember(key, totals)
+        reading.set_result(totals)
+        return totals
+
+    async def _read(self, subject: uuid.UUID, period: date) -> Totals:
+        query = select(TOTALS.c.tokens, TOTALS.c.requests).where(
+            TOTALS.c.subject == subject, TOTALS.c.period == period
+        )
+        async with self.reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return Totals(row.tokens, row.requests) if row else Totals(0, 0)
+
+    def _remember(self, key: tuple[uuid.UUID, date], totals: Totals) -> None:
+        now = time.monotonic()
+        if len(self._known) > MAX_REMEMBERED:
+            stale = [k for k, (when, _) in self._known.items() if now - when >= self.cache_seconds]
+            for k in stale:
+                del self._known[k]
+        self._known[key] = (now, totals)
+
+    async def check(self, caller: Caller) -> None:
+        """Raise 429 when the caller's allowance for this month is used up."""
+        if caller.monthly_quota is None:
+            return
+        now = datetime.now(UTC)
+        start = period_start(now)
+        used = await self.totals(caller.subject, start)
+        if used.tokens >= caller.monthly_quota:
+            resets = at_midnight(next_period(start))
+            seconds = max(1, int((resets - now).total_seconds()))
+            raise ProblemError(
+                429,
+                f"The monthly AI token quota of {caller.monthly_quota} is used up; it resets "
+                f"at {resets.isoformat()}.",
+                headers={"Retry-After": str(seconds)},
+                quota=caller.monthly_quota,
+                used=used.tokens,
+                resets_at=resets.isoformat(),
+            )
+
+    async def record(self, entry: Entry) -> None:
+        """Write the entry's ledger row; return once it is committed."""
+        now = datetime.now(UTC)
+        row = {
+            "created_at": now,
+            "user_id": entry.caller.user_id,
+            "model": entry.model,
+            "prompt_tokens": entry.prompt_tokens,
+            "completion_tokens": entry.completion_tokens,
+            "total_tokens": entry.prompt_tokens + entry.completion_tokens,
+            "latency_ms": round((time.perf_counter() - entry.started) * 1000),
+            "outcome": entry.outcome,
+            "streamed": entry.streamed,
+            "request_id": entry.request_id,
+        }
+        if self._writer is None or self._writer.done():  # not running: write directly
+            await self._commit([row])
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((row, done))
+        self._wakeup.set()
+        # Shielded: a caller that goes away still gets its row written.
+        await asyncio.shield(done)
+
+    async def _write_forever(self) -> None:
+        while self._queue or not self._closing:
+            await self._wakeup.wait()
+            if not self._closing:
+                # Let a few more rows join: a transaction costs far more than a row.
+                await asyncio.sleep(LEDGER_LINGER_SECONDS)
+            self._wakeup.clear()
+            batch, self._queue = self._queue, []
+            if batch:
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        try:
+            await self._commit([row for row, _ in batch])
+        except Exception as exc:
+            log.error("ai_ledger_write_failed", rows=len(batch), exc_info=exc)
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+        else:
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    async def _commit(self, rows: list[dict[str, Any]]) -> None:
+        totals: dict[tuple[uuid.UUID, date], list[int]] = defaultdict(lambda: [0, 0])
+        for row in rows:
+            key = (row["user_id"] or ANONYMOUS, period_start(row["created_at"]))
+            totals[key][0] += row["total_tokens"]
+            totals[key][1] += 1
+        fresh: dict[tuple[uuid.UUID, date], Totals] = {}
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(USAGE), rows)
+            for (subject, period), (tokens, requests) in totals.items():
+                values = self._upsert(TOTALS).values(
+                    subject=subject, period=period, tokens=tokens, requests=requests
+                )
+                upsert = values.on_conflict_do_update(
+                    index_elements=["subject", "period"],
+                    set_={
+                        "tokens": TOTALS.c.tokens + values.excluded.tokens,
+                        "requests": TOTALS.c.requests + values.excluded.requests,
+                    },
+                ).returning(TOTALS.c.tokens, TOTALS.c.requests)
+                new = (await conn.execute(upsert)).one()
+                fresh[(subject, period)] = Totals(new.tokens, new.requests)
+        for key, value in fresh.items():
+            self._remember(key, value)

@@ -1,0 +1,142 @@
+"""A fake OpenAI-compatible server on 127.0.0.1, with switches for the failures to test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+REPLY = ["Hello", " there", ",", " friend", "!"]
+PROMPT_TOKENS = 12
+UPSTREAM_SECRET = "upstream-internal-detail-do-not-leak"
+
+
+@dataclass
+class FakeUpstream:
+    """Answers POST /v1/chat/completions. Set the switches before a request.
+
+    mode: "ok", "429", "500", "400", "disconnect" (closes the connection unanswered).
+    fail_times: answer `mode` this many times, then "ok" (None: always `mode`).
+    """
+
+    delay: float = 0.0
+    mode: str = "ok"
+    fail_times: int | None = None
+    retry_after: str | None = None
+    chunk_interval: float = 0.0
+    break_after: int | None = None  # streams: drop the connection after this many chunks
+    chunks: list[str] = field(default_factory=lambda: list(REPLY))
+    calls: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    aborted_streams: int = 0
+    finished_streams: int = 0
+    url: str = ""
+
+    def reset(self) -> None:
+        fresh = FakeUpstream(url=self.url)
+        self.__dict__.update(fresh.__dict__)
+
+    @property
+    def usage(self) -> dict[str, int]:
+        completion = len(self.chunks)
+        return {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": completion,
+            "total_tokens": PROMPT_TOKENS + completion,
+        }
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.calls += 1
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        mode = self.mode
+        if self.fail_times is not None:
+            mode = mode if self.fail_times > 0 else "ok"
+            self.fail_times -= 1
+        if mode == "disconnect":
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError
+        if mode != "ok":
+            status = int(mode)
+            headers = {"retry-after": self.retry_after} if self.retry_after else {}
+            error = {"message": UPSTREAM_SECRET, "type": "server_error", "code": None}
+            return web.json_response({"error": error}, status=status, headers=headers)
+        if body.get("stream"):
+            return await self._stream(request, body)
+        return web.json_response(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(self.chunks)},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": self.usage,
+            }
+        )
+
+    async def _stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        def chunk(choices: list[dict[str, Any]], usage: Any = None) -> bytes:
+            data = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": choices,
+                "usage": usage,
+            }
+            return f"data: {json.dumps(data)}\n\n".encode()
+
+        try:
+            for i, text in enumerate(self.chunks):
+                if i == self.break_after:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                last = i == len(self.chunks) - 1
+                choice = {
+                    "index": 0,
+                    "delta": {"content": text},
+                    "finish_reason": "stop" if last else None,
+                }
+                await response.write(chunk([choice]))
+                if self.chunk_interval:
+                    await asyncio.sleep(self.chunk_interval)
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await response.write(chunk([], self.usage))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            self.aborted_streams += 1
+            raise
+        self.finished_streams += 1
+        return response
+
+
+async def start(fake: FakeUpstream) -> web.AppRunner:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake.handle)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    fake.url = f"http://127.0.0.1:{port}/v1"
+    return runner

@@ -1,0 +1,69 @@
+"""A client that leaves mid-stream: upstream cancelled, ledger row written, no error.
+
+This needs a real server (uvicorn on loopback): only a real connection can be dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import httpx
+import pytest
+import uvicorn
+
+from tests.ai.conftest import MakeApp, ledger
+from tests.ai.fake_upstream import FakeUpstream
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_client_disconnect_mid_stream(
+    make_app: MakeApp, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream.chunks = [f" word{i}" for i in range(100)]
+    upstream.chunk_interval = 0.02  # two seconds in all, if nobody stops it
+    app = await make_app()
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+            client.stream(
+                "POST",
+                "/api/v1/ai/chat",
+                json={"messages": [{"role": "user", "content": "go"}], "stream": True},
+            ) as response,
+        ):
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    break  # the first delta arrived: hang up
+        rows = []
+        for _ in range(100):
+            rows = await ledger(app)
+            if rows and upstream.aborted_streams:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        server.should_exit = True
+        await serving
+    [row] = rows
+    assert row.outcome == "cancelled"
+    assert row.streamed is True
+    assert 1 <= row.completion_tokens < len(upstream.chunks)
+    assert upstream.aborted_streams == 1, "the upstream request was not cancelled"
+    assert upstream.finished_streams == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
