@@ -1,6 +1,6 @@
 """AI: the usage ledger and per-month totals.
 
-`user_id` has no foreign key, so this migration is the same with or without auth.
+`user_id` has no foreign key, so this migration is the same in every combination of modules.
 
 Revision ID: 0004_ai
 Revises: (set by the template to the previous module's migration)

@@ -30,13 +30,13 @@ TRANSPORTS = ["fast", "sdk"]
 MakeApp = Callable[..., Awaitable[FastAPI]]
 
 # With the auth module the caller is a signed-in user (see ai/seams.py).
-AUTH_ON = "user" in inspect.signature(get_caller).parameters
-TEST_USER_ID = uuid.UUID("00000000-0000-4000-8000-000000000001") if AUTH_ON else None
+SIGNED_IN = "user" in inspect.signature(get_caller).parameters
+TEST_USER_ID = uuid.UUID("00000000-0000-4000-8000-000000000001") if SIGNED_IN else None
 
 
 def stand_in_user(app: FastAPI) -> None:
     """With auth on, one user stands in for the sign-in (auth's own tests cover that)."""
-    if not AUTH_ON:
+    if not SIGNED_IN:
         return
     quota = default_quota(app.state.ai_settings)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from httpx import Response
 
-from tests.ai.conftest import API_KEY, AUTH_ON, TEST_USER_ID, MakeApp, http, ledger
+from tests.ai.conftest import API_KEY, SIGNED_IN, TEST_USER_ID, MakeApp, http, ledger
 from tests.ai.fake_upstream import PROMPT_TOKENS, REPLY, UPSTREAM_SECRET, FakeUpstream
 
 CHAT = "/api/v1/ai/chat"
@@ -198,7 +198,7 @@ async def test_invalid_body_is_422(make_app: MakeApp, upstream: FakeUpstream) ->
     assert upstream.calls == 0
 
 
-@pytest.mark.skipif(AUTH_ON, reason="with auth the limit counts per user")
+@pytest.mark.skipif(SIGNED_IN, reason="with auth the limit counts per user")
 async def test_rate_limited_per_address_without_auth(
     make_app: MakeApp, upstream: FakeUpstream
 ) -> None:

@@ -1,2 +1,2 @@
 """The AI module: one shared OpenAI-compatible client, chat (plain and streamed), a usage
-ledger and monthly token quotas. Only `seams.py` knows about auth and payments."""
+ledger and monthly token quotas. Only `seams.py` knows about the other optional modules."""

@@ -1,9 +1,9 @@
-"""The one place the AI module meets the optional auth and payments modules.
+"""The one place the AI module meets the other optional modules.
 
-Who the caller is (a user when auth is on, else everyone behind one client
-address), which key their rate limit counts under, and their monthly token
-allowance (the plan's entitlement when payments is on, else AI_MONTHLY_TOKEN_QUOTA).
-Nothing else in this package imports auth or payments.
+Who the caller is (the signed-in user when the project has accounts, else
+everyone behind one client address), which key their rate limit counts under,
+and their monthly token allowance (their plan's when the project has plans, else
+AI_MONTHLY_TOKEN_QUOTA). Nothing else in this package imports another module.
 """
 
 from __future__ import annotations
