@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -91,6 +92,21 @@ def render(workdir: Path) -> Path:
         stdout=subprocess.DEVNULL,
     )
     return workdir / "bench-ai"
+
+
+def sign_in(base: str) -> str:
+    """With the auth module on, chat needs a user: register one and log in."""
+    email, password = "bench@example.com", "bench-password-123456"
+    register = urllib.request.Request(
+        base + "/api/v1/auth/register",
+        data=json.dumps({"email": email, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(register, timeout=30):
+        pass
+    form = urllib.parse.urlencode({"username": email, "password": password}).encode()
+    with urllib.request.urlopen(base + "/api/v1/auth/login", data=form, timeout=30) as answer:
+        return str(json.loads(answer.read())["access_token"])
 
 
 def package_of(project: Path) -> str:
@@ -200,10 +216,11 @@ def main() -> int:
         # Both still checked on every request, just never reached.
         "AI_RATE_LIMIT": "100000000/minute",
         "AI_MONTHLY_TOKEN_QUOTA": str(10**15),
+        # With payments the allowance is the plan's: no limit on the free plan here.
+        "PAYMENTS_FREE_PLAN": '{"key": "free", "name": "Free", "ai_monthly_tokens": null}',
         "PYTHONPATH": str(project / "src"),
     }
     script = work / "chat.lua"
-    script.write_text(WRK_SCRIPT)
     subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
         cwd=project,
@@ -253,6 +270,11 @@ def main() -> int:
     try:
         wait_port(upstream_port)
         wait_http(health)
+        lua = WRK_SCRIPT
+        if (project / "src" / package / "auth").is_dir():
+            token = sign_in(f"http://127.0.0.1:{app_port}")
+            lua = f'wrk.headers["Authorization"] = "Bearer {token}"\n' + lua
+        script.write_text(lua)
         print(
             f"project {project} ({package}), database {database_url.split('://')[0]}, "
             f"transport {args.transport}, upstream delay {args.delay * 1000:.0f} ms"

@@ -93,6 +93,8 @@ OPTIONS: tuple[Option, ...] = (
         dev_requires=("aiosmtpd",),
         migration="migrations/versions/0002_auth.py",
     ),
+    # The AI module's tests of its seam with accounts go with the auth module.
+    Option("use_auth", paths=("tests/ai/test_signed_in.py",)),
     Option(
         "use_payments",
         paths=("src/{package}/payments", "tests/payments"),
@@ -116,7 +118,11 @@ OPTIONS: tuple[Option, ...] = (
     # admin/registry.py that import them are Jinja conditionals on it).
     Option(
         "use_payments",
-        paths=("src/{package}/admin/views_payments.py", "tests/admin/test_views_payments.py"),
+        paths=(
+            "src/{package}/admin/views_payments.py",
+            "tests/admin/test_views_payments.py",
+            "tests/ai/test_plan_quota.py",
+        ),
     ),
     Option("use_ai", paths=("src/{package}/admin/views_ai.py", "tests/admin/test_views_ai.py")),
 )

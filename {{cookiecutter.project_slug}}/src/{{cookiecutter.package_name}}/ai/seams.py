@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 {% if cookiecutter.use_auth %}
-from {{ cookiecutter.package_name }}.auth.dependencies import CurrentUser
+from {{ cookiecutter.package_name }}.auth.dependencies import ReleasedUser
 {%- if cookiecutter.use_payments %}
 from {{ cookiecutter.package_name }}.core.db import get_database
 from {{ cookiecutter.package_name }}.payments.client import get_payments_state
@@ -34,7 +34,7 @@ def default_quota(settings: AISettings) -> int | None:
 {%- if cookiecutter.use_payments %}
 
 
-async def monthly_quota(request: Request, user: CurrentUser, settings: AISettings) -> int | None:
+async def monthly_quota(request: Request, user: ReleasedUser, settings: AISettings) -> int | None:
     """The allowance of the user's plan (the free plan's without a subscription).
 
     A plan whose `ai_monthly_tokens` is null has no limit (see docs/payments.md).
@@ -49,12 +49,12 @@ async def monthly_quota(request: Request, user: CurrentUser, settings: AISetting
 {%- else %}
 
 
-async def monthly_quota(request: Request, user: CurrentUser, settings: AISettings) -> int | None:
+async def monthly_quota(request: Request, user: ReleasedUser, settings: AISettings) -> int | None:
     return default_quota(settings)
 {%- endif %}
 
 
-async def get_caller(request: Request, user: CurrentUser) -> Caller:
+async def get_caller(request: Request, user: ReleasedUser) -> Caller:
     """The signed-in user: rate limited and metered per user."""
     return Caller(
         user_id=user.id,

@@ -22,7 +22,7 @@ from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
 from {{ cookiecutter.package_name }}.auth.oauth import build_oauth
 from {{ cookiecutter.package_name }}.auth.security import API_KEY_PREFIX, InvalidTokenError, TokenSigner
 from {{ cookiecutter.package_name }}.auth.service import Tokens, authenticate_api_key
-from {{ cookiecutter.package_name }}.core.db import SessionDep
+from {{ cookiecutter.package_name }}.core.db import SessionDep, get_database
 
 ACCESS_COOKIE = "access_token"
 REFRESH_COOKIE = "refresh_token"
@@ -128,6 +128,27 @@ async def get_current_superuser(principal: PrincipalDep) -> User:
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 CurrentSuperuser = Annotated[User, Depends(get_current_superuser)]
+
+
+async def get_released_user(
+    request: Request,
+    state: AuthStateDep,
+    bearer: Annotated[str | None, Depends(bearer_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> User:
+    """The caller, looked up in a short session of its own that is closed at once.
+
+    `CurrentUser` shares the request's session, whose transaction (and pooled
+    connection) stays open until the endpoint returns. An endpoint that waits on
+    something slow, such as a model provider, takes `ReleasedUser` instead so that
+    no connection is held while it waits. The user is detached: read it, don't change it.
+    """
+    async with get_database(request).sessionmaker() as session:
+        principal = await get_principal(request, session, state, bearer, api_key)
+    return principal.user
+
+
+ReleasedUser = Annotated[User, Depends(get_released_user)]
 
 
 def require_scopes(*scopes: str) -> DependsParam:

@@ -1,0 +1,62 @@
+"""The AI seam with accounts: the real sign-in, metering per user, no connection held.
+
+Removed from projects without the auth module (see the hook's table).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from {{ cookiecutter.package_name }}.ai.seams import get_caller
+from tests.ai.conftest import MakeApp, http, ledger
+from tests.auth.conftest import login, register
+
+CHAT = "/api/v1/ai/chat"
+HELLO = {"messages": [{"role": "user", "content": "Say hello"}]}
+
+
+async def signed_in(app: FastAPI, client: AsyncClient, email: str) -> dict[str, str]:
+    app.dependency_overrides.pop(get_caller, None)  # the real sign-in, not the stand-in
+    await register(client, email)
+    tokens = await login(client, email)
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+async def test_chat_needs_a_signed_in_user(make_app: MakeApp) -> None:
+    app = await make_app()
+    app.dependency_overrides.pop(get_caller, None)
+    async with http(app) as client:
+        response = await client.post(CHAT, json=HELLO)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert await ledger(app) == []
+
+
+async def test_usage_is_metered_to_the_signed_in_user(make_app: MakeApp) -> None:
+    app = await make_app()
+    async with http(app) as client:
+        headers = await signed_in(app, client, "metered@example.com")
+        me = (await client.get("/api/v1/users/me", headers=headers)).json()
+        response = await client.post(CHAT, json=HELLO, headers=headers)
+        assert response.status_code == 200, response.text
+        usage = (await client.get("/api/v1/ai/usage", headers=headers)).json()
+    [row] = await ledger(app)
+    assert row.user_id == uuid.UUID(me["id"])
+    assert (usage["tokens"], usage["requests"]) == (row.total_tokens, 1)
+
+
+async def test_waiting_on_the_model_holds_no_pooled_connection(
+    make_app: MakeApp, upstream: object
+) -> None:
+    app = await make_app()
+    async with http(app) as client:
+        headers = await signed_in(app, client, "pool@example.com")
+        pool = app.state.database.engine.pool
+        before = pool.checkedout()
+        response = await client.post(CHAT, json=HELLO, headers=headers)
+        assert response.status_code == 200, response.text
+    # The user lookup used a short session of its own and gave its connection back.
+    assert pool.checkedout() == before
