@@ -96,7 +96,7 @@ def render(workdir: Path) -> Path:
 
 def sign_in(base: str) -> str:
     """With the auth module on, chat needs a user: register one and log in."""
-    email, password = "bench@example.com", "bench-password-123456"
+    email, password = f"bench-{os.getpid()}-{time.time_ns()}@example.com", "bench-password-123456"
     register = urllib.request.Request(
         base + "/api/v1/auth/register",
         data=json.dumps({"email": email, "password": password}).encode(),

@@ -8,6 +8,10 @@ AI_MONTHLY_TOKEN_QUOTA). Nothing else in this package imports another module.
 
 from __future__ import annotations
 
+{% if cookiecutter.use_auth and cookiecutter.use_payments -%}
+import time
+import uuid
+{% endif -%}
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -34,17 +38,33 @@ def default_quota(settings: AISettings) -> int | None:
 {%- if cookiecutter.use_payments %}
 
 
+PLAN_CACHE_SIZE = 100_000
+
+
 async def monthly_quota(request: Request, user: ReleasedUser, settings: AISettings) -> int | None:
     """The allowance of the user's plan (the free plan's without a subscription).
 
     A plan whose `ai_monthly_tokens` is null has no limit (see docs/payments.md).
-    One short read of the subscription, its own session: the chat endpoint holds no
-    pooled connection while it waits on the upstream.
+    One short read of the subscription in a session of its own (the chat endpoint
+    holds no pooled connection while it waits on the upstream), remembered per
+    process for AI_QUOTA_CACHE_SECONDS like the usage totals.
     """
+    cache: dict[uuid.UUID, tuple[float, int | None]] | None = getattr(
+        request.app.state, "ai_plan_allowances", None
+    )
+    if cache is None:
+        cache = request.app.state.ai_plan_allowances = {}
+    now = time.monotonic()
+    cached = cache.get(user.id)
+    if cached is not None and now - cached[0] < settings.quota_cache_seconds:
+        return cached[1]
     async with get_database(request).sessionmaker() as session:
         plan = await get_entitlements(
             session, user.id, settings=get_payments_state(request.app).settings
         )
+    if len(cache) >= PLAN_CACHE_SIZE:
+        cache.clear()
+    cache[user.id] = (now, plan.ai_monthly_tokens)
     return plan.ai_monthly_tokens
 {%- else %}
 
