@@ -129,7 +129,11 @@ async def _database_error(request: Request, exc: Exception) -> ProblemResponse:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> ProblemResponse:
-    log.error("database_unavailable", error=type(exc).__name__, exc_info=exc)
+    if isinstance(exc, PoolTimeoutError):
+        # Overload, not a fault: one line, no traceback (there may be thousands).
+        log.warning("database_pool_exhausted", detail=str(exc).split(" (Background")[0])
+    else:
+        log.error("database_unavailable", error=type(exc).__name__, exc_info=exc)
     return problem_response(
         request,
         503,
