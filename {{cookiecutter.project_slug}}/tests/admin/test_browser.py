@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from alembic.config import Config
 from fastapi import FastAPI
 
@@ -25,6 +21,7 @@ from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.main import create_app
 from tests.admin.conftest import ADMIN_EMAIL, PASSWORD, make_user
 from tests.conftest import clear_tables
+from tests.loopback import serve_in_thread
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -45,33 +42,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def live_server(settings: Settings, migrated: Config) -> Iterator[tuple[FastAPI, str]]:
     """The app served by uvicorn on 127.0.0.1 in a thread (its own event loop)."""
     app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive(), "the server thread died"
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.02)
     try:
-        yield app, f"http://127.0.0.1:{port}"
+        with serve_in_thread(app, "the app", lifespan="on") as url:
+            yield app, url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         asyncio.run(_clean(settings))
 
 

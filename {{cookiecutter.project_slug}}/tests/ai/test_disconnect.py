@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 import httpx
 import pytest
@@ -15,13 +14,7 @@ import uvicorn
 
 from tests.ai.conftest import MakeApp, ledger
 from tests.ai.fake_upstream import FakeUpstream
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.loopback import free_port
 
 
 async def test_client_disconnect_mid_stream(

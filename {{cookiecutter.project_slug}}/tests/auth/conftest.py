@@ -8,8 +8,6 @@ import base64
 import hashlib
 import re
 import secrets
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +16,6 @@ from email.message import Message
 from typing import Any
 
 import pytest
-import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from alembic.config import Config
@@ -39,17 +36,11 @@ from {{ cookiecutter.package_name }}.core.db import Base, Database
 from {{ cookiecutter.package_name }}.core.email import EmailSettings, Mailer
 from {{ cookiecutter.package_name }}.main import create_app
 from tests.conftest import clear_tables
+from tests.loopback import free_port, serve_in_thread
 
 PASSWORD = "correct horse battery"
 CLIENT_ID = "test-client"
 CLIENT_SECRET = "test-client-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- a real SMTP server ---------------------------------------------------------------------
@@ -203,20 +194,9 @@ class FakeProvider:
 @pytest.fixture(scope="session")
 def oidc_server() -> Iterator[FakeProvider]:
     provider = FakeProvider()
-    port = free_port()
-    provider.url = f"http://127.0.0.1:{port}"
-    server = uvicorn.Server(
-        uvicorn.Config(provider.app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the fake OIDC provider did not start"
-        time.sleep(0.01)
-    yield provider
-    server.should_exit = True
-    thread.join(timeout=5)
+    with serve_in_thread(provider.app(), "the fake OIDC provider") as url:
+        provider.url = url
+        yield provider
 
 
 @pytest.fixture

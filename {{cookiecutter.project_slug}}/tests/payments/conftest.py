@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from alembic.config import Config
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
@@ -33,8 +31,9 @@ from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
 from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
-from tests.auth.conftest import free_port, signed_in
+from tests.auth.conftest import signed_in
 from tests.conftest import clear_tables
+from tests.loopback import serve_in_thread
 
 SECRET_KEY = "sk_test_fake_0123456789"
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
@@ -151,20 +150,9 @@ class FakeStripe:
 @pytest.fixture(scope="session")
 def stripe_server() -> Iterator[FakeStripe]:
     fake = FakeStripe()
-    port = free_port()
-    fake.url = f"http://127.0.0.1:{port}"
-    server = uvicorn.Server(
-        uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the fake Stripe API did not start"
-        time.sleep(0.01)
-    yield fake
-    server.should_exit = True
-    thread.join(timeout=5)
+    with serve_in_thread(fake.app(), "the fake Stripe API") as url:
+        fake.url = url
+        yield fake
 
 
 @pytest.fixture
