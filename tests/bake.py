@@ -429,15 +429,7 @@ def run(
     project: Path, *args: str, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <args>`` with the shared venv's interpreter in project."""
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=project,
-        env=tool_env(env),
-        capture_output=True,
-        text=True,
-        timeout=TOOL_TIMEOUT,
-        check=False,
-    )
+    return run_tool(project, sys.executable, "-m", *args, env=env)
 
 
 def describe(proc: subprocess.CompletedProcess[str]) -> str:
@@ -474,6 +466,7 @@ def _admin_dsn(url: str) -> str:
 
 
 def with_database(url: str, name: str) -> str:
+    """The same server URL with another path (a database name, or a Redis db number)."""
     head, sep, tail = url.partition("://")
     rest = tail.split("?", 1)
     netloc = rest[0].split("/", 1)[0]
@@ -513,8 +506,4 @@ def redis_url_for_worker(url: str | None) -> str | None:
         return None
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     number = int(worker.removeprefix("gw") or 0) + 1 if worker.startswith("gw") else 1
-    head, sep, tail = url.partition("://")
-    rest = tail.split("?", 1)
-    netloc = rest[0].split("/", 1)[0]
-    query = f"?{rest[1]}" if len(rest) > 1 else ""
-    return f"{head}{sep}{netloc}/{number % 16}{query}"
+    return with_database(url, str(number % 16))

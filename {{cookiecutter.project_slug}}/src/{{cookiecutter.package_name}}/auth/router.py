@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import secrets
 import uuid
 from functools import lru_cache
@@ -48,8 +47,8 @@ from {{ cookiecutter.package_name }}.auth.schemas import (
 from {{ cookiecutter.package_name }}.auth.security import InvalidTokenError
 from {{ cookiecutter.package_name }}.core.db import SessionDep
 from {{ cookiecutter.package_name }}.core.email import get_mailer
-from {{ cookiecutter.package_name }}.core.errors import ProblemError, problem_response
-from {{ cookiecutter.package_name }}.core.ratelimit import KeyFunc, client_address, get_rate_limiter
+from {{ cookiecutter.package_name }}.core.errors import problem_response
+from {{ cookiecutter.package_name }}.core.ratelimit import KeyFunc, client_address, enforce
 
 log = structlog.get_logger(__name__)
 
@@ -85,15 +84,7 @@ def limited(setting: str, key: KeyFunc = client_address, scope: str | None = Non
 
     async def dependency(request: Request) -> None:
         value: str = getattr(auth_state(request).settings, setting)
-        limiter = get_rate_limiter(request)
-        retry_after = await limiter.hit(_limit(value), counter, await key(request))
-        if retry_after is not None:
-            seconds = math.ceil(retry_after)
-            raise ProblemError(
-                429,
-                f"Rate limit of {value} exceeded; retry in {seconds} s.",
-                headers={"Retry-After": str(seconds)},
-            )
+        await enforce(request, value, _limit(value), counter, await key(request))
 
     return DependsParam(dependency)
 

@@ -80,13 +80,18 @@ def rate_limit(
     async def dependency(request: Request) -> None:
         route = request.scope.get("route")
         route_scope = scope or f"{request.method}:{getattr(route, 'path', request.url.path)}"
-        retry_after = await get_rate_limiter(request).hit(item, route_scope, await key(request))
-        if retry_after is not None:
-            seconds = math.ceil(retry_after)
-            raise ProblemError(
-                429,
-                f"Rate limit of {limit} exceeded; retry in {seconds} s.",
-                headers={"Retry-After": str(seconds)},
-            )
+        await enforce(request, limit, item, route_scope, await key(request))
 
     return DependsParam(dependency)
+
+
+async def enforce(request: Request, limit: str, item: RateLimitItem, scope: str, key: str) -> None:
+    """Count one hit of `key` under `scope`; over `limit`: 429 problem+json with Retry-After."""
+    retry_after = await get_rate_limiter(request).hit(item, scope, key)
+    if retry_after is not None:
+        seconds = math.ceil(retry_after)
+        raise ProblemError(
+            429,
+            f"Rate limit of {limit} exceeded; retry in {seconds} s.",
+            headers={"Retry-After": str(seconds)},
+        )
