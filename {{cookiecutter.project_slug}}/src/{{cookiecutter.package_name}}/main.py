@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -43,7 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     install_http_security(app, settings)
-    app.add_middleware(RequestContextMiddleware, security_headers=security_headers(settings))
+    app.add_middleware(
+        RequestContextMiddleware,
+        security_headers=security_headers(settings),
+        access_log=logging.getLevelName(settings.log_level) <= logging.INFO,
+    )
     for module in MODULES:
         for router in module.routers:
             app.include_router(router)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from httpx import AsyncClient
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import select
 
+from {{ cookiecutter.package_name }}.auth.dependencies import CurrentUser
 from {{ cookiecutter.package_name }}.auth.models import RefreshToken, User
 from {{ cookiecutter.package_name }}.core.db import Database
 from tests.auth.conftest import PASSWORD, assert_problem, count, login, register, signed_in
@@ -159,3 +160,18 @@ async def test_change_email_to_a_taken_one_is_409(client: AsyncClient) -> None:
     assert_problem(response, 409)
     me = await client.get("/api/v1/users/me", headers=headers)
     assert me.json()["email"] == "mine@example.com"
+
+
+async def test_changes_to_the_current_user_are_committed(app: FastAPI, client: AsyncClient) -> None:
+    # The caller is read outside the request's transaction, then attached to the
+    # request's session: a change with no explicit flush is still written.
+    router = APIRouter()
+
+    @router.post("/_test/deactivate-me", status_code=204)
+    async def deactivate_me(user: CurrentUser) -> None:
+        user.is_active = False
+
+    app.include_router(router)
+    headers = await signed_in(client, "leaving@example.com")
+    assert (await client.post("/_test/deactivate-me", headers=headers)).status_code == 204
+    assert_problem(await client.get("/api/v1/users/me", headers=headers), 401)

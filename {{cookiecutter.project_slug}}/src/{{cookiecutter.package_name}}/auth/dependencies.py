@@ -21,7 +21,7 @@ from {{ cookiecutter.package_name }}.auth.config import AuthSettings
 from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
 from {{ cookiecutter.package_name }}.auth.oauth import build_oauth
 from {{ cookiecutter.package_name }}.auth.security import API_KEY_PREFIX, InvalidTokenError, TokenSigner
-from {{ cookiecutter.package_name }}.auth.service import Tokens, authenticate_api_key
+from {{ cookiecutter.package_name }}.auth.service import Tokens, authenticate_api_key, read_user
 from {{ cookiecutter.package_name }}.core.db import SessionDep, get_database
 
 ACCESS_COOKIE = "access_token"
@@ -49,7 +49,7 @@ def get_auth_state(app: FastAPI) -> AuthState:
     return state
 
 
-def auth_state(request: Request) -> AuthState:
+async def auth_state(request: Request) -> AuthState:
     return get_auth_state(request.app)
 
 
@@ -107,9 +107,12 @@ async def get_principal(
         user_id = uuid.UUID(str(claims["sub"]))
     except (InvalidTokenError, ValueError) as exc:
         raise exceptions.not_authenticated("The access token is invalid or has expired.") from exc
-    user = await session.get(User, user_id)  # one primary-key lookup
+    # Read outside the request's transaction, then attached to the request's session,
+    # so that changes to the user are written by the request's commit like any other.
+    user = await read_user(get_database(request), user_id)
     if user is None or not user.is_active:
         raise exceptions.not_authenticated("The access token is invalid or has expired.")
+    session.add(user)
     return Principal(user, frozenset(str(claims.get("scope", "")).split()))
 
 
@@ -145,6 +148,8 @@ async def get_released_user(
     """
     async with get_database(request).sessionmaker() as session:
         principal = await get_principal(request, session, state, bearer, api_key)
+        if principal.api_key is not None:
+            await session.commit()  # the key's last_used_at
     return principal.user
 
 

@@ -25,8 +25,8 @@ from {{ cookiecutter.package_name }}.auth.dependencies import (
     AuthState,
     AuthStateDep,
     CurrentUser,
-    auth_state,
     check_csrf,
+    get_auth_state,
 )
 from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
 from {{ cookiecutter.package_name }}.auth.oauth import fetch_identity
@@ -45,7 +45,7 @@ from {{ cookiecutter.package_name }}.auth.schemas import (
     UserUpdate,
 )
 from {{ cookiecutter.package_name }}.auth.security import InvalidTokenError
-from {{ cookiecutter.package_name }}.core.db import SessionDep
+from {{ cookiecutter.package_name }}.core.db import ReadConnectionDep, SessionDep
 from {{ cookiecutter.package_name }}.core.email import get_mailer
 from {{ cookiecutter.package_name }}.core.errors import problem_response
 from {{ cookiecutter.package_name }}.core.ratelimit import KeyFunc, client_address, enforce
@@ -83,7 +83,7 @@ def limited(setting: str, key: KeyFunc = client_address, scope: str | None = Non
     counter = scope or f"auth:{setting}"
 
     async def dependency(request: Request) -> None:
-        value: str = getattr(auth_state(request).settings, setting)
+        value: str = getattr(get_auth_state(request.app).settings, setting)
         await enforce(request, value, _limit(value), counter, await key(request))
 
     return DependsParam(dependency)
@@ -94,16 +94,7 @@ def _user_read(user: User) -> UserRead:
 
 
 def _api_key_read(api_key: ApiKey) -> ApiKeyRead:
-    return ApiKeyRead(
-        id=api_key.id,
-        name=api_key.name,
-        prefix=api_key.prefix,
-        scopes=api_key.scopes,
-        created_at=api_key.created_at,
-        last_used_at=api_key.last_used_at,
-        expires_at=api_key.expires_at,
-        revoked_at=api_key.revoked_at,
-    )
+    return ApiKeyRead.model_validate(api_key)
 
 
 def _set_cookie(response: Response, state: AuthState, name: str, value: str, **kw: Any) -> None:
@@ -452,9 +443,10 @@ async def create_api_key(
     return ApiKeyCreated(key=key, **_api_key_read(api_key).model_dump())
 
 
-@router.get("/api-keys", tags=["api keys"])
-async def list_api_keys(user: CurrentUser, session: SessionDep) -> list[ApiKeyRead]:
-    return [_api_key_read(k) for k in await service.list_api_keys(session, user)]
+@router.get("/api-keys", tags=["api keys"], response_model=list[ApiKeyRead])
+async def list_api_keys(user: CurrentUser, connection: ReadConnectionDep) -> list[dict[str, Any]]:
+    # FastAPI validates the rows into the response model in one pass.
+    return await service.list_api_keys(connection, user)
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, tags=["api keys"])

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints
 
 from {{ cookiecutter.package_name }}.auth.config import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 
@@ -86,11 +86,20 @@ class ApiKeyCreate(BaseModel):
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 
+def _scope_words(value: object) -> object:
+    """A stored scope string ("read write") is shown as its list of scopes."""
+    return value.split() if isinstance(value, str) else value
+
+
 class ApiKeyRead(BaseModel):
+    """Built from an `ApiKey`, or from a row of `service.API_KEY_COLUMNS`."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     name: str
     prefix: str
-    scopes: list[str]
+    scopes: Annotated[list[str], BeforeValidator(_scope_words)]
     created_at: datetime
     last_used_at: datetime | None
     expires_at: datetime | None

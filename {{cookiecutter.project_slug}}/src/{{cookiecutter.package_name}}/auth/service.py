@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, inspect, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import joinedload, make_transient_to_detached
 
 from {{ cookiecutter.package_name }}.auth import exceptions
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings
@@ -26,6 +27,7 @@ from {{ cookiecutter.package_name }}.auth.security import (
     token_hash,
     verify_password,
 )
+from {{ cookiecutter.package_name }}.core.db import Database, as_dicts
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 
 # API keys record their last use at most this often (one write per key per minute).
@@ -348,11 +350,32 @@ async def create_api_key(
     return api_key, key
 
 
-async def list_api_keys(session: AsyncSession, user: User) -> Sequence[ApiKey]:
-    result = await session.execute(
-        select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.created_at, ApiKey.id)
+# What a listing shows of each key (`scope` under the schema's name, `scopes`).
+API_KEY_COLUMNS = (
+    ApiKey.id,
+    ApiKey.name,
+    ApiKey.prefix,
+    ApiKey.scope.label("scopes"),
+    ApiKey.created_at,
+    ApiKey.last_used_at,
+    ApiKey.expires_at,
+    ApiKey.revoked_at,
+)
+
+
+async def list_api_keys(connection: AsyncConnection, user: User) -> list[dict[str, Any]]:
+    """The user's keys, oldest first, as plain dicts for `ApiKeyRead`.
+
+    A listing changes nothing, so it runs one Core query on a read connection
+    and loads no ORM objects: for 50 keys that halves the CPU a request costs
+    (see docs/benchmarks.md).
+    """
+    result = await connection.execute(
+        select(*API_KEY_COLUMNS)
+        .where(ApiKey.user_id == user.id)
+        .order_by(ApiKey.created_at, ApiKey.id)
     )
-    return result.scalars().all()
+    return as_dicts(result)
 
 
 async def revoke_api_key(session: AsyncSession, user: User, key_id: uuid.UUID) -> None:
@@ -362,6 +385,28 @@ async def revoke_api_key(session: AsyncSession, user: User, key_id: uuid.UUID) -
     if api_key.revoked_at is None:
         api_key.revoked_at = utcnow()
         await session.flush()
+
+
+_USER_COLUMNS = tuple((attr.key, attr.columns[0]) for attr in inspect(User).column_attrs)
+_SELECT_USER = select(*(column for _key, column in _USER_COLUMNS)).where(User.id == bindparam("id"))
+
+
+async def read_user(database: Database, user_id: uuid.UUID) -> User | None:
+    """The user with this id, read for authenticating a request.
+
+    One Core query on an autocommit connection: one round trip (no BEGIN, no
+    COMMIT), and about half the CPU of `session.get()`, whose ORM loading
+    dominated the cost of an authenticated request in the benchmark. The row
+    becomes a detached `User`, exactly as if a session had loaded it and closed
+    (`make_transient_to_detached`); `session.add()` attaches it without a query.
+    """
+    async with database.read_engine.connect() as conn:
+        row = (await conn.execute(_SELECT_USER, {"id": user_id})).one_or_none()
+    if row is None:
+        return None
+    user = User(**{key: value for (key, _column), value in zip(_USER_COLUMNS, row, strict=True)})
+    make_transient_to_detached(user)
+    return user
 
 
 async def authenticate_api_key(session: AsyncSession, key: str) -> ApiKey | None:

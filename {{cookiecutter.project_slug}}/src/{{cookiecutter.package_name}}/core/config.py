@@ -23,7 +23,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./{{ cookiecutter.package_name }}.db"
     db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    # Connections opened above the pool size are closed again as soon as they are returned:
+    # under steady load that is a new connection per request (see docs/benchmarks.md).
+    db_max_overflow: int = Field(default=0, ge=0)
     # Seconds to wait for a pooled connection before answering 503.
     db_pool_timeout: float = Field(default=5.0, gt=0)
     # Seconds after which a pooled connection is replaced.

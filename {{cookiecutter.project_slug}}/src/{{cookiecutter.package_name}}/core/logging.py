@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -64,11 +64,26 @@ def configure_logging(settings: Settings) -> None:
 
 
 class RequestContextMiddleware:
-    """Pure ASGI middleware: request id, security headers and one access line per request."""
+    """Pure ASGI middleware: request id, security headers and one access line per request.
 
-    def __init__(self, app: ASGIApp, *, security_headers: list[tuple[bytes, bytes]]) -> None:
+    The request id is the caller's `X-Request-ID` when it is a sane token, a fresh
+    random one otherwise; it is bound to structlog's context (so every log line of
+    the request carries it), kept on `request.state.request_id` and echoed in the
+    response. The access line is skipped, timing included, when the log level is
+    above INFO. Servers run each request in a task of its own, with its own copy
+    of the context, so nothing bound here leaks into another request.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        security_headers: list[tuple[bytes, bytes]],
+        access_log: bool = True,
+    ) -> None:
         self.app = app
         self.security_headers = security_headers
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,18 +91,29 @@ class RequestContextMiddleware:
             return
         request_id = ""
         for name, value in scope["headers"]:
-            if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
-                request_id = value.decode()
+            if name == REQUEST_ID_HEADER:
+                if _VALID_REQUEST_ID.match(value):
+                    request_id = value.decode()
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        status = 500
-        started = time.perf_counter()
         extra_headers = [(REQUEST_ID_HEADER, request_id.encode()), *self.security_headers]
 
-        async def send_with_headers(message: Message) -> None:
+        if not self.access_log:
+
+            async def send_with_headers(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), *extra_headers]
+                await send(message)
+
+            await self.app(scope, receive, send_with_headers)
+            return
+
+        status = 500
+        started = time.perf_counter()
+
+        async def send_logged(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -95,7 +121,7 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive, send_logged)
         finally:
             fields: dict[str, Any] = {
                 "method": scope["method"],

@@ -1,6 +1,6 @@
 """The core's own contribution: the health endpoints."""
 
-from .health import router as health_router
+from .health import install
 from .plugin import Module
 
-module = Module("core", routers=(health_router,))
+module = Module("core", install=install)

@@ -54,11 +54,11 @@ def get_payments_state(app: FastAPI) -> PaymentsState:
     return state
 
 
-def payments_settings(request: Request) -> PaymentsSettings:
+async def payments_settings(request: Request) -> PaymentsSettings:
     return get_payments_state(request.app).settings
 
 
-def get_stripe(request: Request) -> stripe.StripeClient:
+async def get_stripe(request: Request) -> stripe.StripeClient:
     """The shared client; 503 naming the missing setting when Stripe is not configured."""
     client = get_payments_state(request.app).stripe.client
     if client is None:
