@@ -7,9 +7,9 @@ from fastapi import APIRouter, FastAPI
 from httpx import AsyncClient
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from {{ cookiecutter.package_name }}.auth.dependencies import CurrentUser
+from {{ cookiecutter.package_name }}.auth.dependencies import CurrentUser, ReleasedUser, get_auth_state
 from {{ cookiecutter.package_name }}.auth.models import RefreshToken, User
 from {{ cookiecutter.package_name }}.core.db import Database
 from tests.auth.conftest import PASSWORD, assert_problem, count, login, register, signed_in
@@ -174,4 +174,32 @@ async def test_changes_to_the_current_user_are_committed(app: FastAPI, client: A
     app.include_router(router)
     headers = await signed_in(client, "leaving@example.com")
     assert (await client.post("/_test/deactivate-me", headers=headers)).status_code == 204
+    assert_problem(await client.get("/api/v1/users/me", headers=headers), 401)
+
+
+async def test_released_user_trusts_a_recent_read_briefly(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    router = APIRouter()
+
+    @router.get("/_test/released")
+    async def released(user: ReleasedUser) -> dict[str, str]:
+        return {"email": user.email}
+
+    app.include_router(router)
+    headers = await signed_in(client, "recent@example.com")
+    assert (await client.get("/_test/released", headers=headers)).json() == {
+        "email": "recent@example.com"
+    }
+    database: Database = app.state.database
+    async with database.sessionmaker() as session:
+        await session.execute(
+            update(User).where(User.email == "recent@example.com").values(is_active=False)
+        )
+        await session.commit()
+    # Within AUTH_USER_CACHE_SECONDS the account read a moment ago is trusted ...
+    assert (await client.get("/_test/released", headers=headers)).status_code == 200
+    # ... after it, the account is read again and refused; CurrentUser reads every time.
+    get_auth_state(app).recent_users.seconds = 0
+    assert_problem(await client.get("/_test/released", headers=headers), 401)
     assert_problem(await client.get("/api/v1/users/me", headers=headers), 401)

@@ -33,6 +33,8 @@ class AuthSettings(BaseSettings):
     )
 
     access_token_ttl: int = Field(default=900, ge=30)
+    # ReleasedUser (the AI chat's caller): seconds an account read by this process is trusted.
+    user_cache_seconds: float = Field(default=1.0, ge=0)
     refresh_token_ttl: int = Field(default=14 * 24 * 3600, ge=60)
     verify_token_ttl: int = Field(default=2 * 24 * 3600, ge=60)
     reset_token_ttl: int = Field(default=3600, ge=60)

@@ -8,6 +8,7 @@ access-token cookie, plus the CSRF header on unsafe methods.
 from __future__ import annotations
 
 import hmac
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -31,6 +32,29 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
+class RecentUsers:
+    """Active users this process read in the last `seconds`, for `ReleasedUser`."""
+
+    MAX_SIZE = 100_000
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._users: dict[uuid.UUID, tuple[float, User]] = {}
+
+    def get(self, user_id: uuid.UUID) -> User | None:
+        found = self._users.get(user_id)
+        if found is None or time.monotonic() - found[0] >= self.seconds:
+            return None
+        return found[1]
+
+    def put(self, user: User) -> None:
+        if self.seconds <= 0:
+            return
+        if len(self._users) >= self.MAX_SIZE:
+            self._users.clear()
+        self._users[user.id] = (time.monotonic(), user)
+
+
 @dataclass(frozen=True)
 class AuthState:
     """The module's runtime state, kept on `app.state.auth` by the module's lifespan."""
@@ -38,10 +62,16 @@ class AuthState:
     settings: AuthSettings
     tokens: Tokens
     oauth: Any = field(default=None)  # authlib's OAuth registry
+    recent_users: RecentUsers = field(default_factory=lambda: RecentUsers(0))
 
     @classmethod
     def create(cls, settings: AuthSettings, secret_key: str) -> AuthState:
-        return cls(settings, Tokens(settings, TokenSigner(secret_key)), build_oauth(settings))
+        return cls(
+            settings,
+            Tokens(settings, TokenSigner(secret_key)),
+            build_oauth(settings),
+            RecentUsers(settings.user_cache_seconds),
+        )
 
 
 def get_auth_state(app: FastAPI) -> AuthState:
@@ -95,6 +125,18 @@ async def get_principal(
         if not found.user.is_active:
             raise exceptions.inactive_user()
         return Principal(found.user, frozenset(found.scopes), found)
+    user_id, scopes = _access_token(request, state, bearer)
+    # Read outside the request's transaction, then attached to the request's session,
+    # so that changes to the user are written by the request's commit like any other.
+    user = _active(await read_user(get_database(request), user_id))
+    session.add(user)
+    return Principal(user, scopes)
+
+
+def _access_token(
+    request: Request, state: AuthState, bearer: str | None
+) -> tuple[uuid.UUID, frozenset[str]]:
+    """The user id and scopes of a valid access token (the header's, or the cookie's)."""
     token = bearer
     if token is None and state.settings.cookie_mode:
         token = request.cookies.get(ACCESS_COOKIE)
@@ -107,13 +149,13 @@ async def get_principal(
         user_id = uuid.UUID(str(claims["sub"]))
     except (InvalidTokenError, ValueError) as exc:
         raise exceptions.not_authenticated("The access token is invalid or has expired.") from exc
-    # Read outside the request's transaction, then attached to the request's session,
-    # so that changes to the user are written by the request's commit like any other.
-    user = await read_user(get_database(request), user_id)
+    return user_id, frozenset(str(claims.get("scope", "")).split())
+
+
+def _active(user: User | None) -> User:
     if user is None or not user.is_active:
         raise exceptions.not_authenticated("The access token is invalid or has expired.")
-    session.add(user)
-    return Principal(user, frozenset(str(claims.get("scope", "")).split()))
+    return user
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -139,18 +181,28 @@ async def get_released_user(
     bearer: Annotated[str | None, Depends(bearer_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> User:
-    """The caller, looked up in a short session of its own that is closed at once.
+    """The caller, for endpoints that hold no database connection while they wait.
 
-    `CurrentUser` shares the request's session, whose transaction (and pooled
-    connection) stays open until the endpoint returns. An endpoint that waits on
-    something slow, such as a model provider, takes `ReleasedUser` instead so that
-    no connection is held while it waits. The user is detached: read it, don't change it.
+    `CurrentUser` is attached to the request's session, whose transaction (and
+    pooled connection, once used) stays open until the endpoint returns. An
+    endpoint that waits on something slow, such as a model provider, and serves
+    many requests per user takes `ReleasedUser` instead: the user is detached and
+    shared, so read it, don't change it. With an access token, an account this
+    process read less than AUTH_USER_CACHE_SECONDS ago is not read again (a
+    deactivated account is refused here at most that long after the change);
+    API keys are looked up every time.
     """
-    async with get_database(request).sessionmaker() as session:
-        principal = await get_principal(request, session, state, bearer, api_key)
-        if principal.api_key is not None:
+    if api_key or (bearer and bearer.startswith(API_KEY_PREFIX)):
+        async with get_database(request).sessionmaker() as session:
+            principal = await get_principal(request, session, state, bearer, api_key)
             await session.commit()  # the key's last_used_at
-    return principal.user
+        return principal.user
+    user_id, _scopes = _access_token(request, state, bearer)
+    user = state.recent_users.get(user_id)
+    if user is None:
+        user = _active(await read_user(get_database(request), user_id))
+        state.recent_users.put(user)
+    return user
 
 
 ReleasedUser = Annotated[User, Depends(get_released_user)]
