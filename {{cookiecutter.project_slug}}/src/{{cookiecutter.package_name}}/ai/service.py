@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Self, cast
 
 import structlog
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from {{ cookiecutter.package_name }}.core.db import Database
@@ -102,8 +102,22 @@ class Metering:
     def __init__(self, database: Database, *, cache_seconds: float = 1.0) -> None:
         self.engine = database.engine
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        name = self.engine.dialect.name
-        self._upsert = postgresql.insert if name == "postgresql" else sqlite.insert
+        upsert = (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert
+        # Built once: SQLAlchemy then reuses their cache keys and compiled forms.
+        values = upsert(TOTALS).values(
+            subject=bindparam("subject"),
+            period=bindparam("period"),
+            tokens=bindparam("tokens"),
+            requests=bindparam("requests"),
+        )
+        self._add_to_totals = values.on_conflict_do_update(
+            index_elements=["subject", "period"],
+            set_={
+                "tokens": TOTALS.c.tokens + values.excluded.tokens,
+                "requests": TOTALS.c.requests + values.excluded.requests,
+            },
+        ).returning(TOTALS.c.tokens, TOTALS.c.requests)
+        self._add_to_ledger = insert(USAGE)
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -240,19 +254,15 @@ class Metering:
             totals[key][1] += 1
         fresh: dict[tuple[uuid.UUID, date], Totals] = {}
         async with self.engine.begin() as conn:
-            await conn.execute(insert(USAGE), rows)
+            await conn.execute(self._add_to_ledger, rows)
             for (subject, period), (tokens, requests) in totals.items():
-                values = self._upsert(TOTALS).values(
-                    subject=subject, period=period, tokens=tokens, requests=requests
-                )
-                upsert = values.on_conflict_do_update(
-                    index_elements=["subject", "period"],
-                    set_={
-                        "tokens": TOTALS.c.tokens + values.excluded.tokens,
-                        "requests": TOTALS.c.requests + values.excluded.requests,
-                    },
-                ).returning(TOTALS.c.tokens, TOTALS.c.requests)
-                new = (await conn.execute(upsert)).one()
+                added = {
+                    "subject": subject,
+                    "period": period,
+                    "tokens": tokens,
+                    "requests": requests,
+                }
+                new = (await conn.execute(self._add_to_totals, added)).one()
                 fresh[(subject, period)] = Totals(new.tokens, new.requests)
         for key, value in fresh.items():
             self._remember(key, value)

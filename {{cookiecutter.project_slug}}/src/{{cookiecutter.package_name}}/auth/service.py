@@ -412,11 +412,15 @@ async def read_user(database: Database, user_id: uuid.UUID) -> User | None:
     return user
 
 
+# Built once (like the other per-request statements here): SQLAlchemy reuses its cache key.
+_FIND_API_KEY = (
+    select(ApiKey).options(joinedload(ApiKey.user)).where(ApiKey.key_hash == bindparam("key_hash"))
+)
+
+
 async def authenticate_api_key(session: AsyncSession, key: str) -> ApiKey | None:
     """The live key (with its user loaded in the same query), or None."""
-    result = await session.execute(
-        select(ApiKey).options(joinedload(ApiKey.user)).where(ApiKey.key_hash == token_hash(key))
-    )
+    result = await session.execute(_FIND_API_KEY, {"key_hash": token_hash(key)})
     api_key = result.scalar_one_or_none()
     now = utcnow()
     if api_key is None or api_key.revoked_at is not None:
