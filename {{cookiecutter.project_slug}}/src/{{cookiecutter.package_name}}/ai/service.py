@@ -40,8 +40,11 @@ from .models import ANONYMOUS, AIUsage, AIUsageTotal
 
 log = structlog.get_logger(__name__)
 
-# How long the ledger writer waits for more rows before it commits a batch.
-LEDGER_LINGER_SECONDS = 0.001
+# How long the ledger writer waits for more rows before it commits a batch. Zero:
+# it commits at once, and the rows that queue meanwhile go into the next commit
+# (group commit); under load the batches grow by themselves. A 1 ms wait gave
+# fewer commits but a longer p99 at 64 callers (docs/ai.md).
+LEDGER_LINGER_SECONDS = 0.0
 
 # Totals remembered for quota checks before stale ones are dropped.
 MAX_REMEMBERED = 10_000
@@ -226,7 +229,7 @@ class Metering:
         while self._queue or not self._closing:
             await self._wakeup.wait()
             if not self._closing:
-                # Let a few more rows join: a transaction costs far more than a row.
+                # Let the rows of requests already running join (one turn of the loop).
                 await asyncio.sleep(LEDGER_LINGER_SECONDS)
             self._wakeup.clear()
             batch, self._queue = self._queue, []
