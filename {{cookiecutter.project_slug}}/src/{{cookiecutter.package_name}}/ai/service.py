@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Self, cast
 
 import structlog
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, bindparam, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from {{ cookiecutter.package_name }}.core.db import Database
@@ -52,6 +52,47 @@ MAX_REMEMBERED = 10_000
 # Core tables: the writer inserts plain rows, with none of the ORM's per-object work.
 USAGE = cast(Table, AIUsage.__table__)
 TOTALS = cast(Table, AIUsageTotal.__table__)
+
+
+# The ledger's columns, for the one-statement write below.
+LEDGER = (
+    "created_at",
+    "user_id",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "latency_ms",
+    "outcome",
+    "streamed",
+    "request_id",
+)
+# A data-modifying CTE: PostgreSQL runs it exactly once, whether or not the main
+# statement reads it. Each column arrives as one array, so the text never changes.
+ONE_STATEMENT = text(
+    """
+    WITH ledger AS (
+        INSERT INTO ai_usage (created_at, user_id, model, prompt_tokens, completion_tokens,
+                              total_tokens, latency_ms, outcome, streamed, request_id)
+        SELECT * FROM unnest(
+            CAST(:created_at AS timestamptz[]), CAST(:user_id AS uuid[]),
+            CAST(:model AS varchar[]), CAST(:prompt_tokens AS int[]),
+            CAST(:completion_tokens AS int[]), CAST(:total_tokens AS int[]),
+            CAST(:latency_ms AS int[]), CAST(:outcome AS varchar[]),
+            CAST(:streamed AS boolean[]), CAST(:request_id AS varchar[])
+        )
+    )
+    INSERT INTO ai_usage_totals (subject, period, tokens, requests)
+    SELECT * FROM unnest(
+        CAST(:subject AS uuid[]), CAST(:period AS date[]),
+        CAST(:tokens AS bigint[]), CAST(:requests AS int[])
+    )
+    ON CONFLICT (subject, period) DO UPDATE SET
+        tokens = ai_usage_totals.tokens + excluded.tokens,
+        requests = ai_usage_totals.requests + excluded.requests
+    RETURNING subject, period, tokens, requests
+    """
+)
 
 
 def period_start(now: datetime) -> date:
@@ -121,6 +162,8 @@ class Metering:
             },
         ).returning(TOTALS.c.tokens, TOTALS.c.requests)
         self._add_to_ledger = insert(USAGE)
+        self.autocommit = database.read_engine
+        self._one_statement = self.engine.dialect.name == "postgresql"
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -255,6 +298,9 @@ class Metering:
             key = (row["user_id"] or ANONYMOUS, period_start(row["created_at"]))
             totals[key][0] += row["total_tokens"]
             totals[key][1] += 1
+        if self._one_statement:
+            await self._commit_in_one_statement(rows, totals)
+            return
         fresh: dict[tuple[uuid.UUID, date], Totals] = {}
         async with self.engine.begin() as conn:
             await conn.execute(self._add_to_ledger, rows)
@@ -269,3 +315,21 @@ class Metering:
                 fresh[(subject, period)] = Totals(new.tokens, new.requests)
         for key, value in fresh.items():
             self._remember(key, value)
+
+    async def _commit_in_one_statement(
+        self, rows: list[dict[str, Any]], totals: dict[tuple[uuid.UUID, date], list[int]]
+    ) -> None:
+        """PostgreSQL: the rows and the totals in one statement, one round trip.
+
+        Atomic on its own (autocommit); each column is one array, so the text is
+        the same for any number of rows and is compiled and prepared once.
+        """
+        params: dict[str, list[Any]] = {column: [row[column] for row in rows] for column in LEDGER}
+        params["subject"] = [subject for subject, _period in totals]
+        params["period"] = [period for _subject, period in totals]
+        params["tokens"] = [tokens for tokens, _requests in totals.values()]
+        params["requests"] = [requests for _tokens, requests in totals.values()]
+        async with self.autocommit.connect() as conn:
+            result = await conn.execute(ONE_STATEMENT, params)
+        for new in result:
+            self._remember((new.subject, new.period), Totals(new.tokens, new.requests))
