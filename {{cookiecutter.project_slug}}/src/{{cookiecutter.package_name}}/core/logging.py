@@ -99,29 +99,21 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         extra_headers = [(REQUEST_ID_HEADER, request_id.encode()), *self.security_headers]
-
-        if not self.access_log:
-
-            async def send_with_headers(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    message["headers"] = [*message.get("headers", ()), *extra_headers]
-                await send(message)
-
-            await self.app(scope, receive, send_with_headers)
-            return
-
         status = 500
-        started = time.perf_counter()
 
-        async def send_logged(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *extra_headers]
             await send(message)
 
+        if not self.access_log:
+            await self.app(scope, receive, send_with_headers)
+            return
+        started = time.perf_counter()
         try:
-            await self.app(scope, receive, send_logged)
+            await self.app(scope, receive, send_with_headers)
         finally:
             fields: dict[str, Any] = {
                 "method": scope["method"],
