@@ -41,7 +41,7 @@ async def test_concurrent_rows_for_several_callers_all_land(database: Database) 
         # From memory (the writer keeps what its upsert returned) ...
         assert await metering.totals(alice, period) == Totals(tokens=55, requests=5)
         assert await metering.totals(bob, period) == Totals(tokens=33, requests=3)
-        metering.cache_seconds = 0  # ... and from the database
+        metering.known.seconds = 0  # ... and from the database
         assert await metering.totals(alice, period) == Totals(tokens=55, requests=5)
         assert await metering.totals(bob, period) == Totals(tokens=33, requests=3)
         await metering.record(entry(alice, 100))

@@ -9,7 +9,6 @@ AI_MONTHLY_TOKEN_QUOTA). Nothing else in this package imports another module.
 from __future__ import annotations
 
 {% if cookiecutter.use_auth and cookiecutter.use_payments -%}
-import time
 import uuid
 {% endif -%}
 from typing import Annotated
@@ -18,6 +17,7 @@ from fastapi import Depends, Request
 {% if cookiecutter.use_auth %}
 from {{ cookiecutter.package_name }}.auth.dependencies import ReleasedUser
 {%- if cookiecutter.use_payments %}
+from {{ cookiecutter.package_name }}.core.cache import Recent
 from {{ cookiecutter.package_name }}.core.db import get_database
 from {{ cookiecutter.package_name }}.payments.client import get_payments_state
 from {{ cookiecutter.package_name }}.payments.service import get_entitlements
@@ -49,22 +49,22 @@ async def monthly_quota(request: Request, user: ReleasedUser, settings: AISettin
     holds no pooled connection while it waits on the upstream), remembered per
     process for AI_QUOTA_CACHE_SECONDS like the usage totals.
     """
-    cache: dict[uuid.UUID, tuple[float, int | None]] | None = getattr(
+    # The allowance is kept in a 1-tuple: None is an allowance (no limit), not a miss.
+    cache: Recent[uuid.UUID, tuple[int | None]] | None = getattr(
         request.app.state, "ai_plan_allowances", None
     )
     if cache is None:
-        cache = request.app.state.ai_plan_allowances = {}
-    now = time.monotonic()
+        cache = request.app.state.ai_plan_allowances = Recent(
+            settings.quota_cache_seconds, PLAN_CACHE_SIZE
+        )
     cached = cache.get(user.id)
-    if cached is not None and now - cached[0] < settings.quota_cache_seconds:
-        return cached[1]
+    if cached is not None:
+        return cached[0]
     async with get_database(request).sessionmaker() as session:
         plan = await get_entitlements(
             session, user.id, settings=get_payments_state(request.app).settings
         )
-    if len(cache) >= PLAN_CACHE_SIZE:
-        cache.clear()
-    cache[user.id] = (now, plan.ai_monthly_tokens)
+    cache.put(user.id, (plan.ai_monthly_tokens,))
     return plan.ai_monthly_tokens
 {%- else %}
 

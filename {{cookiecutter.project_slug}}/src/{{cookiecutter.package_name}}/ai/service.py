@@ -31,8 +31,9 @@ from typing import Any, Self, cast
 
 import structlog
 from sqlalchemy import Table, bindparam, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
+from {{ cookiecutter.package_name }}.core.cache import Recent
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 
@@ -54,21 +55,10 @@ USAGE = cast(Table, AIUsage.__table__)
 TOTALS = cast(Table, AIUsageTotal.__table__)
 
 
-# The ledger's columns, for the one-statement write below.
-LEDGER = (
-    "created_at",
-    "user_id",
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "latency_ms",
-    "outcome",
-    "streamed",
-    "request_id",
-)
-# A data-modifying CTE: PostgreSQL runs it exactly once, whether or not the main
-# statement reads it. Each column arrives as one array, so the text never changes.
+# A batch of ledger rows (the columns of `Metering.record`'s row) and the totals they
+# add to, in one PostgreSQL statement. The data-modifying CTE runs exactly once, whether
+# or not the main statement reads it; each column arrives as one array, so the text
+# never changes.
 ONE_STATEMENT = text(
     """
     WITH ledger AS (
@@ -145,10 +135,11 @@ class Metering:
 
     def __init__(self, database: Database, *, cache_seconds: float = 1.0) -> None:
         self.engine = database.engine
-        self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        upsert = (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert
-        # Built once: SQLAlchemy then reuses their cache keys and compiled forms.
-        values = upsert(TOTALS).values(
+        self.reader = database.read_engine  # autocommit: one round trip per statement
+        # PostgreSQL writes a batch with ONE_STATEMENT; SQLite (no DML in a CTE) with
+        # these two in a transaction, built once so SQLAlchemy reuses their compiled forms.
+        self._one_statement = self.engine.dialect.name == "postgresql"
+        values = sqlite.insert(TOTALS).values(
             subject=bindparam("subject"),
             period=bindparam("period"),
             tokens=bindparam("tokens"),
@@ -162,15 +153,12 @@ class Metering:
             },
         ).returning(TOTALS.c.tokens, TOTALS.c.requests)
         self._add_to_ledger = insert(USAGE)
-        self.autocommit = database.read_engine
-        self._one_statement = self.engine.dialect.name == "postgresql"
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
-        self.cache_seconds = cache_seconds
-        # (subject, period) -> (when read, totals); and reads under way
-        self._known: dict[tuple[uuid.UUID, date], tuple[float, Totals]] = {}
+        # (subject, period) -> totals read or written a moment ago; and reads under way
+        self.known: Recent[tuple[uuid.UUID, date], Totals] = Recent(cache_seconds, MAX_REMEMBERED)
         self._reading: dict[tuple[uuid.UUID, date], asyncio.Future[Totals]] = {}
 
     async def __aenter__(self) -> Self:
@@ -187,9 +175,9 @@ class Metering:
     async def totals(self, subject: uuid.UUID, period: date, *, fresh: bool = False) -> Totals:
         """The month's totals: from memory when recent enough, else one shared read."""
         key = (subject, period)
-        known = self._known.get(key)
-        if known and not fresh and time.monotonic() - known[0] < self.cache_seconds:
-            return known[1]
+        known = None if fresh else self.known.get(key)
+        if known is not None:
+            return known
         reading = self._reading.get(key)
         if reading is not None and not fresh:
             return await asyncio.shield(reading)
@@ -204,7 +192,7 @@ class Metering:
         finally:
             if self._reading.get(key) is reading:
                 del self._reading[key]
-        self._remember(key, totals)
+        self.known.put(key, totals)
         reading.set_result(totals)
         return totals
 
@@ -215,14 +203,6 @@ class Metering:
         async with self.reader.connect() as conn:
             row = (await conn.execute(query)).first()
         return Totals(row.tokens, row.requests) if row else Totals(0, 0)
-
-    def _remember(self, key: tuple[uuid.UUID, date], totals: Totals) -> None:
-        now = time.monotonic()
-        if len(self._known) > MAX_REMEMBERED:
-            stale = [k for k, (when, _) in self._known.items() if now - when >= self.cache_seconds]
-            for k in stale:
-                del self._known[k]
-        self._known[key] = (now, totals)
 
     async def check(self, caller: Caller) -> None:
         """Raise 429 when the caller's allowance for this month is used up."""
@@ -314,7 +294,7 @@ class Metering:
                 new = (await conn.execute(self._add_to_totals, added)).one()
                 fresh[(subject, period)] = Totals(new.tokens, new.requests)
         for key, value in fresh.items():
-            self._remember(key, value)
+            self.known.put(key, value)
 
     async def _commit_in_one_statement(
         self, rows: list[dict[str, Any]], totals: dict[tuple[uuid.UUID, date], list[int]]
@@ -324,12 +304,12 @@ class Metering:
         Atomic on its own (autocommit); each column is one array, so the text is
         the same for any number of rows and is compiled and prepared once.
         """
-        params: dict[str, list[Any]] = {column: [row[column] for row in rows] for column in LEDGER}
+        params: dict[str, list[Any]] = {column: [row[column] for row in rows] for column in rows[0]}
         params["subject"] = [subject for subject, _period in totals]
         params["period"] = [period for _subject, period in totals]
         params["tokens"] = [tokens for tokens, _requests in totals.values()]
         params["requests"] = [requests for _tokens, requests in totals.values()]
-        async with self.autocommit.connect() as conn:
+        async with self.reader.connect() as conn:
             result = await conn.execute(ONE_STATEMENT, params)
         for new in result:
-            self._remember((new.subject, new.period), Totals(new.tokens, new.requests))
+            self.known.put((new.subject, new.period), Totals(new.tokens, new.requests))

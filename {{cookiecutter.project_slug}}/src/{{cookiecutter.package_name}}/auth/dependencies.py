@@ -8,7 +8,6 @@ access-token cookie, plus the CSRF header on unsafe methods.
 from __future__ import annotations
 
 import hmac
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -23,6 +22,7 @@ from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
 from {{ cookiecutter.package_name }}.auth.oauth import build_oauth
 from {{ cookiecutter.package_name }}.auth.security import API_KEY_PREFIX, InvalidTokenError, TokenSigner
 from {{ cookiecutter.package_name }}.auth.service import Tokens, authenticate_api_key, read_user
+from {{ cookiecutter.package_name }}.core.cache import Recent
 from {{ cookiecutter.package_name }}.core.db import SessionDep, get_database
 
 ACCESS_COOKIE = "access_token"
@@ -32,27 +32,8 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
-class RecentUsers:
-    """Active users this process read in the last `seconds`, for `ReleasedUser`."""
-
-    MAX_SIZE = 100_000
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._users: dict[uuid.UUID, tuple[float, User]] = {}
-
-    def get(self, user_id: uuid.UUID) -> User | None:
-        found = self._users.get(user_id)
-        if found is None or time.monotonic() - found[0] >= self.seconds:
-            return None
-        return found[1]
-
-    def put(self, user: User) -> None:
-        if self.seconds <= 0:
-            return
-        if len(self._users) >= self.MAX_SIZE:
-            self._users.clear()
-        self._users[user.id] = (time.monotonic(), user)
+# Accounts ReleasedUser read a moment ago, at most this many remembered.
+RECENT_USERS = 100_000
 
 
 @dataclass(frozen=True)
@@ -62,7 +43,7 @@ class AuthState:
     settings: AuthSettings
     tokens: Tokens
     oauth: Any = field(default=None)  # authlib's OAuth registry
-    recent_users: RecentUsers = field(default_factory=lambda: RecentUsers(0))
+    recent_users: Recent[uuid.UUID, User] = field(default_factory=lambda: Recent(0, RECENT_USERS))
 
     @classmethod
     def create(cls, settings: AuthSettings, secret_key: str) -> AuthState:
@@ -70,7 +51,7 @@ class AuthState:
             settings,
             Tokens(settings, TokenSigner(secret_key)),
             build_oauth(settings),
-            RecentUsers(settings.user_cache_seconds),
+            Recent(settings.user_cache_seconds, RECENT_USERS),
         )
 
 
@@ -201,7 +182,7 @@ async def get_released_user(
     user = state.recent_users.get(user_id)
     if user is None:
         user = _active(await read_user(get_database(request), user_id))
-        state.recent_users.put(user)
+        state.recent_users.put(user_id, user)
     return user
 
 
