@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
+import random
 import re
 import time
 from typing import Any
@@ -63,6 +63,18 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
+def _new_request_id() -> str:
+    """32 hex digits; unique enough to find a request's lines, and not a secret.
+
+    Not os.urandom: it lets go of the GIL for its system call, and with a busy
+    thread beside the event loop (aiosqlite runs one per SQLite connection) the
+    loop could wait up to the interpreter's switch interval (5 ms) to get it back,
+    once per request. Python's generator is seeded from os.urandom at start and
+    again in each forked worker.
+    """
+    return f"{random.getrandbits(128):032x}"
+
+
 class RequestContextMiddleware:
     """Pure ASGI middleware: request id, security headers and one access line per request.
 
@@ -95,7 +107,7 @@ class RequestContextMiddleware:
                 if _VALID_REQUEST_ID.match(value):
                     request_id = value.decode()
                 break
-        request_id = request_id or os.urandom(16).hex()
+        request_id = request_id or _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         extra_headers = [(REQUEST_ID_HEADER, request_id.encode()), *self.security_headers]
