@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -30,3 +31,41 @@ def test_when_full_stale_values_go_first(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (recent.get("fresh"), recent.get("new")) == (2, 3)
     recent.put("newer", 4)  # full of fresh values: all of them go
     assert (recent.get("fresh"), recent.get("new"), recent.get("newer")) == (None, None, 4)
+
+
+async def test_concurrent_callers_share_one_read() -> None:
+    recent: Recent[str, int] = Recent(seconds=60, size=10)
+    reads: list[str] = []
+    release = asyncio.Event()
+
+    async def read() -> int:
+        reads.append("a")
+        await release.wait()
+        return len(reads)
+
+    callers = [asyncio.create_task(recent.fetch("a", read)) for _ in range(5)]
+    await asyncio.sleep(0)
+    callers[0].cancel()  # the first caller going away does not cancel the read
+    release.set()
+    assert await asyncio.gather(*callers[1:]) == [1, 1, 1, 1]
+    assert await recent.fetch("a", read) == 1  # remembered
+    assert reads == ["a"]
+
+
+async def test_a_failed_read_reaches_every_caller_and_is_not_remembered() -> None:
+    recent: Recent[str, int] = Recent(seconds=60, size=10)
+    attempts: list[int] = []
+
+    async def read() -> int:
+        attempts.append(1)
+        await asyncio.sleep(0)
+        if len(attempts) == 1:
+            raise ConnectionError("database went away")
+        return 7
+
+    results = await asyncio.gather(
+        recent.fetch("a", read), recent.fetch("a", read), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [ConnectionError, ConnectionError]
+    assert await recent.fetch("a", read) == 7
+    assert len(attempts) == 2

@@ -57,15 +57,15 @@ async def monthly_quota(request: Request, user: ReleasedUser, settings: AISettin
         cache = request.app.state.ai_plan_allowances = Recent(
             settings.quota_cache_seconds, PLAN_CACHE_SIZE
         )
-    cached = cache.get(user.id)
-    if cached is not None:
-        return cached[0]
-    async with get_database(request).sessionmaker() as session:
-        plan = await get_entitlements(
-            session, user.id, settings=get_payments_state(request.app).settings
-        )
-    cache.put(user.id, (plan.ai_monthly_tokens,))
-    return plan.ai_monthly_tokens
+
+    async def read() -> tuple[int | None]:
+        async with get_database(request).sessionmaker() as session:
+            plan = await get_entitlements(
+                session, user.id, settings=get_payments_state(request.app).settings
+            )
+        return (plan.ai_monthly_tokens,)
+
+    return (await cache.fetch(user.id, read))[0]
 {%- else %}
 
 

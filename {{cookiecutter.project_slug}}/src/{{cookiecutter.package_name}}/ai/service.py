@@ -157,9 +157,8 @@ class Metering:
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
-        # (subject, period) -> totals read or written a moment ago; and reads under way
+        # (subject, period) -> totals read or written a moment ago
         self.known: Recent[tuple[uuid.UUID, date], Totals] = Recent(cache_seconds, MAX_REMEMBERED)
-        self._reading: dict[tuple[uuid.UUID, date], asyncio.Future[Totals]] = {}
 
     async def __aenter__(self) -> Self:
         self._writer = asyncio.create_task(self._write_forever(), name="ai-ledger-writer")
@@ -175,26 +174,11 @@ class Metering:
     async def totals(self, subject: uuid.UUID, period: date, *, fresh: bool = False) -> Totals:
         """The month's totals: from memory when recent enough, else one shared read."""
         key = (subject, period)
-        known = None if fresh else self.known.get(key)
-        if known is not None:
-            return known
-        reading = self._reading.get(key)
-        if reading is not None and not fresh:
-            return await asyncio.shield(reading)
-        reading = asyncio.get_running_loop().create_future()
-        self._reading[key] = reading
-        try:
+        if fresh:
             totals = await self._read(subject, period)
-        except BaseException as exc:
-            reading.set_exception(exc)
-            reading.exception()  # retrieved: sharers see it, nobody is warned twice
-            raise
-        finally:
-            if self._reading.get(key) is reading:
-                del self._reading[key]
-        self.known.put(key, totals)
-        reading.set_result(totals)
-        return totals
+            self.known.put(key, totals)
+            return totals
+        return await self.known.fetch(key, lambda: self._read(subject, period))
 
     async def _read(self, subject: uuid.UUID, period: date) -> Totals:
         query = select(TOTALS.c.tokens, TOTALS.c.requests).where(

@@ -158,7 +158,6 @@ CurrentSuperuser = Annotated[User, Depends(get_current_superuser)]
 
 async def get_released_user(
     request: Request,
-    state: AuthStateDep,
     bearer: Annotated[str | None, Depends(bearer_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> User:
@@ -170,20 +169,24 @@ async def get_released_user(
     many requests per user takes `ReleasedUser` instead: the user is detached and
     shared, so read it, don't change it. With an access token, an account this
     process read less than AUTH_USER_CACHE_SECONDS ago is not read again (a
-    deactivated account is refused here at most that long after the change);
-    API keys are looked up every time.
+    deactivated account is refused here at most that long after the change), and
+    concurrent requests of one user share one read; API keys are looked up every
+    time.
     """
+    # The state is not a dependency here: each one costs a few percent of the
+    # CPU of a request on an endpoint such as AI chat (docs/ai.md).
+    state = get_auth_state(request.app)
     if api_key or (bearer and bearer.startswith(API_KEY_PREFIX)):
         async with get_database(request).sessionmaker() as session:
             principal = await get_principal(request, session, state, bearer, api_key)
             await session.commit()  # the key's last_used_at
         return principal.user
     user_id, _scopes = _access_token(request, state, bearer)
-    user = state.recent_users.get(user_id)
-    if user is None:
-        user = _active(await read_user(get_database(request), user_id))
-        state.recent_users.put(user_id, user)
-    return user
+
+    async def read() -> User:
+        return _active(await read_user(get_database(request), user_id))
+
+    return await state.recent_users.fetch(user_id, read)
 
 
 ReleasedUser = Annotated[User, Depends(get_released_user)]
