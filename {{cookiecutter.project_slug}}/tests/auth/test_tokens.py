@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Annotated
 
 import pytest
@@ -61,6 +62,18 @@ async def test_expired_token_is_401(app: FastAPI, client: AsyncClient, token: st
     expired = signer.encode("access", {"sub": sub, "scope": "read"}, ttl=-10)
     response = await client.get(ME, headers={"Authorization": f"Bearer {expired}"})
     assert_problem(response, 401)
+
+
+async def test_a_token_accepted_before_is_refused_once_it_expires(
+    client: AsyncClient, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verified tokens are remembered for a while; their expiry is still checked."""
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await client.get(ME, headers=headers)).status_code == 200
+    expires = unb64(token.split(".")[1])["exp"]
+    assert isinstance(expires, int)
+    monkeypatch.setattr(time, "time", lambda: float(expires))
+    assert_problem(await client.get(ME, headers=headers), 401)
 
 
 async def test_tampered_token_is_401(client: AsyncClient, token: str) -> None:

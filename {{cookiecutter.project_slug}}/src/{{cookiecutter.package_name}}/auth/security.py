@@ -17,6 +17,8 @@ from joserfc.jwk import OctKey
 from joserfc.jwt import JWTClaimsRegistry
 from pwdlib import PasswordHash
 
+from {{ cookiecutter.package_name }}.core.cache import Recent
+
 ALGORITHM = "HS256"
 API_KEY_PREFIX = "sk_"
 
@@ -29,12 +31,25 @@ class InvalidTokenError(Exception):
     """A token that is malformed, signed with another key or algorithm, expired or misused."""
 
 
+# Access tokens verified a moment ago, remembered so that a client's repeated
+# requests with one token do not check its signature each time (Envoy's JWT filter
+# keeps such a cache too). Same bytes, same signature: only the expiry can change
+# the answer, and it is checked on every use. Only access tokens: the others are
+# used once, and some carry nested data that their callers change.
+REMEMBERED_PURPOSES = frozenset({"access"})
+VERIFIED_SECONDS = 300
+VERIFIED_SIZE = 10_000
+
+
 class TokenSigner:
     """Signs and checks the app's JWTs with a key derived from SECRET_KEY, per purpose."""
 
     def __init__(self, secret_key: str) -> None:
         self._keys: dict[str, OctKey] = {}
         self._secret = secret_key.encode()
+        self._verified: Recent[tuple[str, str], dict[str, Any]] = Recent(
+            VERIFIED_SECONDS, VERIFIED_SIZE
+        )
 
     def _key(self, purpose: str) -> OctKey:
         key = self._keys.get(purpose)
@@ -50,14 +65,20 @@ class TokenSigner:
 
     def decode(self, purpose: str, token: str) -> dict[str, Any]:
         """The claims of a valid token of this purpose; InvalidTokenError otherwise."""
-        try:
-            decoded = jwt.decode(token, self._key(purpose), algorithms=[ALGORITHM])
-            JWTClaimsRegistry(
-                exp={"essential": True}, sub={"essential": True}, iat={"essential": True}
-            ).validate(decoded.claims)
-        except (JoseError, ValueError, TypeError) as exc:
-            raise InvalidTokenError(str(exc)) from exc
-        return decoded.claims
+        claims = self._verified.get((purpose, token))
+        if claims is None:
+            try:
+                claims = jwt.decode(token, self._key(purpose), algorithms=[ALGORITHM]).claims
+                JWTClaimsRegistry(
+                    exp={"essential": True}, sub={"essential": True}, iat={"essential": True}
+                ).validate(claims)
+            except (JoseError, ValueError, TypeError) as exc:
+                raise InvalidTokenError(str(exc)) from exc
+            if purpose in REMEMBERED_PURPOSES:
+                self._verified.put((purpose, token), claims)
+        elif claims["exp"] <= int(time.time()):  # as joserfc's check: expired at exp
+            raise InvalidTokenError("expired_token: The token is expired")
+        return dict(claims)
 
 
 def new_token() -> str:
