@@ -302,9 +302,8 @@ def main() -> int:
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"app CPU: share of one core used by the app; load average after: {load}")
     finally:
-        for proc in procs:
+        for proc in reversed(procs):  # the app first: its last requests still reach the upstream
             proc.terminate()
-        for proc in procs:
             proc.wait(timeout=10)
         if not args.project:
             shutil.rmtree(work, ignore_errors=True)
