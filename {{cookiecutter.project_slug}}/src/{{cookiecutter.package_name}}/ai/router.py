@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import openai
 import structlog
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from openai.types.chat import ChatCompletionChunk
 
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
@@ -45,21 +44,6 @@ async def enforce_rate_limit(request: Request, settings: AISettings, caller: Cal
             headers={"Retry-After": str(seconds)},
         )
 
-
-@dataclass(frozen=True)
-class Call:
-    ai: AI
-    caller: Caller
-
-
-async def chat_call(request: Request, caller: CallerDep) -> Call:
-    """The configured service (else 503) and the caller, within the rate limit."""
-    ai = require_ai(request)
-    await enforce_rate_limit(request, ai.settings, caller)
-    return Call(ai, caller)
-
-
-ChatCallDep = Annotated[Call, Depends(chat_call)]
 
 router = APIRouter(prefix="/api/v1/ai", tags=["ai"])
 
@@ -107,8 +91,11 @@ def choose_model(ai: AI, chat: ChatRequest) -> str:
         **PROBLEMS,
     },
 )
-async def chat(chat: ChatRequest, request: Request, call: ChatCallDep) -> Response:
-    ai, caller = call.ai, call.caller
+async def chat(chat: ChatRequest, request: Request, caller: CallerDep) -> Response:
+    # In the body rather than in a dependency of their own, as /usage does: each
+    # dependency costs FastAPI a few percent of this endpoint's CPU (docs/ai.md).
+    ai = require_ai(request)
+    await enforce_rate_limit(request, ai.settings, caller)
     model = choose_model(ai, chat)
     await ai.metering.check(caller)
     entry = Entry(
