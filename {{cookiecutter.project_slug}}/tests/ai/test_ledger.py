@@ -13,7 +13,14 @@ from alembic.config import Config
 from sqlalchemy import func, select
 
 from {{ cookiecutter.package_name }}.ai.models import AIUsage
-from {{ cookiecutter.package_name }}.ai.service import Caller, Entry, Metering, Totals, period_start
+from {{ cookiecutter.package_name }}.ai.service import (
+    WAKE_AT_ONCE,
+    Caller,
+    Entry,
+    Metering,
+    Totals,
+    period_start,
+)
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
 from tests.conftest import clear_tables
@@ -49,3 +56,31 @@ async def test_concurrent_rows_for_several_callers_all_land(database: Database) 
     async with database.engine.connect() as conn:
         rows = await conn.scalar(select(func.count()).select_from(AIUsage))
     assert rows == len(callers) + 1
+
+
+async def test_a_large_batch_wakes_its_requests_a_few_at_a_time(database: Database) -> None:
+    """Between groups of woken requests the event loop gets a turn for other work."""
+    alice = uuid.uuid4()
+    woken: list[str] = []
+
+    async def request(n: int) -> None:
+        await metering.record(entry(alice, 1))
+        woken.append(f"request {n}")
+
+    async def other_work() -> None:
+        # Scheduled just as the first group is woken: runs before the last group.
+        while len(woken) < WAKE_AT_ONCE:
+            await asyncio.sleep(0)
+        woken.append("other")
+
+    count = 3 * WAKE_AT_ONCE
+    async with Metering(database) as metering:
+        requests = [asyncio.create_task(request(n)) for n in range(count)]
+        await asyncio.sleep(0)  # all rows queued: one batch
+        other = asyncio.create_task(other_work())
+        await asyncio.gather(*requests, other)
+    assert len(woken) == count + 1
+    assert WAKE_AT_ONCE <= woken.index("other") < count
+    period = period_start(datetime.now(UTC))
+    async with Metering(database) as fresh:
+        assert await fresh.totals(alice, period) == Totals(tokens=2 * count, requests=count)

@@ -12,11 +12,13 @@ pool size / upstream latency. Instead:
   window, as with any check-then-call quota;
 * ledger rows are written by group commit: each request hands its row to one
   writer and waits until the transaction holding it has committed (for plain
-  requests, before the response leaves). The writer commits whatever has queued
-  up since its last commit (waiting 1 ms for more) in one transaction: one
-  multi-row insert plus one upsert of the month's total per caller. Under load
-  that is one short transaction for many requests, and no two requests fight
-  over the same total's row lock (every anonymous caller shares one).
+  requests, before the response leaves). The writer commits at once whatever
+  has queued up, and what queues meanwhile goes into its next commit: the rows
+  plus one upsert of the month's total per caller (on PostgreSQL one statement,
+  on SQLite an insert and the upserts in one transaction). Under load that is
+  one short transaction for many requests, no two requests fight over the same
+  total's row lock (every anonymous caller shares one), and the requests are
+  woken a few at a time so that the event loop serves others in between.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ log = structlog.get_logger(__name__)
 # (group commit); under load the batches grow by themselves. A 1 ms wait gave
 # fewer commits but a longer p99 at 64 callers (docs/ai.md).
 LEDGER_LINGER_SECONDS = 0.0
+
+# Requests woken per turn of the event loop once their rows are committed.
+WAKE_AT_ONCE = 16
 
 # Totals remembered for quota checks before stale ones are dropped.
 MAX_REMEMBERED = 10_000
@@ -244,17 +249,23 @@ class Metering:
                 await self._flush(batch)
 
     async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        failed: Exception | None = None
         try:
             await self._commit([row for row, _ in batch])
         except Exception as exc:
             log.error("ai_ledger_write_failed", rows=len(batch), exc_info=exc)
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
-        else:
-            for _, done in batch:
-                if not done.done():
+            failed = exc
+        # Wake the waiting requests a few at a time, and let the event loop poll for
+        # I/O in between: woken all at once after a slow commit (a large batch), they
+        # ran back to back while new requests and health checks waited (docs/ai.md).
+        for count, (_, done) in enumerate(batch, 1):
+            if not done.done():
+                if failed is None:
                     done.set_result(None)
+                else:
+                    done.set_exception(failed)
+            if count % WAKE_AT_ONCE == 0 and count < len(batch):
+                await asyncio.sleep(0)
 
     async def _commit(self, rows: list[dict[str, Any]]) -> None:
         totals: dict[tuple[uuid.UUID, date], list[int]] = defaultdict(lambda: [0, 0])
