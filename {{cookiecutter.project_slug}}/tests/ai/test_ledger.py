@@ -62,15 +62,17 @@ async def test_a_large_batch_wakes_its_requests_a_few_at_a_time(database: Databa
     """Between groups of woken requests the event loop gets a turn for other work."""
     alice = uuid.uuid4()
     woken: list[str] = []
+    first_group = asyncio.Event()
 
     async def request(n: int) -> None:
         await metering.record(entry(alice, 1))
         woken.append(f"request {n}")
+        if len(woken) == WAKE_AT_ONCE:
+            first_group.set()
 
     async def other_work() -> None:
-        # Scheduled just as the first group is woken: runs before the last group.
-        while len(woken) < WAKE_AT_ONCE:
-            await asyncio.sleep(0)
+        # Ready as soon as the first group has run: it must not wait for the last.
+        await first_group.wait()
         woken.append("other")
 
     count = 3 * WAKE_AT_ONCE
