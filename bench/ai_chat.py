@@ -188,9 +188,8 @@ def main() -> int:
     parser.add_argument("--database-url", help="default: a fresh SQLite file")
     parser.add_argument("--connections", default="64,256")
     parser.add_argument("--duration", type=int, default=10)
-    # On a fresh database the first seconds are slower (tables and files growing from
-    # empty): after a 3 s warm-up the first 64-caller run's p99 was 244-255 ms, the
-    # runs after it 231-238 ms (docs/ai.md). 10 s covers it.
+    # After a 3 s warm-up the first measured run was often the slowest of a script
+    # run (its 64-caller p99 the highest in 6 of 8 script runs, docs/ai.md).
     parser.add_argument("--warmup", type=int, default=10, help="seconds at 64 callers first")
     parser.add_argument("--delay", type=float, default=0.2)
     parser.add_argument("--transport", choices=["fast", "sdk"], default="fast")
