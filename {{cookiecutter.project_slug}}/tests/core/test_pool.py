@@ -68,8 +68,11 @@ async def test_a_burst_opens_no_connection_beyond_the_pool(database_url: str) ->
     assert len(opened) == 2
 
 
-async def test_an_in_memory_sqlite_database_keeps_one_shared_connection() -> None:
-    database = Database.from_settings(make_settings("sqlite+aiosqlite://"))
+@pytest.mark.parametrize(
+    "url", ["sqlite+aiosqlite://", "sqlite+aiosqlite:///file::memory:?cache=shared&uri=true"]
+)
+async def test_an_in_memory_sqlite_database_stays_one_database(url: str) -> None:
+    database = Database.from_settings(make_settings(url))
     try:
         async with database.engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (x INTEGER)"))

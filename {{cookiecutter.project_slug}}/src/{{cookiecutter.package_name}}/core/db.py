@@ -144,7 +144,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     A SQLite file gets the same pool as PostgreSQL: each aiosqlite connection is
     a thread of its own, so the stock overflow (opened under a burst, closed when
     returned) started and stopped about ten threads a second under load. An
-    in-memory SQLite database keeps SQLAlchemy's single shared connection.
+    in-memory SQLite database keeps SQLAlchemy's own pool (one shared connection).
     """
     url = make_url(settings.database_url)
     pool: dict[str, Any] = {
@@ -157,7 +157,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     }
     if url.get_backend_name() != "sqlite":
         return create_async_engine(url, echo=settings.db_echo, **pool)
-    in_memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    # Also `file::memory:?cache=shared`, which lives only while a connection is open:
+    # it keeps SQLAlchemy's own choice of pool, without our recycling.
+    in_memory = not url.database or ":memory:" in url.database or url.query.get("mode") == "memory"
     engine = create_async_engine(url, echo=settings.db_echo, **({} if in_memory else pool))
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
