@@ -125,6 +125,8 @@ OPTIONS: tuple[Option, ...] = (
         ),
     ),
     Option("use_ai", paths=("src/{package}/admin/views_ai.py", "tests/admin/test_views_ai.py")),
+    # Access tokens bound to their session and the account's security stamp (issue 13).
+    Option("use_auth", migration="migrations/versions/0005_auth_sessions.py"),
 )
 
 # CI provider -> its files; the others' files are removed.
