@@ -61,15 +61,9 @@ REFRESH_PATH = "/api/v1/auth"
 
 
 async def _form_email(request: Request) -> str:
-    """The login's email together with the client's address.
-
-    Per email alone, anyone could spend an account's budget and lock its owner out;
-    per email and address, an attacker spends only their own (the per-address limit
-    still bounds how many accounts one address tries).
-    """
+    """The login's email together with the client's address (`service.login_email_key`)."""
     form = await request.form()
-    email = service.normalize_email(str(form.get("username") or ""))
-    return f"{email}|{await client_address(request)}"
+    return service.login_email_key(str(form.get("username") or ""), await client_address(request))
 
 
 async def _json_email(request: Request) -> str:

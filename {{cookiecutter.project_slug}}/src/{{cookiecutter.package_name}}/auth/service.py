@@ -72,6 +72,17 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+def login_email_key(email: str, address: str) -> str:
+    """The key of the per-email login limit: the email together with the client's address.
+
+    Per email alone, anyone could spend an account's budget and lock its owner out;
+    per email and address, an attacker spends only their own (the per-address limit
+    still bounds how many accounts one address tries). The API and the admin's login
+    form count with the same key.
+    """
+    return f"{normalize_email(email)}|{address}"
+
+
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
     result = await session.execute(select(User).where(User.email == normalize_email(email)))
     return result.scalar_one_or_none()
