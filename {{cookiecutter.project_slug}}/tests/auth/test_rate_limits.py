@@ -1,4 +1,5 @@
-"""Rate limits on login, register, forgot-password and reset, per client and per email.
+"""Rate limits on login, register, forgot-password and reset, per client and per email
+(for login: per email and client address).
 
 The limits come from AuthSettings; here they count per day, so a test never straddles
 the window boundary of a per-minute limit.
