@@ -69,14 +69,16 @@ class TokenSigner:
         """The CSRF token of a session (refresh family): only this server can compute it."""
         return self.mac("csrf", session_id)
 
-    def successor(self, refresh_token: str) -> str:
+    def successor(self, refresh_token: str, salt: str) -> str:
         """The refresh token a rotation of `refresh_token` issues.
 
         Derived, not random, so that the just-rotated token presented again within the
         grace window gets the same successor back (not a second live token), with
-        nothing but hashes in the database. Unguessable without SECRET_KEY.
+        nothing but hashes in the database. `salt` is the stored token's row id, which
+        no client sees: deriving a successor takes the token, SECRET_KEY and the
+        database together.
         """
-        return self.mac("refresh-successor", refresh_token)
+        return self.mac("refresh-successor", f"{salt}:{refresh_token}")
 
     def encode(self, purpose: str, claims: dict[str, Any], ttl: int) -> str:
         now = int(time.time())

@@ -290,7 +290,7 @@ async def rotate_refresh_token(
             .execution_options(synchronize_session=False)
         )
         if cast("CursorResult[Any]", claimed).rowcount == 1:
-            successor = tokens.signer.successor(token)
+            successor = tokens.signer.successor(token, row.id.hex)
             return await issue_tokens(
                 session, tokens, user, row.scope.split(), row.family_id, successor
             )
@@ -311,7 +311,7 @@ async def _within_grace(
             break
         if utcnow() - rotated_at >= grace:
             break
-        current = tokens.signer.successor(current)
+        current = tokens.signer.successor(current, current_row.id.hex)
         found = await _find_refresh(session, current)
         if found is None or found.family_id != row.family_id:
             break
