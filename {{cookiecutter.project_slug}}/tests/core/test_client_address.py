@@ -1,8 +1,9 @@
 """The client address (rate-limit key, access line) and scheme come from X-Forwarded-For and
 X-Forwarded-Proto only when the peer is a proxy in FORWARDED_ALLOW_IPS.
 
-A real uvicorn on 127.0.0.1 with its own proxy handling off, as the image runs it; the peer
-is always 127.0.0.1, trusted by default and untrusted when the setting names another proxy.
+A real uvicorn on 127.0.0.1 with the proxy options the image gives it (tests/core/served.py);
+the peer is always 127.0.0.1, trusted by default and untrusted when the setting names another
+proxy.
 """
 
 from __future__ import annotations
