@@ -104,7 +104,7 @@ def python_escaped(text: str) -> str:
 
 
 def host_ok(host: str) -> bool:
-    """DNS limits: labels of at most 63 characters, 253 in all, a top-level domain of letters."""
+    """DNS limits: labels of at most 63 characters, 253 in all; a top-level domain of 2 or more."""
     labels = host.split(".")
     return (
         len(host) <= 253
@@ -122,7 +122,8 @@ def free_text_error(question: str, value: Any) -> str | None:
     if not value.isprintable():
         return (
             f"{question} {value!r} is not allowed: use one line of printable text (no "
-            "newline, tab or other control or invisible formatting character)."
+            "newline, tab, control or invisible formatting character, no space but the "
+            "plain one)."
         )
     if value != value.strip():
         return f"{question} {value!r} is not allowed: remove the spaces at its start or end."
