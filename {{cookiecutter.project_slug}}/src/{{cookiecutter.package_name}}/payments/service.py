@@ -422,7 +422,7 @@ async def sync_subscription(
         raise ValueError(f"subscription {subscription_id} without a customer")
     if user_id is not None and await user_for_customer(session, customer_id) is None:
         await _link_customer(session, user_id, customer_id)
-    owner = await _resolve_user(session, customer_id, obj.get("metadata"))
+    owner = await _resolve_user(session, customer_id, obj.get("metadata")) or user_id
     if owner is None:
         return UNKNOWN_CUSTOMER
     row = await session.get(
