@@ -327,9 +327,23 @@ async def test_an_expired_checkout_lets_the_user_start_again(
 async def test_a_checkout_session_expires_on_its_own(
     app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe
 ) -> None:
-    """An abandoned session stops being payable after PAYMENTS_CHECKOUT_EXPIRES_SECONDS."""
+    """An abandoned session stops being payable after PAYMENTS_CHECKOUT_EXPIRES_SECONDS (3600)."""
     headers = await signed_in(client, "abandon@example.com")
     before = int(time.time())
     assert (await client.post(CHECKOUT, json={"plan": "pro"}, headers=headers)).status_code == 200
     [made] = fake_stripe.to("/v1/checkout/sessions")
-    assert before + 1800 <= int(made.form["expires_at"]) <= int(time.time()) + 1800
+    assert before + 3600 <= int(made.form["expires_at"]) <= int(time.time()) + 3600
+
+
+async def test_a_session_about_to_expire_is_not_handed_back(
+    app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe
+) -> None:
+    headers = await signed_in(client, "slow@example.com")
+    first = await client.post(CHECKOUT, json={"plan": "pro"}, headers=headers)
+    fake_stripe.sessions[first.json()["id"]]["expires_at"] = int(time.time()) + 30
+
+    second = await client.post(CHECKOUT, json={"plan": "pro"}, headers=headers)
+
+    assert second.json()["id"] != first.json()["id"]
+    assert fake_stripe.sessions[first.json()["id"]]["status"] == "expired"
+    assert [s["id"] for s in open_sessions(fake_stripe)] == [second.json()["id"]]

@@ -38,6 +38,8 @@ ENTITLED_STATUSES = frozenset({"active", "trialing", "past_due"})
 # Stripe never moves a subscription out of these states. Any other state (incomplete,
 # unpaid, paused too) is a live subscription: its user cannot start a second one.
 TERMINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
+# An open Checkout Session is handed back again only if it stays payable this much longer.
+CHECKOUT_REUSE_MARGIN = 120
 
 
 # --- entitlements ---------------------------------------------------------------------------
@@ -186,15 +188,21 @@ async def _previous_checkout(
 ) -> tuple[str, str] | None:
     """Settle the user's previous Checkout Session, as Stripe knows it now.
 
-    Open for this plan: it is handed back (a double click, a second tab). Open for
-    another plan: it is expired first, so it can no longer be paid. Completed: its
-    subscription is read from Stripe and stored (the webhooks may not have arrived),
-    so the caller's check sees it. Expired: nothing to do.
+    Open for this plan: it is handed back (a double click, a second tab), unless it is
+    about to expire. Open otherwise: it is expired first, so it can no longer be paid.
+    Completed: its subscription is read from Stripe and stored (the webhooks may not
+    have arrived), so the caller's check sees it. Expired: nothing to do.
     """
     assert claim.session_id is not None
     try:
         previous = await client.v1.checkout.sessions.retrieve_async(claim.session_id)
-        if previous.status == "open" and claim.plan == plan.key and previous.url:
+        payable_for = (previous.expires_at or 0) - utcnow().timestamp()
+        if (
+            previous.status == "open"
+            and claim.plan == plan.key
+            and previous.url
+            and payable_for > CHECKOUT_REUSE_MARGIN
+        ):
             return previous.id, previous.url
         if previous.status == "open":
             try:
