@@ -125,6 +125,7 @@ OPTIONS: tuple[Option, ...] = (
         ),
     ),
     Option("use_ai", paths=("src/{package}/admin/views_ai.py", "tests/admin/test_views_ai.py")),
+    Option("use_ai", migration="migrations/versions/0007_ai_reservations.py"),
 )
 
 # CI provider -> its files; the others' files are removed.
