@@ -39,9 +39,7 @@ async def test_concurrent_callers_on_two_instances_overshoot_by_one_reservation_
     apps = [await make_app(monthly_token_quota=quota) for _ in range(2)]
     clients = [http(app) for app in apps]
     try:
-        calls = [
-            clients[n % 2].post(CHAT, json={**HELLO, "stream": n % 3 == 0}) for n in range(24)
-        ]
+        calls = [clients[n % 2].post(CHAT, json={**HELLO, "stream": n % 3 == 0}) for n in range(24)]
         statuses = [r.status_code for r in await asyncio.gather(*calls)]
     finally:
         for client in clients:
