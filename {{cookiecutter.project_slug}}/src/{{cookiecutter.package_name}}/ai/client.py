@@ -1,8 +1,8 @@
 """The shared OpenAI client and the two ways chat completions reach the upstream.
 
 `AsyncOpenAI` is created once at startup (see `module.py`) on the SDK's aiohttp
-transport, with the key, base URL, timeout and retries from settings; any code
-may use it through `AIDep` for other endpoints (embeddings, images...).
+transport, with the key, base URL and timeout from settings and no retries of its
+own; any code may use it through `AIDep` for other endpoints (embeddings, images...).
 
 Chat completions, the hot path, go through a `ChatBackend`:
 
@@ -10,10 +10,14 @@ Chat completions, the hot path, go through a `ChatBackend`:
 * `LeanBackend` (the default, `AI_TRANSPORT=fast`) posts the same JSON with the
   same headers over one shared `aiohttp` session and parses the answer into the
   SDK's own `ChatCompletion` / `ChatCompletionChunk` types. Failures become the
-  SDK's exception classes (built by the client itself) and retries follow the
-  client's own rules (`_should_retry`, `_calculate_retry_timeout`). It does the
+  SDK's exception classes (built by the client itself). It does the
   same work with a fraction of the CPU per call, which is what limits a server
   waiting on many slow upstream calls at once (see docs/ai.md for figures).
+
+Neither retries a request that may have reached the provider (the SDK's own
+retries of timeouts, dropped connections, 429 and 5xx could bill one answer up
+to three times): only a connection that could not be opened is tried again, up
+to AI_MAX_RETRIES times, with the SDK's pauses (`_calculate_retry_timeout`).
 
 The tests run every chat test against both backends.
 """

@@ -1,24 +1,31 @@
-"""Metering: the quota check before an upstream call and the ledger row after it.
+"""Metering: quota reservations before an upstream call, the ledger row after it.
 
 The chat endpoint waits on a slow upstream, so it does not use the request's
 session: holding a pooled connection across the call would cap throughput at
-pool size / upstream latency. Instead:
+pool size / upstream latency. Instead everything goes through one writer task
+per process, by group commit:
 
-* the quota check reads the caller's total for the month from memory: the writer
-  refreshes it from every commit (its upsert returns the new total, other
-  instances' usage included), and a total older than AI_QUOTA_CACHE_SECONDS is
-  read again (one primary-key read; concurrent requests share it). Across
-  several instances a caller may overshoot by what the others served in that
-  window, as with any check-then-call quota;
-* ledger rows are written by group commit: each request hands its row to one
-  writer and waits until the transaction holding it has committed (for plain
-  requests, before the response leaves). The writer commits at once whatever
-  has queued up, and what queues meanwhile goes into its next commit: the rows
-  plus one upsert of the month's total per caller (on PostgreSQL one statement,
-  on SQLite an insert and the upserts in one transaction). Under load that is
-  one short transaction for many requests, no two requests fight over the same
-  total's row lock (every anonymous caller shares one), and the requests are
-  woken a few at a time so that the event loop serves others in between.
+* before a call, a request asks the writer to reserve its estimated prompt plus
+  max_tokens from the caller's month, clamped to what is left (429 when nothing
+  is). The reservation is a conditional update of the caller's totals row in the
+  database (`reserved`), so it holds across workers and instances: concurrent
+  callers cannot overshoot the quota by more than one (clamped) reservation,
+  plus what the provider counts above the prompt estimate;
+* after it, the request hands its ledger row (charged `max(estimate, reported)`,
+  see `Entry.charged`) to the writer with the reservation to give back, and
+  waits until the transaction holding it has committed (for plain requests,
+  before the response leaves);
+* the writer commits at once whatever has queued up, and what queues meanwhile
+  goes into its next commit: the rows, and per caller and month one upsert that
+  adds the tokens, gives back the reservations and takes the new ones (on
+  PostgreSQL all of it one statement, on SQLite an insert and the upserts in one
+  transaction). Under load that is one short transaction for many requests, no
+  two requests fight over the same total's row lock (every anonymous caller
+  shares one), and the requests are woken a few at a time so that the event loop
+  serves others in between;
+* a quick check from memory refuses a caller whose month is known to be used up
+  without a round trip: the writer refreshes the totals from every commit, and
+  a total older than AI_QUOTA_CACHE_SECONDS is read again.
 """
 
 from __future__ import annotations
