@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -148,8 +149,8 @@ async def chat(chat: ChatRequest, request: Request, caller: CallerDep) -> Respon
         entry.reached = not never_sent(exc)
         await settle(ai, entry)
         raise problem from None
-    except BaseException:
-        entry.outcome = "cancelled"
+    except BaseException as exc:
+        entry.outcome = gone_or_failed(exc)
         await settle(ai, entry)
         raise
     usage = completion.usage
@@ -171,6 +172,11 @@ async def chat(chat: ChatRequest, request: Request, caller: CallerDep) -> Respon
         ),
     )
     return Response(answer.model_dump_json(), media_type="application/json")
+
+
+def gone_or_failed(exc: BaseException) -> str:
+    """The outcome of a call that ended in something other than an upstream error."""
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "upstream_error"
 
 
 async def settle(ai: AI, entry: Entry) -> None:
@@ -219,8 +225,8 @@ async def _stream(ai: AI, entry: Entry, body: dict[str, Any]) -> Response:
         entry.reached = not never_sent(exc)
         await finish()
         raise problem from None
-    except BaseException:
-        entry.outcome = "cancelled"
+    except BaseException as exc:
+        entry.outcome = gone_or_failed(exc)
         await finish()
         raise
 
