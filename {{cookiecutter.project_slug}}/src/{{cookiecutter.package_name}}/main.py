@@ -14,7 +14,7 @@ from .core.db import Database
 from .core.errors import install_error_handlers
 from .core.logging import RequestContextMiddleware, configure_logging
 from .core.ratelimit import RateLimiter
-from .core.security import install_http_security, security_headers
+from .core.security import install_http_security, install_trusted_proxies, security_headers
 from .modules import MODULES
 
 
@@ -32,8 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
 
     app = FastAPI(
-        title="{{ cookiecutter.project_name }}",
-        description="{{ cookiecutter.description }}",
+        title="{{ cookiecutter.project_name.encode('unicode_escape').decode() | replace('"', '\\x22') }}",
+        description="{{ cookiecutter.description.encode('unicode_escape').decode() | replace('"', '\\x22') }}",
         version="0.1.0",
         lifespan=lifespan,
         openapi_url=None if settings.is_production else "/openapi.json",
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         security_headers=security_headers(settings),
         access_log=logging.getLevelName(settings.log_level) <= logging.INFO,
     )
+    install_trusted_proxies(app, settings)
     for module in MODULES:
         for router in module.routers:
             app.include_router(router)
