@@ -144,6 +144,12 @@ async def chat(chat: ChatRequest, request: Request, caller: CallerDep) -> Respon
     entry.reservation = await ai.metering.reserve(caller, entry.estimated_prompt + max_tokens)
     try:
         completion = await ai.backend.complete(body)
+        usage = completion.usage
+        choice = completion.choices[0] if completion.choices else None
+        content = (choice.message.content or "") if choice else ""
+        entry.prompt_tokens = usage.prompt_tokens if usage else 0
+        entry.completion_tokens = usage.completion_tokens if usage else 0
+        entry.estimated_completion = tokens.completion_tokens(content)
     except openai.OpenAIError as exc:
         problem, entry.outcome = upstream_failure(exc, timeout=ai.settings.timeout)
         entry.reached = not never_sent(exc)
@@ -153,12 +159,6 @@ async def chat(chat: ChatRequest, request: Request, caller: CallerDep) -> Respon
         entry.outcome = gone_or_failed(exc)
         await settle(ai, entry)
         raise
-    usage = completion.usage
-    choice = completion.choices[0] if completion.choices else None
-    content = (choice.message.content or "") if choice else ""
-    entry.prompt_tokens = usage.prompt_tokens if usage else 0
-    entry.completion_tokens = usage.completion_tokens if usage else 0
-    entry.estimated_completion = tokens.completion_tokens(content)
     await settle(ai, entry)
     prompt, completion_tokens = entry.charged()
     answer = ChatResponse.model_construct(
