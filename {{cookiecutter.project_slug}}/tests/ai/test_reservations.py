@@ -132,3 +132,15 @@ async def test_concurrent_streams_per_caller_are_capped(
     assert plain.status_code == 200
     assert upstream.calls == 3
     assert app.state.ai.metering.streams.open_streams == {}
+
+
+async def test_the_cap_can_be_sent_as_max_completion_tokens(
+    make_app: MakeApp, upstream: FakeUpstream
+) -> None:
+    """OpenAI's reasoning models refuse `max_tokens`; the name is a setting."""
+    app = await make_app(max_tokens=64, max_tokens_parameter="max_completion_tokens")
+    async with http(app) as client:
+        assert (await client.post(CHAT, json={**HELLO, "stream": True})).status_code == 200
+    sent = upstream.requests[0]
+    assert sent["max_completion_tokens"] == 50
+    assert "max_tokens" not in sent

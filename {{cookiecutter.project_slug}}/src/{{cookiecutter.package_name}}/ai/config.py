@@ -37,6 +37,9 @@ class AISettings(BaseSettings):
     # The completion cap sent upstream when a request names none, and the most a request
     # may ask for; each call reserves its estimated prompt plus this from the quota.
     max_tokens: int = Field(default=4096, ge=1)
+    # The name the cap is sent under: OpenAI's reasoning models (o-series) accept only
+    # "max_completion_tokens"; most OpenAI-compatible servers read "max_tokens".
+    max_tokens_parameter: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     # Input caps per request (413 problem+json above them).
     max_messages: int = Field(default=100, ge=1)
     max_input_chars: int = Field(default=100_000, ge=1)

@@ -59,12 +59,14 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def upstream_body(chat: ChatRequest, model: str, max_tokens: int) -> dict[str, Any]:
+def upstream_body(
+    chat: ChatRequest, model: str, max_tokens: int, settings: AISettings
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
         "messages": [m.model_dump() for m in chat.messages],
         # Always sent: what a call may use must be bounded to be reserved.
-        "max_tokens": max_tokens,
+        settings.max_tokens_parameter: max_tokens,
     }
     if chat.temperature is not None:
         body["temperature"] = chat.temperature
@@ -138,9 +140,10 @@ async def chat(chat: ChatRequest, request: Request, caller: CallerDep) -> Respon
         started=time.perf_counter(),
         estimated_prompt=tokens.prompt_tokens(chat.messages),
     )
-    body = upstream_body(chat, model, max_tokens)
+    body = upstream_body(chat, model, max_tokens, ai.settings)
     if chat.stream:
-        return await _stream(ai, entry, {**body, "stream_options": {"include_usage": True}})
+        body["stream_options"] = {"include_usage": True}
+        return await _stream(ai, entry, body, max_tokens)
     entry.reservation = await ai.metering.reserve(caller, entry.estimated_prompt + max_tokens)
     try:
         completion = await ai.backend.complete(body)
@@ -185,7 +188,7 @@ async def settle(ai: AI, entry: Entry) -> None:
         await ai.metering.record(entry)
 
 
-async def _stream(ai: AI, entry: Entry, body: dict[str, Any]) -> Response:
+async def _stream(ai: AI, entry: Entry, body: dict[str, Any], max_tokens: int) -> Response:
     caller, streams = entry.caller, ai.metering.streams
     if not streams.open(caller.rate_key):
         raise ProblemError(
@@ -195,7 +198,7 @@ async def _stream(ai: AI, entry: Entry, body: dict[str, Any]) -> Response:
             headers={"Retry-After": "1"},
         )
     try:
-        want = entry.estimated_prompt + body["max_tokens"]
+        want = entry.estimated_prompt + max_tokens
         entry.reservation = await ai.metering.reserve(caller, want)
     except BaseException:
         streams.close(caller.rate_key)
