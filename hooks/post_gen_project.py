@@ -129,6 +129,7 @@ OPTIONS: tuple[Option, ...] = (
     # Access tokens bound to their session and the account's security stamp (issue 13).
     Option("use_auth", migration="migrations/versions/0005_auth_sessions.py"),
     Option("use_payments", migration="migrations/versions/0008_payments_order.py"),
+    Option("use_ai", migration="migrations/versions/0007_ai_reservations.py"),
 )
 
 # CI provider -> its files; the others' files are removed.
