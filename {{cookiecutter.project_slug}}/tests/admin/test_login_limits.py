@@ -20,6 +20,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
+from redis.asyncio import Redis
 
 from {{ cookiecutter.package_name }}.admin import auth as admin_auth
 from {{ cookiecutter.package_name }}.admin.auth import SESSION_COOKIE
@@ -161,6 +162,38 @@ async def test_admin_and_api_logins_count_on_the_same_keys(
         assert refused.status_code == 429
         assert "Too many login attempts" in refused.text
         assert (await attempt(http, "someone-else@example.com")).status_code == 400
+
+
+@pytest.mark.skipif(not REDIS_SERVER, reason="needs redis-server on PATH")
+async def test_an_admin_attempt_counts_under_exactly_the_api_logins_keys(
+    settings: Settings, migrated: object
+) -> None:
+    """Whatever the keys are made of, the form and the API write the same ones."""
+    # Through a trusted proxy (127.0.0.1, the default), so the client is the forwarded address.
+    proxied = {"X-Forwarded-For": "198.51.100.9, 203.0.113.7"}
+    with redis_process() as redis:
+        store = Redis.from_url(redis.url)
+        async with admin_app(settings, redis_url=redis.url) as (_app, http):
+            written: dict[str, set[bytes]] = {}
+            for name, url, email, status in (
+                ("admin", "/admin/login", ADMIN_EMAIL.upper(), 400),
+                ("api", "/api/v1/auth/login", ADMIN_EMAIL, 401),
+            ):
+                await store.flushdb()
+                response = await http.post(
+                    url, data={"username": email, "password": "a guess"}, headers=proxied
+                )
+                assert response.status_code == status, response.text
+                written[name] = {
+                    key if isinstance(key, bytes) else key.encode() for key in await store.keys()
+                }
+        await store.aclose()
+    assert written["admin"] == written["api"]
+    keys = b" ".join(written["api"])
+    assert b"login_limit_per_client" in keys
+    assert b"login_limit_per_email" in keys
+    assert b"203.0.113.7" in keys
+    assert b"198.51.100.9" not in keys
 
 
 def form_attempts(url: str, forwarded_for: list[str]) -> list[int]:
