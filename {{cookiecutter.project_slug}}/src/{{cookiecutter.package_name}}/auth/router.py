@@ -99,9 +99,9 @@ def limit_counter(setting: str) -> str:
     return f"auth:{setting}"
 
 
-# The limits one login attempt counts against, and how each is keyed: the API's login route
-# and the admin's login form (admin/auth.py) both count with these, under `limit_counter`,
-# so they share one budget. Change the keys here, nowhere else.
+# The limits one login attempt counts against, and how each is keyed (under `limit_counter`).
+# The login route counts with these, and so does any other sign-in form of the project (it
+# imports them), so every way in shares one budget. Change the keys here, nowhere else.
 LOGIN_LIMITS: tuple[tuple[str, KeyFunc], ...] = (
     ("login_limit_per_client", client_address),
     ("login_limit_per_email", _form_email),
