@@ -10,7 +10,7 @@ from httpx import AsyncClient
 
 from {{ cookiecutter.package_name }}.auth.__main__ import main
 from {{ cookiecutter.package_name }}.core.config import Settings
-from tests.auth.conftest import login, register
+from tests.auth.conftest import api_key_for, assert_problem, login, register
 
 
 async def test_create_superuser_from_stdin(
@@ -46,6 +46,35 @@ async def test_promote_an_existing_user(
         main, ["create-superuser", "--email", "member@example.com", "--password-stdin"], settings
     )
     assert "Promoted" in capsys.readouterr().out
+
+
+async def test_promoting_with_a_new_password_ends_every_session_and_api_key(
+    app: FastAPI,
+    client: AsyncClient,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Setting the password from the command line is a password change: whoever held the
+    account's tokens or keys (say, the person it was taken from) is signed out."""
+    await register(client, "taken@example.com")
+    tokens = await login(client, "taken@example.com")
+    key = await api_key_for(app, "taken@example.com")
+    monkeypatch.setattr("sys.stdin", io.StringIO("the owner's new password\n"))
+    await asyncio_to_thread(
+        main, ["create-superuser", "--email", "taken@example.com", "--password-stdin"], settings
+    )
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert_problem(await client.get("/api/v1/users/me", headers=bearer), 401)
+    stale = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert_problem(stale, 401)
+    assert_problem(await client.get("/api/v1/users/me", headers={"X-API-Key": key}), 401)
+    fresh = await login(client, "taken@example.com", "the owner's new password")
+    me = await client.get(
+        "/api/v1/users/me", headers={"Authorization": f"Bearer {fresh['access_token']}"}
+    )
+    assert me.json()["is_superuser"] is True
 
 
 async def test_short_password_is_refused(

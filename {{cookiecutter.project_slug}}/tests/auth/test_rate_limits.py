@@ -1,5 +1,5 @@
 """Rate limits on login, register, forgot-password and reset, per client and per email
-(for login: per email and client address).
+(per email and client address, so nobody elsewhere can spend an owner's budget).
 
 The limits come from AuthSettings; here they count per day, so a test never straddles
 the window boundary of a per-minute limit.
@@ -15,6 +15,7 @@ from {{ cookiecutter.package_name }}.auth.config import AuthSettings
 from tests.auth.conftest import (
     PASSWORD,
     FakeProvider,
+    Outbox,
     assert_problem,
     login,
     make_auth_settings,
@@ -99,6 +100,36 @@ async def test_forgot_password_is_limited_per_email(
     assert_problem(await client.post("/api/v1/auth/forgot-password", json=body), 429)
     other = {"email": "calm@example.com"}
     assert (await client.post("/api/v1/auth/forgot-password", json=other)).status_code == 202
+
+
+async def test_nobody_else_can_spend_a_victims_reset_emails(
+    app: FastAPI, client: AsyncClient, auth_settings: AuthSettings, outbox: Outbox
+) -> None:
+    """The per-email forgot-password limit counts per email and client address: a stranger
+    elsewhere floods the owner's mailbox with no more than that limit, and the owner still
+    gets a reset email."""
+    await register(client, "owner@example.com")
+    attacker = AsyncClient(
+        transport=ASGITransport(app=app, client=("198.51.100.7", 40000)),
+        base_url="http://testserver",
+    )
+    body = {"email": "Owner@Example.com"}
+    async with attacker:
+        for _ in range(allowed(auth_settings.forgot_limit_per_email)):
+            response = await attacker.post("/api/v1/auth/forgot-password", json=body)
+            assert response.status_code == 202
+        assert_problem(await attacker.post("/api/v1/auth/forgot-password", json=body), 429)
+    resets = [m for m in outbox.to("owner@example.com") if "Reset" in m["Subject"]]
+    assert len(resets) == allowed(auth_settings.forgot_limit_per_email)
+    owner = await client.post("/api/v1/auth/forgot-password", json={"email": "owner@example.com"})
+    assert owner.status_code == 202, owner.text
+    resets = [m for m in outbox.to("owner@example.com") if "Reset" in m["Subject"]]
+    assert len(resets) == allowed(auth_settings.forgot_limit_per_email) + 1
+    token = outbox.link_token("owner@example.com")
+    reset = await client.post(
+        "/api/v1/auth/reset-password", json={"token": token, "password": "the owner's new one"}
+    )
+    assert reset.status_code == 200, reset.text
 
 
 async def test_forgot_password_is_limited_per_client(

@@ -79,7 +79,8 @@ class AuthSettings(BaseSettings):
     # (linking the identity to it). Off for every provider unless listed.
     oauth_link_by_email: CommaList = []
 
-    # Rate limits (the core limiter: in memory, or shared in Redis with REDIS_URL).
+    # Rate limits (the core limiter: in memory, or shared in Redis with REDIS_URL). The
+    # "per_email" ones count per email and client address (service.login_email_key).
     login_limit_per_client: str = "20/minute"
     login_limit_per_email: str = "5/minute"
     register_limit_per_client: str = "5/minute"

@@ -67,12 +67,14 @@ async def _form_email(request: Request) -> str:
 
 
 async def _json_email(request: Request) -> str:
+    """The JSON body's email together with the client's address (`service.login_email_key`)."""
     try:
         data = await request.json()
     except ValueError:
-        return ""
+        data = None
     email = data.get("email") if isinstance(data, dict) else None
-    return service.normalize_email(email) if isinstance(email, str) else ""
+    address = await client_address(request)
+    return service.login_email_key(email if isinstance(email, str) else "", address)
 
 
 @lru_cache

@@ -73,12 +73,13 @@ def normalize_email(email: str) -> str:
 
 
 def login_email_key(email: str, address: str) -> str:
-    """The key of the per-email login limit: the email together with the client's address.
+    """The key of every per-email limit (login, forgot-password): the email together
+    with the client's address.
 
-    Per email alone, anyone could spend an account's budget and lock its owner out;
-    per email and address, an attacker spends only their own (the per-address limit
-    still bounds how many accounts one address tries). The API and the admin's login
-    form count with the same key.
+    Per email alone, anyone could spend an account's budget and lock its owner out of
+    logging in or of getting a reset email; per email and address, an attacker spends
+    only their own (the per-address limits still bound how many attempts, and emails,
+    one address makes). The API and the admin's login form count with the same key.
     """
     return f"{normalize_email(email)}|{address}"
 
@@ -422,7 +423,11 @@ async def update_user(session: AsyncSession, user: User, data: UserUpdate) -> bo
 
 
 async def create_superuser(session: AsyncSession, email: str, password: str) -> tuple[User, bool]:
-    """Create a verified superuser, or promote the existing account; (user, created)."""
+    """Create a verified superuser, or promote the existing account; (user, created).
+
+    Promoting sets the account's password, so, like any password change, it ends every
+    session and API key of the account: whoever held them must sign in with the new one.
+    """
     user = await get_user_by_email(session, email)
     if user is None:
         return await create_user(
@@ -432,6 +437,7 @@ async def create_superuser(session: AsyncSession, email: str, password: str) -> 
     user.is_active = True
     user.is_verified = True
     user.hashed_password = await hash_password(password)
+    await end_all_sessions(session, user)
     await session.flush()
     return user, False
 
