@@ -13,6 +13,7 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from openai.types.chat import ChatCompletionChunk
 
+from {{ cookiecutter.package_name }}.core.contract import problems
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.ratelimit import get_rate_limiter
 
@@ -47,13 +48,15 @@ async def enforce_rate_limit(request: Request, settings: AISettings, caller: Cal
 
 router = APIRouter(prefix="/api/v1/ai", tags=["ai"])
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    422: {"description": "Invalid request, or a model not in AI_ALLOWED_MODELS"},
-    429: {"description": "Rate limit, monthly quota, or the provider's rate limit"},
-    502: {"description": "The AI provider failed or could not be reached"},
-    503: {"description": "OPENAI_API_KEY is not set"},
-    504: {"description": "The AI provider did not answer within AI_TIMEOUT"},
-}
+PROBLEMS: dict[int | str, dict[str, Any]] = problems(
+    {
+        422: "Invalid request, or a model not in AI_ALLOWED_MODELS",
+        429: "Rate limit, monthly quota, or the provider's rate limit",
+        502: "The AI provider failed or could not be reached",
+        503: "OPENAI_API_KEY is not set",
+        504: "The AI provider did not answer within AI_TIMEOUT",
+    }
+)
 
 
 def upstream_body(chat: ChatRequest, model: str) -> dict[str, Any]:

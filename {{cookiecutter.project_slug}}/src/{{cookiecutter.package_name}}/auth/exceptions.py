@@ -51,3 +51,17 @@ def unknown_provider(provider: str) -> ProblemError:
 
 def csrf_failed() -> ProblemError:
     return ProblemError(403, "CSRF check failed: send the csrf_token cookie as X-CSRF-Token.")
+
+
+def wrong_password() -> ProblemError:
+    return ProblemError(400, "The current password is wrong or missing.")
+
+
+def email_unverified() -> ProblemError:
+    return ProblemError(403, "Verify your email address before creating API keys.")
+
+
+def scopes_not_held(scopes: list[str]) -> ProblemError:
+    return ProblemError(
+        403, f"A new API key cannot have scopes you do not hold: {' '.join(scopes)}."
+    )

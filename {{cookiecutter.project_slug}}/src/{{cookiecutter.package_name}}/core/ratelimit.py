@@ -18,6 +18,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from .contract import declare
 from .errors import ProblemError
 
 log = structlog.get_logger(__name__)
@@ -65,6 +66,9 @@ async def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+RATE_LIMITED = {429: "Rate limited (with Retry-After)"}
+
+
 def rate_limit(
     limit: str, *, key: KeyFunc = client_address, scope: str | None = None
 ) -> DependsParam:
@@ -82,7 +86,7 @@ def rate_limit(
         route_scope = scope or f"{request.method}:{getattr(route, 'path', request.url.path)}"
         await enforce(request, limit, item, route_scope, await key(request))
 
-    return DependsParam(dependency)
+    return DependsParam(declare(dependency, problems=RATE_LIMITED))
 
 
 async def enforce(request: Request, limit: str, item: RateLimitItem, scope: str, key: str) -> None:
