@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute, Mount
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from starlette.routing import Mount
 
 from .errors import PROBLEM_JSON, Problem
 
@@ -97,27 +97,35 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
         yield from _calls(sub)
 
 
-def _declarations(route: APIRoute) -> Iterator[Declaration]:
-    for call in _calls(route.dependant):
+def routes(app: FastAPI) -> Iterator[RouteContext]:
+    """Every route of the app, those of included routers with their prefix and dependencies."""
+    return iter_route_contexts(app.routes)
+
+
+def is_api_route(route: RouteContext) -> bool:
+    return isinstance(route.original_route, APIRoute)
+
+
+def _declarations(route: RouteContext) -> Iterator[Declaration]:
+    if is_api_route(route):
+        calls: Iterator[Callable[..., Any]] = _calls(route.dependant)
+    elif isinstance(route.original_route, Mount):
+        calls = iter((route.original_route.app,))
+    else:
+        return
+    for call in calls:
         declaration = _DECLARED.get(call)
         if declaration is not None:
             yield declaration
 
 
-def requirements(route: BaseRoute, method: str = "GET") -> list[str]:
+def requirements(route: RouteContext, method: str = "GET") -> list[str]:
     """What the route requires of its caller, as declared by it and its dependencies."""
-    if isinstance(route, APIRoute):
-        found = [r for d in _declarations(route) for r in d.requires]
-    elif isinstance(route, Mount):
-        declaration = _DECLARED.get(route.app)
-        found = declaration.requires if declaration else []
-    else:
-        found = []
-    labels = (r if isinstance(r, str) else r(method) for r in found)
-    return list(dict.fromkeys(labels))
+    found = (r for d in _declarations(route) for r in d.requires)
+    return list(dict.fromkeys(r if isinstance(r, str) else r(method) for r in found))
 
 
-def problem_statuses(route: APIRoute) -> dict[int, list[str]]:
+def problem_statuses(route: RouteContext) -> dict[int, list[str]]:
     """Each status the route's dependencies and endpoint declare, with its descriptions."""
     found: dict[int, list[str]] = {}
     for declaration in _declarations(route):
@@ -132,11 +140,19 @@ def problem_statuses(route: APIRoute) -> dict[int, list[str]]:
 def route_table(app: FastAPI) -> list[tuple[str, str, str]]:
     """(method, path, requirement) of every documented route, sorted by path."""
     rows = []
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.include_in_schema:
+    for route in routes(app):
+        if is_api_route(route) and route.include_in_schema:
             for method in sorted(route.methods or ()):
-                rows.append((method, route.path, "; ".join(requirements(route, method))))
+                path = str(route.path)
+                rows.append((method, path, "; ".join(requirements(route, method))))
     return sorted(rows, key=lambda row: (row[1], row[0]))
+
+
+def markdown_table(app: FastAPI) -> str:
+    """The route table as Markdown (docs/auth.md holds the all-modules one)."""
+    lines = ["| route | requires |", "| --- | --- |"]
+    lines += [f"| `{method} {path}` | {needs} |" for method, path, needs in route_table(app)]
+    return "\n".join(lines) + "\n"
 
 
 # FastAPI's own descriptions, replaced by ours.
@@ -173,12 +189,12 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
     """Rewrite an OpenAPI document so that each route lists every problem it can answer."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
+    for route in routes(app):
+        if not is_api_route(route) or not route.include_in_schema:
             continue
         declared = problem_statuses(route)
         for method in route.methods or ():
-            operation = schema["paths"].get(route.path_format, {}).get(method.lower())
+            operation = schema["paths"].get(str(route.path_format), {}).get(method.lower())
             if operation is None:
                 continue
             responses: dict[str, Any] = operation.setdefault("responses", {})
