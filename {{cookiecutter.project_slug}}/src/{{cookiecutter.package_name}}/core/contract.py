@@ -134,6 +134,8 @@ def problem_statuses(route: RouteContext) -> dict[int, list[str]]:
     if (route.methods or set()) & BODY_METHODS:
         for status, description in BODY_PROBLEMS.items():
             found.setdefault(status, []).append(description)
+    if route.body_field is not None:  # FastAPI parses it: 400 when it cannot
+        found.setdefault(400, []).append("The request body cannot be parsed")
     return found
 
 
