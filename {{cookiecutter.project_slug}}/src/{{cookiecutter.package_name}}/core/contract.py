@@ -5,7 +5,7 @@ endpoint itself), and found by walking each route's dependency tree, so a route
 inherits what its dependencies declare and cannot forget it:
 
     declare(get_session, problems={503: "The database is busy or unreachable"})
-    declare(require_scopes_dependency, requires="scope write", problems={403: "..."})
+    declare(scope_dependency, requires="scopes: write", problems={403: "..."})
 
     @router.get("/health/live")
     @public("liveness probe")
@@ -18,8 +18,9 @@ role). `tests/core/test_contract.py` fails for any route that declares none.
 Problems: `install_contract(app)` rewrites the OpenAPI document so that every
 status a route can answer with a problem is listed with the one `Problem`
 schema under `application/problem+json`: those its dependencies declare, the
-422 of FastAPI's request validation, 413 for request bodies, and the endpoint's
-own (`responses=problems({404: "No such thing"})`, or plain FastAPI `responses=`).
+422 of FastAPI's request validation, 413 (and 400 when FastAPI parses it) for a
+request body, and the endpoint's own (`responses=problems({404: "No such thing"})`,
+or plain FastAPI `responses=`: any status from 400 up becomes a problem).
 The core imports no optional module: modules register their own declarations.
 """
 
@@ -39,13 +40,13 @@ from .errors import PROBLEM_JSON, Problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# A requirement is a label ("public: ...", "scope read") or, for a dependency whose need
+# A requirement is a label ("public: ...", "scopes: read") or, for a dependency whose need
 # follows the HTTP method, a function of the method that returns the label.
 Requirement = str | Callable[[str], str]
 
 PUBLIC = "public"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-# What every route with a request body may answer (the size limit and validation).
+# What every route that takes a request body may answer.
 BODY_PROBLEMS = {413: "The request body is too large"}
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
