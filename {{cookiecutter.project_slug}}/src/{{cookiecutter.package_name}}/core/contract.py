@@ -152,7 +152,7 @@ def route_table(app: FastAPI) -> list[tuple[str, str, str]]:
 
 
 def markdown_table(app: FastAPI) -> str:
-    """The route table as Markdown (docs/auth.md holds the all-modules one)."""
+    """The route table as Markdown (the docs hold the one of the project with every module)."""
     lines = ["| route | requires |", "| --- | --- |"]
     lines += [f"| `{method} {path}` | {needs} |" for method, path, needs in route_table(app)]
     return "\n".join(lines) + "\n"
