@@ -298,16 +298,28 @@ def chain_migrations(root: Path, answers: Mapping[str, Any]) -> None:
         previous = match.group(1)
 
 
-def write_env(root: Path) -> None:
-    """Write .env (git-ignored) from .env.example with a fresh SECRET_KEY."""
+def write_env(root: Path) -> str:
+    """Write .env (git-ignored) from .env.example with a fresh SECRET_KEY.
+
+    The file is created with mode 0600 (os.open with the mode, never chmod after
+    writing), so the secret is never readable by others, not even for a moment.
+    An existing .env (regenerating over a project with `cookiecutter -f`) holds
+    the user's own secrets: it is kept as it is, and so is anything, even a
+    dangling symlink, that sits at that path. Returns a line to show, or "".
+    """
     example = (root / ".env.example").read_text()
     key = secrets.token_urlsafe(48)
     text, count = re.subn(r"^SECRET_KEY=.*$", f"SECRET_KEY={key}", example, flags=re.MULTILINE)
     if count != 1:
         raise HookError(".env.example has no single SECRET_KEY= line")
-    env = root / ".env"
-    env.write_text(text)
-    env.chmod(0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(root / ".env", flags, 0o600)
+    except FileExistsError:
+        return "Kept the existing .env (its SECRET_KEY and settings are unchanged)."
+    with os.fdopen(fd, "w", encoding="utf-8") as env:
+        env.write(text)
+    return ""
 
 
 # ---- .cruft.json: lets `cruft check/diff/update` follow the template ----------
@@ -444,20 +456,22 @@ def next_steps(answers: Mapping[str, Any]) -> str:
     )
 
 
-def main(root: Path, answers: Mapping[str, Any]) -> None:
+def main(root: Path, answers: Mapping[str, Any]) -> str:
+    """Finish the project; return a line to show the user, or ""."""
     remove_unselected(root, answers)
     trim_dependabot(root, answers)
     write_pins(root, answers)
     keep_lock(root, answers)
     chain_migrations(root, answers)
-    write_env(root)
+    env_line = write_env(root)
     write_cruft_state(root, answers)
+    return env_line
 
 
 if __name__ == "__main__":
     context = json.loads(CONTEXT)
     try:
-        main(Path.cwd(), context)
+        env_line = main(Path.cwd(), context)
     except (HookError, OSError) as exc:
         print(f"ERROR: could not finish the project: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -466,6 +480,7 @@ if __name__ == "__main__":
         git_line = init_git(Path.cwd(), context)
     except Exception as exc:  # a git problem must never cost the user the project
         git_line = f"WARNING: the git step failed ({exc}); the project is complete."
-    if git_line:
-        print(git_line)
+    for line in (env_line, git_line):
+        if line:
+            print(line)
     print(next_steps(context))

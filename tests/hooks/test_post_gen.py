@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +96,8 @@ def test_pins_are_exact_and_only_for_selected_options(post_gen: ModuleType, tree
     assert "dependencies = []" not in text
     import tomllib
 
-    project = tomllib.loads(text.replace("{{", "").replace("}}", ""))
+    # the template's own expressions (the answers, escaped for TOML) become plain text
+    project = tomllib.loads(re.sub(r"\{\{.*?\}\}", "x", text))
     for req in [*project["project"]["dependencies"], *project["dependency-groups"]["dev"]]:
         assert req.count("==") == 1, req
 
@@ -108,8 +112,9 @@ def test_missing_pin_is_a_clear_error(post_gen: ModuleType, tree: Path) -> None:
 def test_env_gets_a_fresh_secret_and_the_example_keeps_none(
     post_gen: ModuleType, tree: Path
 ) -> None:
-    post_gen.write_env(tree)
+    assert post_gen.write_env(tree) == ""
     first = (tree / ".env").read_text()
+    (tree / ".env").unlink()
     post_gen.write_env(tree)
     second = (tree / ".env").read_text()
     key = next(line for line in first.splitlines() if line.startswith("SECRET_KEY="))
@@ -118,6 +123,43 @@ def test_env_gets_a_fresh_secret_and_the_example_keeps_none(
     assert key not in (tree / ".env.example").read_text()
     assert (tree / ".env").stat().st_mode & 0o077 == 0
     assert ".env\n" in (tree / ".gitignore").read_text()
+
+
+def test_env_is_private_from_the_start(
+    post_gen: ModuleType, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0600 comes from creating the file so, not from a chmod once the secret is in it."""
+
+    def no_chmod(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the mode was set after the file was written")
+
+    monkeypatch.setattr(os, "chmod", no_chmod)
+    monkeypatch.setattr(os, "fchmod", no_chmod)
+    monkeypatch.setattr(Path, "chmod", no_chmod)
+    old_umask = os.umask(0)  # a plain create would then give 0666
+    try:
+        post_gen.write_env(tree)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tree / ".env").stat().st_mode) == 0o600
+
+
+def test_an_existing_env_is_kept(post_gen: ModuleType, tree: Path) -> None:
+    """Regenerating over a project (cookiecutter -f) keeps the user's own .env."""
+    (tree / ".env").write_text("SECRET_KEY=mine\nOPENAI_API_KEY=theirs\n")
+    line = post_gen.write_env(tree)
+    assert (tree / ".env").read_text() == "SECRET_KEY=mine\nOPENAI_API_KEY=theirs\n"
+    assert line == "Kept the existing .env (its SECRET_KEY and settings are unchanged)."
+
+
+def test_env_does_not_write_through_a_symlink(
+    post_gen: ModuleType, tree: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (tree / ".env").symlink_to(elsewhere)  # dangling: a plain open would create it
+    post_gen.write_env(tree)
+    assert not elsewhere.exists()
+    assert (tree / ".env").is_symlink()
 
 
 def test_migrations_are_chained_into_one_head(post_gen: ModuleType, tree: Path) -> None:

@@ -1,1 +1,4 @@
-"""{{ cookiecutter.project_name }}: {{ cookiecutter.description }}"""
+"""{{ cookiecutter.project_name.encode('unicode_escape').decode() | replace('"', '\\x22') }}
+
+{{ cookiecutter.description.encode('unicode_escape').decode() | replace('"', '\\x22') }}
+"""

@@ -33,8 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
 
     app = FastAPI(
-        title="{{ cookiecutter.project_name }}",
-        description="{{ cookiecutter.description }}",
+        title="{{ cookiecutter.project_name.encode('unicode_escape').decode() | replace('"', '\\x22') }}",
+        description="{{ cookiecutter.description.encode('unicode_escape').decode() | replace('"', '\\x22') }}",
         version="0.1.0",
         lifespan=lifespan,
         openapi_url=None if settings.is_production else "/openapi.json",
