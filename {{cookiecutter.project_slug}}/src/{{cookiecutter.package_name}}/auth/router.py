@@ -227,7 +227,12 @@ async def login(
     "/auth/refresh",
     tags=["auth"],
     response_model=TokenPair,
-    responses=problems({401: "Invalid, expired, revoked or reused refresh token"}),
+    responses=problems(
+        {
+            401: "Invalid, expired, revoked or reused refresh token",
+            403: "Cookie mode: the CSRF check failed",
+        }
+    ),
 )
 @public("the refresh token is the credential")
 async def refresh(
@@ -251,7 +256,12 @@ async def refresh(
     return _token_response(state, pair)
 
 
-@router.post("/auth/logout", status_code=204, tags=["auth"])
+@router.post(
+    "/auth/logout",
+    status_code=204,
+    tags=["auth"],
+    responses=problems({403: "Cookie mode: the CSRF check failed"}),
+)
 @public("the refresh token is the credential")
 async def logout(
     request: Request,
