@@ -13,7 +13,8 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="serve the API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    # Unset: uvicorn reads WEB_CONCURRENCY (1 without it), as the production check does.
+    serve.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
     if args.command == "serve":
         uvicorn.run(
@@ -21,7 +22,8 @@ def main(argv: list[str] | None = None) -> None:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            proxy_headers=True,
+            # The app applies X-Forwarded-* itself, from FORWARDED_ALLOW_IPS (core/security.py).
+            proxy_headers=False,
             access_log=False,
         )
 

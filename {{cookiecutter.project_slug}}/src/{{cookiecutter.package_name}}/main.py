@@ -15,7 +15,7 @@ from .core.db import Database
 from .core.errors import install_error_handlers
 from .core.logging import RequestContextMiddleware, configure_logging
 from .core.ratelimit import RateLimiter
-from .core.security import install_http_security, security_headers
+from .core.security import install_http_security, install_trusted_proxies, security_headers
 from .modules import MODULES
 
 
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         security_headers=security_headers(settings),
         access_log=logging.getLevelName(settings.log_level) <= logging.INFO,
     )
+    install_trusted_proxies(app, settings)
     for module in MODULES:
         for router in module.routers:
             app.include_router(router)

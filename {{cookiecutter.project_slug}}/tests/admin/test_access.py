@@ -94,7 +94,9 @@ async def test_superuser_signs_in_with_a_safe_cookie_and_signs_out(
 
 
 async def test_session_cookie_is_secure_in_production(database_url: str) -> None:
-    settings = make_settings(database_url, environment="production")
+    settings = make_settings(
+        database_url, environment="production", allowed_hosts=["api.example.com"]
+    )
     app = create_app(settings)
     (middleware,) = app.state.admin.authentication_backend.middlewares
     assert middleware.kwargs["https_only"] is True

@@ -1,4 +1,5 @@
-"""Rate limits: in memory, in Redis shared by several app instances, and failing open.
+"""Rate limits: in memory, in Redis shared by several app instances, failing open by default
+and closed (503) where a route asks for it, against a Redis that is not there or goes away.
 
 The limits here are per day: the sliding window weighs the previous window's hits,
 so a burst that straddles a window edge could otherwise slip one request through.
@@ -6,6 +7,7 @@ so a burst that straddles a window edge could otherwise slip one request through
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -14,12 +16,14 @@ from contextlib import asynccontextmanager
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
-from httpx import ASGITransport, AsyncClient
+from httpx import ASGITransport, AsyncClient, Response
 
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.ratelimit import rate_limit
 from {{ cookiecutter.package_name }}.main import create_app
 from tests.conftest import make_settings
+from tests.core.redis_process import REDIS_SERVER, redis_process
+from tests.loopback import free_port
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL")
 
@@ -29,6 +33,10 @@ def limited_router(scope: str | None = None) -> APIRouter:
 
     @router.get("/limited", dependencies=[rate_limit("3/day", scope=scope)])
     async def limited() -> dict[str, bool]:
+        return {"ok": True}
+
+    @router.get("/guarded", dependencies=[rate_limit("3/day", scope=scope, fail_closed=True)])
+    async def guarded() -> dict[str, bool]:
         return {"ok": True}
 
     return router
@@ -86,3 +94,51 @@ async def test_unreachable_redis_fails_open(settings: Settings, migrated: object
         ready = await http.get("/health/ready")
         assert ready.status_code == 503
         assert ready.json()["checks"]["redis"] == "failed"
+
+
+def assert_unavailable(response: Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 503
+    assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_fail_closed_limits_refuse_while_redis_is_unreachable(
+    settings: Settings, migrated: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nobody = make_settings(settings.database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with serve(nobody) as http:
+        capsys.readouterr()
+        for _ in range(2):
+            assert_unavailable(await http.get("/_test/guarded"))
+        assert (await http.get("/_test/limited")).status_code == 200
+    err = capsys.readouterr().err
+    assert "rate_limiter_unavailable" in err
+    assert "fail_closed=True" in err
+    assert "fail_closed=False" in err
+
+
+@pytest.mark.skipif(not REDIS_SERVER, reason="needs redis-server on PATH")
+async def test_a_redis_outage_closes_guarded_limits_and_opens_the_others(
+    settings: Settings, migrated: object
+) -> None:
+    with redis_process() as redis:
+        own = make_settings(settings.database_url, redis_url=redis.url)
+        async with serve(own) as http:
+            assert (await http.get("/_test/guarded")).status_code == 200
+            assert (await http.get("/_test/limited")).status_code == 200
+            redis.stop()
+            for _ in range(3):
+                assert_unavailable(await http.get("/_test/guarded"))
+            # Failing open: more requests than the limit allows all go through.
+            statuses = [(await http.get("/_test/limited")).status_code for _ in range(4)]
+            assert statuses == [200] * 4
+            redis.start()
+            # Back: the limiter reconnects (a dead pooled connection may fail once).
+            recovered = []
+            for _ in range(20):
+                recovered.append((await http.get("/_test/guarded")).status_code)
+                if recovered[-1] == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert recovered[-1] == 200, recovered

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from {{ cookiecutter.package_name }}.core.config import Settings
+from tests.conftest import PROJECT_ROOT
 
 
 def settings(**values: object) -> Settings:
@@ -34,8 +40,91 @@ def test_production_refuses_weak_secret_key(
         settings(**values)
 
 
+SAFE_PRODUCTION: dict[str, object] = {
+    "environment": "production",
+    "secret_key": "k" * 48,
+    "allowed_hosts": ["api.example.com", "127.0.0.1"],
+}
+
+
 def test_production_accepts_a_long_random_key() -> None:
-    assert settings(environment="production", secret_key="k" * 48).is_production
+    assert settings(**SAFE_PRODUCTION).is_production
+
+
+@pytest.mark.parametrize(
+    ("unsafe", "setting"),
+    [
+        ({"allowed_hosts": ["*"]}, "ALLOWED_HOSTS"),
+        ({"allowed_hosts": []}, "ALLOWED_HOSTS"),
+        ({"cors_origins": ["*"]}, "CORS_ORIGINS=*"),
+        ({"cors_origins": ["https://app.example.com", "*"]}, "CORS_ORIGINS=*"),
+        ({"forwarded_allow_ips": ["*"]}, "FORWARDED_ALLOW_IPS=*"),
+        ({"web_concurrency": 2}, "WEB_CONCURRENCY=2 without REDIS_URL"),
+    ],
+)
+def test_production_refuses_unsafe_settings(
+    monkeypatch: pytest.MonkeyPatch, unsafe: dict[str, object], setting: str
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(ValidationError) as refused:
+        settings(**{**SAFE_PRODUCTION, **unsafe})
+    (error,) = refused.value.errors()
+    message = str(error["msg"])
+    assert message.count("\n") == 0, "one line per refused setting"
+    assert setting in message
+    assert "production" in message
+    # The same values are fine outside production.
+    assert not settings(**{**SAFE_PRODUCTION, **unsafe, "environment": "development"}).is_production
+
+
+def test_production_names_every_refused_setting_on_its_own_line() -> None:
+    with pytest.raises(ValidationError) as refused:
+        settings(
+            environment="production",
+            secret_key="short-secret-9",
+            allowed_hosts=["*"],
+            cors_origins=["*"],
+            database_url="postgresql+asyncpg://app:db-password-123@db/app",
+        )
+    lines = str(refused.value).splitlines()
+    for name in ("SECRET_KEY", "ALLOWED_HOSTS", "CORS_ORIGINS"):
+        assert sum(name in line for line in lines) == 1, lines
+    # The refusal does not print the other settings (the database password, the key).
+    text = str(refused.value)
+    assert "db-password-123" not in text
+    assert "short-secret-9" not in text
+
+
+def test_several_workers_with_redis_are_fine_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
+    loaded = settings(**SAFE_PRODUCTION)
+    assert loaded.web_concurrency == 4
+
+
+def test_workers_are_read_from_web_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(ValidationError, match="WEB_CONCURRENCY=3 without REDIS_URL"):
+        settings(**SAFE_PRODUCTION)
+
+
+def test_forwarded_allow_ips_takes_addresses_and_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings().forwarded_allow_ips == ["127.0.0.1"]
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.0/8, 192.0.2.7,::1")
+    assert settings().forwarded_allow_ips == ["10.0.0.0/8", "192.0.2.7", "::1"]
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "proxy.internal")
+    with pytest.raises(ValidationError, match=r"FORWARDED_ALLOW_IPS: 'proxy\.internal'"):
+        settings()
+
+
+def test_max_body_bytes_has_a_default_and_must_be_positive(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings().max_body_bytes == 1024 * 1024
+    monkeypatch.setenv("MAX_BODY_BYTES", "2048")
+    assert settings().max_body_bytes == 2048
+    monkeypatch.setenv("MAX_BODY_BYTES", "0")
+    with pytest.raises(ValidationError, match="max_body_bytes"):
+        settings()
 
 
 def test_environment_variables_use_ecosystem_names(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,3 +147,32 @@ def test_blank_redis_url_means_in_memory(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_bad_environment_names_the_variable() -> None:
     with pytest.raises(ValidationError, match="environment"):
         settings(environment="staging")
+
+
+def test_the_app_refuses_to_start_naming_the_setting(tmp_path: Path) -> None:
+    """The real start-up: importing the app (what uvicorn does) fails with one line per setting."""
+    package = Settings.__module__.split(".")[0]
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(PROJECT_ROOT / "src"),
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": "s" * 48,
+        "ALLOWED_HOSTS": "*",
+        "CORS_ORIGINS": "https://app.example.com,*",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'never.db'}?password=db-password-123",
+    }
+    started = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
+        [sys.executable, "-c", f"import {package}.main"],
+        cwd=tmp_path,  # no .env here
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode != 0
+    err = started.stderr
+    assert sum("ALLOWED_HOSTS" in line for line in err.splitlines()) == 1, err
+    assert sum("CORS_ORIGINS=*" in line for line in err.splitlines()) == 1, err
+    assert "SECRET_KEY" not in err
+    assert "db-password-123" not in err

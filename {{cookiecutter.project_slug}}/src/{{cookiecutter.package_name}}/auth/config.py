@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from limits import parse
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -16,6 +17,9 @@ PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128  # argon2 hashes anything, but unbounded input is a DoS vector
 
 CommaList = Annotated[list[str], NoDecode]
+
+# Hosts a plain-http AUTH_FRONTEND_URL may name in production: links to them never cross a network.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def _env(name: str) -> AliasChoices:
@@ -84,6 +88,17 @@ class AuthSettings(BaseSettings):
     def _a_limit(cls, value: str) -> str:
         parse(value)  # ValueError for anything but "N/second|minute|hour|day"
         return value
+
+    def production_problems(self) -> list[str]:
+        """What production refuses in these settings (the app checks them at start-up)."""
+        problems: list[str] = []
+        url = urlsplit(self.frontend_url)
+        if url.scheme != "https" and url.hostname not in LOOPBACK_HOSTS:
+            problems.append(
+                f"AUTH_FRONTEND_URL={self.frontend_url} is refused in production: the links in "
+                "verification and reset emails carry tokens, so it must be an https:// URL"
+            )
+        return problems
 
     @field_validator("scopes", mode="before")
     @classmethod

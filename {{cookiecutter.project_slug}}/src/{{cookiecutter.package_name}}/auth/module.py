@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings, get_auth_settings
 from {{ cookiecutter.package_name }}.auth.dependencies import AuthState
 from {{ cookiecutter.package_name }}.auth.router import router
+from {{ cookiecutter.package_name }}.core.config import UnsafeSettingsError
 from {{ cookiecutter.package_name }}.core.plugin import Module
 
 
@@ -17,6 +18,8 @@ from {{ cookiecutter.package_name }}.core.plugin import Module
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Tests (or an embedding app) may put their own AuthSettings on app.state first.
     settings: AuthSettings = getattr(app.state, "auth_settings", None) or get_auth_settings()
+    if app.state.settings.is_production and (problems := settings.production_problems()):
+        raise UnsafeSettingsError(problems)
     app.state.auth = AuthState.create(settings, app.state.settings.secret_key.get_secret_value())
     yield
 

@@ -89,12 +89,17 @@ def _limit(value: str) -> RateLimitItem:
 
 
 def limited(setting: str, key: KeyFunc = client_address, scope: str | None = None) -> DependsParam:
-    """The core limiter, with the limit read from the AuthSettings field `setting`."""
+    """The core limiter, with the limit read from the AuthSettings field `setting`.
+
+    Fails closed: while the limiter's Redis is down these routes answer 503, so brute force
+    never goes unlimited.
+    """
     counter = scope or f"auth:{setting}"
 
     async def dependency(request: Request) -> None:
         value: str = getattr(get_auth_state(request.app).settings, setting)
-        await enforce(request, value, _limit(value), counter, await key(request))
+        key_value = await key(request)
+        await enforce(request, value, _limit(value), counter, key_value, fail_closed=True)
 
     return DependsParam(declare(dependency, problems=RATE_LIMITED))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -11,11 +12,26 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_SECRET_KEY = "change-me"  # noqa: S105 - the placeholder production refuses
 MIN_SECRET_KEY_LENGTH = 32
 
+# A request body larger than this answers 413 (MAX_BODY_BYTES).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
 CommaList = Annotated[list[str], NoDecode]
 
 
+class UnsafeSettingsError(ValueError):
+    """Production refuses to start with these settings; one line per setting, naming it."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # hide_input_in_errors: a refused setting must not print the others (DATABASE_URL holds a
+    # password, SECRET_KEY is a secret) into the start-up log.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "test", "production"] = "development"
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
@@ -38,12 +54,21 @@ class Settings(BaseSettings):
     cors_origins: CommaList = []
     allowed_hosts: CommaList = ["*"]
 
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto the app believes: addresses or networks
+    # (uvicorn's and gunicorn's own name for it). Anyone else's forwarded headers are ignored,
+    # so the client address (rate limits, logs) is the peer's own.
+    forwarded_allow_ips: CommaList = ["127.0.0.1"]
+    # Worker processes per instance (the variable uvicorn and gunicorn read for their default).
+    web_concurrency: int = Field(default=1, ge=1)
+    # Largest request body accepted, in bytes; larger ones answer 413.
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -55,19 +80,63 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @model_validator(mode="after")
-    def _production_needs_a_real_secret(self) -> Settings:
-        if self.environment == "production":
-            key = self.secret_key.get_secret_value()
-            if not key or key == DEFAULT_SECRET_KEY:
-                raise ValueError("SECRET_KEY must be set to a random value in production")
-            if len(key) < MIN_SECRET_KEY_LENGTH:
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses_or_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
                 raise ValueError(
-                    f"SECRET_KEY is too short for production: use at least "
-                    f"{MIN_SECRET_KEY_LENGTH} characters (e.g. python -c "
-                    "'import secrets; print(secrets.token_urlsafe(48))')"
-                )
+                    f"FORWARDED_ALLOW_IPS: {item!r} is not an IP address or network "
+                    "(host names are not resolved)"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _production_refuses_unsafe_settings(self) -> Settings:
+        if self.environment == "production":
+            problems = self.production_problems()
+            if problems:
+                raise UnsafeSettingsError(problems)
         return self
+
+    def production_problems(self) -> list[str]:
+        """What production refuses in these settings: one line per setting, naming it."""
+        problems: list[str] = []
+        key = self.secret_key.get_secret_value()
+        if not key or key == DEFAULT_SECRET_KEY:
+            problems.append("SECRET_KEY must be set to a random value in production")
+        elif len(key) < MIN_SECRET_KEY_LENGTH:
+            problems.append(
+                f"SECRET_KEY is too short for production: use at least "
+                f"{MIN_SECRET_KEY_LENGTH} characters (e.g. python -c "
+                "'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        if "*" in self.allowed_hosts or not self.allowed_hosts:
+            problems.append(
+                "ALLOWED_HOSTS must list the host names the API answers to in production, "
+                "not * (e.g. api.example.com,127.0.0.1)"
+            )
+        if "*" in self.cors_origins:
+            problems.append(
+                "CORS_ORIGINS=* is refused in production: CORS allows credentials, so any site "
+                "could call the API as the signed-in user; list the front-end origins"
+            )
+        if "*" in self.forwarded_allow_ips:
+            problems.append(
+                "FORWARDED_ALLOW_IPS=* is refused in production: every client could forge its "
+                "address (and its rate limits); list the proxy's addresses or networks"
+            )
+        if self.redis_url is None and self.web_concurrency > 1:
+            problems.append(
+                f"WEB_CONCURRENCY={self.web_concurrency} without REDIS_URL is refused in "
+                "production: each worker would keep its own rate-limit counters; set REDIS_URL "
+                "or run one worker per instance"
+            )
+        return problems
 
     @property
     def is_production(self) -> bool:

@@ -2,6 +2,10 @@
 
 Any module sends with `await get_mailer(app).send(to, subject, body)`; tests replace
 `app.state.mailer` with a `Mailer` of their own settings.
+
+Bodies hold secrets (sign-in and reset links), so the log gets a body only in development
+(`ENVIRONMENT=development`); elsewhere a message that cannot be sent for want of SMTP_HOST
+is logged as a warning with its recipient and subject only.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ class EmailSettings(BaseSettings):
 
 
 class Mailer:
-    def __init__(self, settings: EmailSettings) -> None:
+    def __init__(self, settings: EmailSettings, *, log_bodies: bool = False) -> None:
         self.settings = settings
+        # Only ever true in development: bodies carry tokens.
+        self.log_bodies = log_bodies
 
     def message(self, to: str, subject: str, body: str) -> EmailMessage:
         message = EmailMessage()
@@ -48,10 +54,13 @@ class Mailer:
         return message
 
     async def send(self, to: str, subject: str, body: str) -> None:
-        """Send one plain-text message; without SMTP_HOST, log it instead."""
+        """Send one plain-text message; without SMTP_HOST, log it (the body in development only)."""
         settings = self.settings
         if not settings.smtp_host:
-            log.info("email", to=to, subject=subject, body=body)
+            if self.log_bodies:
+                log.info("email", to=to, subject=subject, body=body)
+            else:
+                log.warning("email_not_sent", to=to, subject=subject, detail="SMTP_HOST is not set")
             return
         await aiosmtplib.send(
             self.message(to, subject, body),
@@ -70,6 +79,8 @@ def get_mailer(app: FastAPI) -> Mailer:
     """The app's mailer, made from the environment on first use."""
     mailer: Mailer | None = getattr(app.state, "mailer", None)
     if mailer is None:
-        mailer = Mailer(EmailSettings())
+        settings = getattr(app.state, "settings", None)
+        development = getattr(settings, "environment", None) == "development"
+        mailer = Mailer(EmailSettings(), log_bodies=development)
         app.state.mailer = mailer
     return mailer
