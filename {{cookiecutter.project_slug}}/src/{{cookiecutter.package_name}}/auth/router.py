@@ -54,6 +54,7 @@ from {{ cookiecutter.package_name }}.core.db import ReadConnectionDep, SessionDe
 from {{ cookiecutter.package_name }}.core.email import get_mailer
 from {{ cookiecutter.package_name }}.core.errors import problem_response
 from {{ cookiecutter.package_name }}.core.ratelimit import (
+    LIMITER_DOWN,
     RATE_LIMITED,
     KeyFunc,
     client_address,
@@ -101,7 +102,7 @@ def limited(setting: str, key: KeyFunc = client_address, scope: str | None = Non
         key_value = await key(request)
         await enforce(request, value, _limit(value), counter, key_value, fail_closed=True)
 
-    return DependsParam(declare(dependency, problems=RATE_LIMITED))
+    return DependsParam(declare(dependency, problems={**RATE_LIMITED, **LIMITER_DOWN}))
 
 
 def _user_read(user: User) -> UserRead:

@@ -47,7 +47,7 @@ Requirement = str | Callable[[str], str]
 PUBLIC = "public"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # What every route that takes a request body may answer.
-BODY_PROBLEMS = {413: "The request body is too large"}
+BODY_PROBLEMS = {413: "The request body is larger than MAX_BODY_BYTES"}
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 

@@ -99,6 +99,8 @@ async def client_address(request: Request) -> str:
 
 
 RATE_LIMITED = {429: "Rate limited (with Retry-After)"}
+# A fail-closed limit while its storage is down.
+LIMITER_DOWN = {503: "The rate limiter is unavailable (with Retry-After)"}
 
 
 def rate_limit(
@@ -125,7 +127,8 @@ def rate_limit(
             request, limit, item, route_scope, await key(request), fail_closed=fail_closed
         )
 
-    return DependsParam(declare(dependency, problems=RATE_LIMITED))
+    problems = {**RATE_LIMITED, **LIMITER_DOWN} if fail_closed else RATE_LIMITED
+    return DependsParam(declare(dependency, problems=problems))
 
 
 async def enforce(
