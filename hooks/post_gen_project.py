@@ -126,6 +126,8 @@ OPTIONS: tuple[Option, ...] = (
         ),
     ),
     Option("use_ai", paths=("src/{package}/admin/views_ai.py", "tests/admin/test_views_ai.py")),
+    # Migrations added after the first release: new rows at the end (chained in table order).
+    Option("use_payments", migration="migrations/versions/0008_payments_order.py"),
 )
 
 # CI provider -> its files; the others' files are removed.

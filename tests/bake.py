@@ -250,6 +250,7 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         f"src/{package}/payments",
         "tests/payments",
         "migrations/versions/0003_payments.py",
+        "migrations/versions/0008_payments_order.py",
     ]
     (present if is_on(opts.get("use_payments")) else absent).extend(payments)
     return present, absent

@@ -53,14 +53,19 @@ class Call:
 
 @dataclass
 class FakeStripe:
-    """Answers the few endpoints the module calls, like Stripe does (idempotency included).
+    """Answers the endpoints the module calls, like Stripe does (idempotency included).
 
-    `fail_with` makes every call answer that HTTP status with a Stripe error body.
+    It keeps Checkout Sessions and subscriptions: tests set a subscription's state here
+    (`set_subscription`), which is the truth the module must converge to, and complete or
+    expire sessions (`complete_checkout`, `expire_checkout`). `fail_with` makes every call
+    answer that HTTP status with a Stripe error body.
     """
 
     url: str = ""
     calls: list[Call] = field(default_factory=list)
     fail_with: int | None = None
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _idempotent: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -69,7 +74,10 @@ class FakeStripe:
             routes=[
                 Route("/v1/customers", self.customers, methods=["POST"]),
                 Route("/v1/checkout/sessions", self.checkout, methods=["POST"]),
+                Route("/v1/checkout/sessions/{id}", self.get_session, methods=["GET"]),
+                Route("/v1/checkout/sessions/{id}/expire", self.expire, methods=["POST"]),
                 Route("/v1/billing_portal/sessions", self.portal, methods=["POST"]),
+                Route("/v1/subscriptions/{id}", self.get_subscription, methods=["GET"]),
             ]
         )
 
@@ -77,13 +85,32 @@ class FakeStripe:
         self.calls.clear()
         self.fail_with = None
         self._idempotent.clear()
+        self.sessions.clear()
+        self.subscriptions.clear()
         self._ids = itertools.count(1)
 
-    def to(self, path: str) -> list[Call]:
-        return [c for c in self.calls if c.path == path]
+    def to(self, path: str, method: str = "POST") -> list[Call]:
+        return [c for c in self.calls if c.path == path and c.method == method]
+
+    # --- what tests do at "Stripe" ---
+
+    def set_subscription(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Stripe's state of a subscription from now on (a copy is kept)."""
+        self.subscriptions[obj["id"]] = json.loads(json.dumps(obj))
+        return obj
+
+    def complete_checkout(self, session_id: str, subscription_obj: dict[str, Any]) -> None:
+        """The customer paid: the session completes with this subscription."""
+        self.sessions[session_id].update(status="complete", subscription=subscription_obj["id"])
+        self.set_subscription(subscription_obj)
+
+    def expire_checkout(self, session_id: str) -> None:
+        self.sessions[session_id].update(status="expired", url=None)
+
+    # --- the API ---
 
     async def _record(self, request: Request) -> Call:
-        form = await request.form()
+        form = await request.form() if request.method == "POST" else request.query_params
         call = Call(
             request.method,
             request.url.path,
@@ -105,10 +132,18 @@ class FakeStripe:
         key = call.headers.get("idempotency-key")
         if key and key in self._idempotent:
             return JSONResponse(self._idempotent[key])
-        body: dict[str, Any] = make(call, next(self._ids))
+        made = make(call, next(self._ids))
+        if isinstance(made, Response):
+            return made
+        body: dict[str, Any] = made
         if key:
             self._idempotent[key] = body
         return JSONResponse(body)
+
+    @staticmethod
+    def _missing(what: str) -> Response:
+        error = {"type": "invalid_request_error", "code": "resource_missing", "message": what}
+        return JSONResponse({"error": error}, status_code=404)
 
     async def customers(self, request: Request) -> Response:
         return await self._answer(
@@ -122,17 +157,54 @@ class FakeStripe:
         )
 
     async def checkout(self, request: Request) -> Response:
-        return await self._answer(
-            request,
-            lambda call, n: {
+        def make(call: Call, n: int) -> dict[str, Any]:
+            session: dict[str, Any] = {
                 "id": f"cs_test_{n}",
                 "object": "checkout.session",
+                "status": "open",
                 "mode": call.form.get("mode"),
                 "customer": call.form.get("customer"),
                 "client_reference_id": call.form.get("client_reference_id"),
+                "expires_at": int(call.form.get("expires_at") or 0) or None,
+                "subscription": None,
                 "url": f"https://checkout.stripe.test/c/pay/cs_test_{n}",
-            },
+            }
+            self.sessions[session["id"]] = session
+            return session
+
+        return await self._answer(request, make)
+
+    async def get_session(self, request: Request) -> Response:
+        found = self.sessions.get(request.path_params["id"])
+        return await self._answer(
+            request, lambda call, n: dict(found) if found else self._missing("no such session")
         )
+
+    async def expire(self, request: Request) -> Response:
+        def make(call: Call, n: int) -> dict[str, Any] | Response:
+            found = self.sessions.get(request.path_params["id"])
+            if found is None:
+                return self._missing("no such session")
+            if found["status"] != "open":
+                error = {"type": "invalid_request_error", "message": "not open"}
+                return JSONResponse({"error": error}, status_code=400)
+            found.update(status="expired", url=None)
+            return dict(found)
+
+        return await self._answer(request, make)
+
+    async def get_subscription(self, request: Request) -> Response:
+        def make(call: Call, n: int) -> dict[str, Any] | Response:
+            found = self.subscriptions.get(request.path_params["id"])
+            if found is None:
+                return self._missing("no such subscription")
+            body = json.loads(json.dumps(found))
+            invoice = body.get("latest_invoice")
+            if isinstance(invoice, dict) and "latest_invoice" not in call.form.values():
+                body["latest_invoice"] = invoice["id"]  # not expanded
+            return dict(body)
+
+        return await self._answer(request, make)
 
     async def portal(self, request: Request) -> Response:
         return await self._answer(
@@ -256,6 +328,22 @@ def event(event_id: str, type_: str, obj: dict[str, Any], created: int) -> dict[
     }
 
 
+def invoice(
+    invoice_id: str, status: str = "paid", *, attempted: bool = True, sub_id: str = "sub_1"
+) -> dict[str, Any]:
+    return {
+        "id": invoice_id,
+        "object": "invoice",
+        "status": status,
+        "attempted": attempted,
+        "attempt_count": 1 if attempted else 0,
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {"subscription": sub_id},
+        },
+    }
+
+
 def subscription(
     customer_id: str,
     *,
@@ -265,6 +353,7 @@ def subscription(
     period_end: int = 1_900_000_000,
     cancel_at_period_end: bool = False,
     metadata: dict[str, str] | None = None,
+    latest_invoice: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": sub_id,
@@ -273,6 +362,7 @@ def subscription(
         "status": status,
         "cancel_at_period_end": cancel_at_period_end,
         "metadata": metadata or {},
+        "latest_invoice": latest_invoice,
         "items": {
             "object": "list",
             "data": [
@@ -291,7 +381,16 @@ def subscription(
 def subscription_event(
     event_id: str, type_: str, customer_id: str, created: int, **fields: Any
 ) -> dict[str, Any]:
+    """An event carrying a snapshot of a subscription (the module reads Stripe's state)."""
     return event(event_id, type_, subscription(customer_id, **fields), created)
+
+
+def stripe_event(
+    fake: FakeStripe, event_id: str, type_: str, customer_id: str, created: int, **fields: Any
+) -> dict[str, Any]:
+    """The subscription changes at Stripe, and Stripe emits an event about it."""
+    obj = fake.set_subscription(subscription(customer_id, **fields))
+    return event(event_id, type_, obj, created)
 
 
 async def deliver(

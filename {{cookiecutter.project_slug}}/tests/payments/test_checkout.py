@@ -15,7 +15,7 @@ from tests.payments.conftest import (
     FakeStripe,
     customer,
     deliver,
-    subscription_event,
+    stripe_event,
 )
 
 CHECKOUT = "/api/v1/payments/checkout"
@@ -67,14 +67,20 @@ async def test_one_customer_per_user_and_a_double_click_gets_one_session(
     headers = await signed_in(client, "twice@example.com")
     first = await client.post(CHECKOUT, json={"plan": "pro"}, headers=headers)
     second = await client.post(CHECKOUT, json={"plan": "pro"}, headers=headers)
+    assert first.status_code == second.status_code == 200, second.text
+    assert first.json() == second.json()  # the open session, handed back
     team = await client.post(CHECKOUT, json={"plan": "team"}, headers=headers)
-    assert first.json()["url"] == second.json()["url"]
     assert team.json()["url"] != first.json()["url"]
     assert len(fake_stripe.to("/v1/customers")) == 1  # stored after the first call
     sessions = fake_stripe.to("/v1/checkout/sessions")
+    assert len(sessions) == 2
     assert {s.form["customer"] for s in sessions} == {"cus_fake1"}
-    assert sessions[0].headers["idempotency-key"] == sessions[1].headers["idempotency-key"]
-    assert sessions[2].form["line_items[0][price]"] == TEAM_PRICE
+    assert sessions[1].form["line_items[0][price]"] == TEAM_PRICE
+    # Another plan: the pro session was expired first, so it can no longer be paid.
+    assert [c.path for c in fake_stripe.calls if c.path.endswith("/expire")] == [
+        f"/v1/checkout/sessions/{first.json()['id']}/expire"
+    ]
+    assert fake_stripe.sessions[first.json()["id"]]["status"] == "expired"
     assert await count(app, StripeCustomer) == 1
 
 
@@ -97,8 +103,8 @@ async def test_a_subscriber_is_sent_to_the_portal_instead(
     app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe
 ) -> None:
     buyer = await customer(app, client, "subscribed@example.com")
-    created = subscription_event(
-        "evt_1", "customer.subscription.created", buyer.customer_id, 1_800_000_000
+    created = stripe_event(
+        fake_stripe, "evt_1", "customer.subscription.created", buyer.customer_id, 1_800_000_000
     )
     assert (await deliver(client, created)).status_code == 200
     response = await client.post(CHECKOUT, json={"plan": "team"}, headers=buyer.headers)

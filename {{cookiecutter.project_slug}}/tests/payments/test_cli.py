@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -15,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.payments import __main__ as cli
 from {{ cookiecutter.package_name }}.payments import service
-from tests.payments.conftest import FakeStripe, customer, deliver, ledger, subscription_event
+from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
+from tests.payments.conftest import FakeStripe, customer, deliver, ledger, stripe_event
 
 T0 = 1_800_000_000
 
@@ -25,13 +25,18 @@ async def test_pending_and_replay(
     client: AsyncClient,
     fake_stripe: FakeStripe,
     settings: Settings,
+    payments_settings: PaymentsSettings,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     buyer = await customer(app, client, "support@example.com")
-    body = subscription_event("evt_cli", "customer.subscription.created", buyer.customer_id, T0)
+    body = stripe_event(
+        fake_stripe, "evt_cli", "customer.subscription.created", buyer.customer_id, T0
+    )
 
-    async def down(session: AsyncSession, event: Mapping[str, Any], as_of: datetime) -> str:
+    async def down(
+        session: AsyncSession, event: Mapping[str, Any], context: service.EventContext
+    ) -> str:
         raise ConnectionError("database went away")
 
     with monkeypatch.context() as patch:
@@ -43,14 +48,14 @@ async def test_pending_and_replay(
     assert "evt_cli" in listed
     assert "ConnectionError: database went away" in listed
 
-    await asyncio.to_thread(cli.main, ["replay", "evt_cli"], settings)
+    await asyncio.to_thread(cli.main, ["replay", "evt_cli"], settings, payments_settings)
     assert capsys.readouterr().out.strip() == "evt_cli: applied"
     assert (await ledger(app))["evt_cli"].processed_at is not None
 
     await asyncio.to_thread(cli.main, ["pending"], settings)
     assert capsys.readouterr().out.strip() == "no unprocessed events"
-    await asyncio.to_thread(cli.main, ["replay", "evt_cli"], settings)
+    await asyncio.to_thread(cli.main, ["replay", "evt_cli"], settings, payments_settings)
     assert capsys.readouterr().out.strip() == "evt_cli: applied"  # the same state again
 
     with pytest.raises(SystemExit, match="no event evt_missing"):
-        await asyncio.to_thread(cli.main, ["replay", "evt_missing"], settings)
+        await asyncio.to_thread(cli.main, ["replay", "evt_missing"], settings, payments_settings)

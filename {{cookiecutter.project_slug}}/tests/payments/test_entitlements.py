@@ -21,7 +21,7 @@ from tests.payments.conftest import (
     FakeStripe,
     customer,
     deliver,
-    subscription_event,
+    stripe_event,
 )
 
 T0 = 1_800_000_000
@@ -69,23 +69,29 @@ async def test_plans_gate_routes_and_tell_the_ai_allowance(
     assert_problem(await client.get("/gated/any", headers=buyer.headers), 402)
     assert_problem(await client.get("/gated/team", headers=buyer.headers), 402)
 
-    await deliver(client, subscription_event("e1", "customer.subscription.created", cid, T0))
+    await deliver(client, stripe_event(fake_stripe, "e1", "customer.subscription.created", cid, T0))
     pro = await entitlements_of(app, buyer.user_id, payments_settings)
     assert (pro.plan, pro.active, pro.ai_monthly_tokens) == ("pro", True, 1_000_000)
     assert (await client.get("/gated/any", headers=buyer.headers)).status_code == 200
     body = assert_problem(await client.get("/gated/team", headers=buyer.headers), 402)
     assert body["required_plans"] == ["team"]
 
-    upgrade = subscription_event(
-        "e2", "customer.subscription.updated", cid, T0 + 5, price=TEAM_PRICE
+    upgrade = stripe_event(
+        fake_stripe, "e2", "customer.subscription.updated", cid, T0 + 5, price=TEAM_PRICE
     )
     await deliver(client, upgrade)
     team = await entitlements_of(app, buyer.user_id, payments_settings)
     assert (team.plan, team.ai_monthly_tokens, team.features) == ("team", None, frozenset({"sso"}))
     assert (await client.get("/gated/team", headers=buyer.headers)).json() == {"plan": "team"}
 
-    unpaid = subscription_event(
-        "e3", "customer.subscription.updated", cid, T0 + 9, price=TEAM_PRICE, status="unpaid"
+    unpaid = stripe_event(
+        fake_stripe,
+        "e3",
+        "customer.subscription.updated",
+        cid,
+        T0 + 9,
+        price=TEAM_PRICE,
+        status="unpaid",
     )
     await deliver(client, unpaid)
     assert (await entitlements_of(app, buyer.user_id, payments_settings)).plan == "free"
@@ -99,8 +105,8 @@ async def test_past_due_keeps_the_plan_while_stripe_retries(
     payments_settings: PaymentsSettings,
 ) -> None:
     buyer = await customer(app, client, "pastdue@example.com")
-    event = subscription_event(
-        "e1", "customer.subscription.created", buyer.customer_id, T0, status="past_due"
+    event = stripe_event(
+        fake_stripe, "e1", "customer.subscription.created", buyer.customer_id, T0, status="past_due"
     )
     await deliver(client, event)
     assert (await entitlements_of(app, buyer.user_id, payments_settings)).plan == "pro"
@@ -113,8 +119,13 @@ async def test_a_price_no_plan_declares_gives_the_free_plan(
     payments_settings: PaymentsSettings,
 ) -> None:
     buyer = await customer(app, client, "legacy@example.com")
-    event = subscription_event(
-        "e1", "customer.subscription.created", buyer.customer_id, T0, price="price_retired"
+    event = stripe_event(
+        fake_stripe,
+        "e1",
+        "customer.subscription.created",
+        buyer.customer_id,
+        T0,
+        price="price_retired",
     )
     await deliver(client, event)
     found = await entitlements_of(app, buyer.user_id, payments_settings)

@@ -18,6 +18,8 @@ from starlette.responses import Response
 
 from {{ cookiecutter.package_name }}.admin.views import app_database, back_to_list
 from {{ cookiecutter.package_name }}.payments import webhooks
+from {{ cookiecutter.package_name }}.payments.client import PaymentsState, build_stripe_client
+from {{ cookiecutter.package_name }}.payments.config import get_payments_settings
 from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
 
 # Events handled again per click: replay is synchronous, so keep a request short.
@@ -167,22 +169,29 @@ class StripeEventAdmin(ModelView, model=StripeEvent):
     @action(
         name="replay",
         label="Replay",
-        confirmation_message="Handle the selected events again? Older state never wins.",
+        confirmation_message="Handle the selected events again? Each reads the state from Stripe.",
     )
     async def replay(self, request: Request) -> Response:
         event_ids = [p.strip() for p in request.query_params.get("pks", "").split(",")]
         event_ids = [e for e in event_ids if e][:REPLAY_MAX]
         database = app_database(request)
+        # Handling reads subscriptions from Stripe: a client from the environment's settings
+        # (the admin is mounted apart from the app's state), like the replay command's.
+        settings = get_payments_settings()
+        payments = PaymentsState(settings, build_stripe_client(settings))
         results: list[str] = []
         failed = False
-        for event_id in event_ids:
-            try:
-                outcome = await webhooks.process(database, event_id, replay=True)
-            except LookupError:
-                outcome = "not in the ledger"
-            except webhooks.EventHandlingError:
-                outcome, failed = "failed (see Last error)", True
-            results.append(f"{event_id}: {outcome}")
+        try:
+            for event_id in event_ids:
+                try:
+                    outcome = await webhooks.process(database, payments, event_id, replay=True)
+                except LookupError:
+                    outcome = "not in the ledger"
+                except webhooks.EventHandlingError:
+                    outcome, failed = "failed (see Last error)", True
+                results.append(f"{event_id}: {outcome}")
+        finally:
+            await payments.stripe.aclose()
         message = "; ".join(results) or "No event selected."
         if failed:
             Flash.error(request, message, "Replay")

@@ -3,7 +3,8 @@
     python -m {{ cookiecutter.package_name }}.payments pending          # events not processed yet
     python -m {{ cookiecutter.package_name }}.payments replay evt_123   # handle a stored event again
 
-Replaying is safe: an event older than the stored state changes nothing ("stale").
+Replaying is safe: handling reads the subscription's state from Stripe, so an old event
+stores today's state, never the one it carried.
 """
 
 from __future__ import annotations
@@ -17,18 +18,24 @@ from {{ cookiecutter.package_name }} import modules  # noqa: F401 - every table,
 from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.payments import webhooks
+from {{ cookiecutter.package_name }}.payments.client import PaymentsState, build_stripe_client
+from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings, get_payments_settings
 from {{ cookiecutter.package_name }}.payments.models import StripeEvent
 
 
-async def replay(settings: Settings, event_id: str) -> str:
+async def replay(settings: Settings, payments_settings: PaymentsSettings, event_id: str) -> str:
     database = Database.from_settings(settings)
+    payments = PaymentsState(payments_settings, build_stripe_client(payments_settings))
     try:
-        outcome = await webhooks.process(database, event_id, replay=True)
+        outcome = await webhooks.process(database, payments, event_id, replay=True)
     except LookupError as exc:
         raise SystemExit(f"error: {exc}") from None
     except webhooks.EventHandlingError as exc:
+        if exc.missing_setting is not None:
+            raise SystemExit(f"error: handling {event_id} needs {exc.missing_setting}") from None
         raise SystemExit(f"error: handling {event_id} failed: {exc.__cause__!r}") from None
     finally:
+        await payments.stripe.aclose()
         await database.engine.dispose()
     return f"{event_id}: {outcome}"
 
@@ -51,7 +58,11 @@ async def pending(settings: Settings) -> str:
     return "\n".join(lines) if lines else "no unprocessed events"
 
 
-def main(argv: list[str] | None = None, settings: Settings | None = None) -> None:
+def main(
+    argv: list[str] | None = None,
+    settings: Settings | None = None,
+    payments_settings: PaymentsSettings | None = None,
+) -> None:
     parser = argparse.ArgumentParser(prog="python -m {{ cookiecutter.package_name }}.payments")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("pending", help="list the events not processed yet")
@@ -60,7 +71,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> Non
     args = parser.parse_args(argv)
     settings = settings or get_settings()
     if args.command == "replay":
-        print(asyncio.run(replay(settings, args.event_id)))
+        payments_settings = payments_settings or get_payments_settings()
+        print(asyncio.run(replay(settings, payments_settings, args.event_id)))
     else:
         print(asyncio.run(pending(settings)))
 

@@ -59,6 +59,14 @@ class PaymentsSettings(BaseSettings):
     portal_return_url: str = "http://localhost:3000/billing"
     # Seconds a webhook signature stays valid (Stripe's own default is 300).
     webhook_tolerance: int = Field(default=300, ge=1)
+    # Seconds a Checkout Session stays payable. Stripe allows 30 minutes to 24 hours; a
+    # minute of margin each side for clock skew. While one is open the user gets it back
+    # instead of a second one (a checkout for another plan expires it).
+    checkout_expires_seconds: int = Field(default=3600, ge=1860, le=86340)
+    # An event about a Stripe customer no user is linked to yet answers 503, so Stripe sends
+    # it again (its link may be on the way), until the event is this many seconds old; after
+    # that it is acknowledged as `unknown_customer` (a customer of another app, say).
+    unknown_customer_retry_seconds: int = Field(default=3600, ge=0)
     # Per request to the Stripe API, and retries of network errors (with idempotency keys).
     stripe_timeout: float = Field(default=20.0, gt=0)
     stripe_max_network_retries: int = Field(default=2, ge=0)

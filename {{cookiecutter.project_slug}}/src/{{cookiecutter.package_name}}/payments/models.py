@@ -28,7 +28,7 @@ class StripeCustomer(Base):
 
 
 class Subscription(Base):
-    """A Stripe subscription as the webhooks last described it."""
+    """A Stripe subscription as Stripe last described it (read from Stripe on each event)."""
 
     __tablename__ = "subscriptions"
 
@@ -43,10 +43,35 @@ class Subscription(Base):
     cancel_at_period_end: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false()
     )
-    # Stripe's `created` time of the event this state came from: older events never win.
+    # When this state was read from Stripe (the webhooks read it under a per-subscription lock).
     state_as_of: Mapped[datetime] = mapped_column(UTCDateTime)
     latest_invoice_status: Mapped[str | None] = mapped_column(String(32))
     latest_invoice_as_of: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class StripeCheckout(Base):
+    """The user's latest Checkout Session: one row per user, the lock a new checkout takes.
+
+    Starting a checkout inserts the row if missing and locks it (`SELECT ... FOR UPDATE`
+    on PostgreSQL, the single writer on SQLite) before anything else, so a user's
+    concurrent checkouts run one after the other across every instance; the second finds
+    the first's session and gets it back instead of a second one.
+    """
+
+    __tablename__ = "stripe_checkouts"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    session_id: Mapped[str | None] = mapped_column(String(255))  # cs_...
+    plan: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )
@@ -73,7 +98,7 @@ class StripeEvent(Base):
         UTCDateTime, default=utcnow, server_default=func.now()
     )
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
-    # applied | stale | ignored | unknown_customer
+    # applied | ignored | unknown_customer | unknown_subscription (| stale, before 0008)
     outcome: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)

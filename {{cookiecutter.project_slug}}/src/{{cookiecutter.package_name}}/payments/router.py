@@ -11,7 +11,11 @@ from {{ cookiecutter.package_name }}.core.contract import problems, public
 from {{ cookiecutter.package_name }}.core.db import SessionDep, get_database
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.payments import exceptions, service, webhooks
-from {{ cookiecutter.package_name }}.payments.client import PaymentsSettingsDep, StripeDep
+from {{ cookiecutter.package_name }}.payments.client import (
+    PaymentsSettingsDep,
+    StripeDep,
+    get_payments_state,
+)
 from {{ cookiecutter.package_name }}.payments.dependencies import CurrentEntitlements
 from {{ cookiecutter.package_name }}.payments.schemas import (
     CheckoutRequest,
@@ -113,8 +117,17 @@ async def webhook(request: Request, settings: PaymentsSettingsDep) -> WebhookAck
         settings.webhook_tolerance,
     )
     try:
-        received = await webhooks.receive(get_database(request), event)
+        received = await webhooks.receive(
+            get_database(request), get_payments_state(request.app), event
+        )
     except webhooks.EventHandlingError as exc:
+        if exc.missing_setting is not None:
+            raise exceptions.not_configured(exc.missing_setting) from exc
+        if exc.deferred:
+            raise ProblemError(
+                503,
+                "The event is recorded but cannot be applied yet; Stripe will send it again.",
+            ) from exc
         raise ProblemError(
             500, "The event is recorded but could not be handled; Stripe will send it again."
         ) from exc

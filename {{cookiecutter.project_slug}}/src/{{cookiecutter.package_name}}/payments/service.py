@@ -5,36 +5,41 @@
 
 from __future__ import annotations
 
-import hashlib
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from {{ cookiecutter.package_name }}.auth.models import User
+from {{ cookiecutter.package_name }}.auth.models import User, utcnow
+from {{ cookiecutter.package_name }}.core.db import Base
 from {{ cookiecutter.package_name }}.payments import exceptions
 from {{ cookiecutter.package_name }}.payments.config import (
     PaymentsSettings,
     Plan,
     get_payments_settings,
 )
-from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, Subscription
+from {{ cookiecutter.package_name }}.payments.models import (
+    StripeCheckout,
+    StripeCustomer,
+    Subscription,
+)
 
 log = structlog.get_logger(__name__)
 
 # Subscriptions in these states keep their plan (past_due: Stripe is still retrying the card).
 ENTITLED_STATUSES = frozenset({"active", "trialing", "past_due"})
-# Stripe never moves a subscription out of these states.
+# Stripe never moves a subscription out of these states. Any other state (incomplete,
+# unpaid, paused too) is a live subscription: its user cannot start a second one.
 TERMINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
-# A double click within this many seconds gets the same Checkout Session back.
-CHECKOUT_IDEMPOTENCY_WINDOW = 60
+# An open Checkout Session is handed back again only if it stays payable this much longer.
+CHECKOUT_REUSE_MARGIN = 120
 
 
 # --- entitlements ---------------------------------------------------------------------------
@@ -92,6 +97,18 @@ async def get_entitlements(
 # --- customers, checkout, portal ----------------------------------------------------------------
 
 
+def _insert_ignoring_conflict(
+    session: AsyncSession, model: type[Base], values: dict[str, Any]
+) -> postgresql.Insert | sqlite.Insert:
+    """`INSERT ... ON CONFLICT DO NOTHING`, on PostgreSQL and SQLite."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model).values(**values).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(model).values(**values).on_conflict_do_nothing()
+    raise NotImplementedError(f"payments: no conflict-free insert for {dialect}")
+
+
 async def user_for_customer(session: AsyncSession, customer_id: str) -> uuid.UUID | None:
     result = await session.execute(
         select(StripeCustomer.user_id).where(StripeCustomer.customer_id == customer_id)
@@ -102,8 +119,9 @@ async def user_for_customer(session: AsyncSession, customer_id: str) -> uuid.UUI
 async def ensure_customer(session: AsyncSession, client: stripe.StripeClient, user: User) -> str:
     """The user's Stripe customer id, creating the customer on first need.
 
-    The idempotency key is the user's: should this transaction not commit, the next
-    attempt gets the same customer from Stripe instead of a second one.
+    The idempotency key is the user's: should this transaction not commit, or two requests
+    of the user race, Stripe hands back the same customer instead of a second one, and the
+    row is inserted once (a conflicting insert does nothing).
     """
     row = await session.get(StripeCustomer, user.id)
     if row is not None:
@@ -116,15 +134,94 @@ async def ensure_customer(session: AsyncSession, client: stripe.StripeClient, us
     except stripe.StripeError as exc:
         log.error("stripe_error", call="customers.create", error=str(exc))
         raise exceptions.stripe_failed(exc) from exc
-    session.add(StripeCustomer(user_id=user.id, customer_id=customer.id))
-    await session.flush()
-    return customer.id
+    await session.execute(
+        _insert_ignoring_conflict(
+            session,
+            StripeCustomer,
+            {"user_id": user.id, "customer_id": customer.id, "created_at": utcnow()},
+        )
+    )
+    row = await session.get(StripeCustomer, user.id, populate_existing=True)
+    assert row is not None
+    return row.customer_id
 
 
-def checkout_idempotency_key(user: User, plan: Plan, now: float | None = None) -> str:
-    window = int((now if now is not None else time.time()) // CHECKOUT_IDEMPOTENCY_WINDOW)
-    digest = hashlib.sha256(f"{user.id}:{plan.key}:{plan.price_id}:{window}".encode())
-    return f"checkout-{digest.hexdigest()[:32]}"
+async def _lock_checkout(session: AsyncSession, user_id: uuid.UUID) -> StripeCheckout:
+    """The user's checkout row, created if missing, locked until this transaction ends.
+
+    PostgreSQL: a second transaction's insert waits for the first to commit, then its
+    `FOR UPDATE` waits for the lock. SQLite: the insert takes the database's write lock.
+    Either way a user's checkouts run one at a time, across every instance.
+    """
+    now = utcnow()
+    await session.execute(
+        _insert_ignoring_conflict(
+            session, StripeCheckout, {"user_id": user_id, "created_at": now, "updated_at": now}
+        )
+    )
+    result = await session.execute(
+        select(StripeCheckout)
+        .where(StripeCheckout.user_id == user_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return result.scalar_one()
+
+
+async def has_live_subscription(session: AsyncSession, user_id: uuid.UUID) -> bool:
+    """Whether the user has a subscription Stripe may still charge (incomplete included)."""
+    result = await session.execute(
+        select(Subscription.id)
+        .where(Subscription.user_id == user_id)
+        .where(Subscription.status.not_in(TERMINAL_STATUSES))
+        .limit(1)
+    )
+    return result.first() is not None
+
+
+async def _previous_checkout(
+    session: AsyncSession,
+    client: stripe.StripeClient,
+    claim: StripeCheckout,
+    user: User,
+    plan: Plan,
+) -> tuple[str, str] | None:
+    """Settle the user's previous Checkout Session, as Stripe knows it now.
+
+    Open for this plan: it is handed back (a double click, a second tab), unless it is
+    about to expire. Open otherwise: it is expired first, so it can no longer be paid.
+    Completed: its subscription is read from Stripe and stored (the webhooks may not
+    have arrived), so the caller's check sees it. Expired: nothing to do.
+    """
+    assert claim.session_id is not None
+    try:
+        previous = await client.v1.checkout.sessions.retrieve_async(claim.session_id)
+        payable_for = (previous.expires_at or 0) - utcnow().timestamp()
+        if (
+            previous.status == "open"
+            and claim.plan == plan.key
+            and previous.url
+            and payable_for > CHECKOUT_REUSE_MARGIN
+        ):
+            return previous.id, previous.url
+        if previous.status == "open":
+            try:
+                previous = await client.v1.checkout.sessions.expire_async(previous.id)
+            except stripe.InvalidRequestError:  # completed (or expired) meanwhile
+                previous = await client.v1.checkout.sessions.retrieve_async(claim.session_id)
+        subscription_id = _id(previous.to_dict().get("subscription"))
+        if previous.status == "complete" and subscription_id is not None:
+            await sync_subscription(session, client, subscription_id, user_id=user.id)
+        elif previous.status == "open":
+            raise exceptions.stripe_failed()
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status != 404:
+            log.error("stripe_error", call="checkout.sessions", error=str(exc))
+            raise exceptions.stripe_failed(exc) from exc
+    except stripe.StripeError as exc:
+        log.error("stripe_error", call="checkout.sessions", error=str(exc))
+        raise exceptions.stripe_failed(exc) from exc
+    return None
 
 
 async def create_checkout(
@@ -134,14 +231,24 @@ async def create_checkout(
     user: User,
     plan_key: str,
 ) -> tuple[str, str]:
-    """A Checkout Session (subscription mode) for the plan: (its id, its URL)."""
+    """A Checkout Session (subscription mode) for the plan: (its id, its URL).
+
+    One at a time per user: the user's checkout row is locked first; an open session for
+    the same plan is handed back, one for another plan is expired at Stripe, and a user
+    with a live subscription (incomplete included) gets 409.
+    """
     plan = settings.plan(plan_key)
     if plan is None or plan.price_id is None:
         raise exceptions.unknown_plan(plan_key)
-    current = await current_subscription(session, user.id)
-    if current is not None and current.status in ENTITLED_STATUSES:
+    claim = await _lock_checkout(session, user.id)
+    if claim.session_id is not None:
+        resumed = await _previous_checkout(session, client, claim, user, plan)
+        if resumed is not None:
+            return resumed
+    if await has_live_subscription(session, user.id):
         raise exceptions.already_subscribed()
     customer_id = await ensure_customer(session, client, user)
+    expires_at = utcnow() + timedelta(seconds=settings.checkout_expires_seconds)
     try:
         checkout = await client.v1.checkout.sessions.create_async(
             {
@@ -151,16 +258,21 @@ async def create_checkout(
                 "line_items": [{"price": plan.price_id, "quantity": 1}],
                 "success_url": settings.success_url,
                 "cancel_url": settings.cancel_url,
+                "expires_at": int(expires_at.timestamp()),
                 "metadata": {"user_id": str(user.id), "plan": plan.key},
                 "subscription_data": {"metadata": {"user_id": str(user.id), "plan": plan.key}},
             },
-            {"idempotency_key": checkout_idempotency_key(user, plan)},
+            # The library's own retries reuse it; a new request (after a rollback) makes a
+            # new session, whose URL nobody saw: it expires unused.
+            {"idempotency_key": f"checkout-{uuid.uuid4().hex}"},
         )
     except stripe.StripeError as exc:
         log.error("stripe_error", call="checkout.sessions.create", error=str(exc))
         raise exceptions.stripe_failed(exc) from exc
     if not checkout.url:
         raise exceptions.stripe_failed()
+    claim.session_id, claim.plan, claim.expires_at = checkout.id, plan.key, expires_at
+    await session.flush()
     return checkout.id, checkout.url
 
 
@@ -180,13 +292,41 @@ async def create_portal(
 
 
 # --- webhook events -------------------------------------------------------------------------------
+#
+# Stripe does not promise order, and several events may share one `created` second. So an
+# event is only a hint of *which* subscription changed: its state is read from Stripe when
+# the event is handled, under a lock per subscription, and stored as it is. Whichever event
+# is handled last read Stripe last, so the stored state converges to Stripe's whatever the
+# delivery order, duplicates included.
 
 # What handling an event did; stored in the ledger.
 APPLIED = "applied"
-STALE = "stale"  # older than the state already stored
 IGNORED = "ignored"  # a type this module does not act on
-UNKNOWN_CUSTOMER = "unknown_customer"
-UNKNOWN_SUBSCRIPTION = "unknown_subscription"
+UNKNOWN_CUSTOMER = "unknown_customer"  # no user is linked to the customer (see the setting)
+UNKNOWN_SUBSCRIPTION = "unknown_subscription"  # Stripe does not know it (anymore)
+
+
+class NotYetApplicable(Exception):
+    """The event cannot be applied yet: leave it unprocessed, so Stripe delivers it again."""
+
+
+class StripeNotConfigured(Exception):
+    """Handling needs the Stripe API and STRIPE_SECRET_KEY is not set."""
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """What handling an event needs besides the database: Stripe, the settings, its time."""
+
+    client: stripe.StripeClient | None
+    settings: PaymentsSettings
+    created: datetime  # the event's `created`
+
+    @property
+    def stripe(self) -> stripe.StripeClient:
+        if self.client is None:
+            raise StripeNotConfigured("STRIPE_SECRET_KEY")
+        return self.client
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -208,15 +348,25 @@ async def _user_exists(session: AsyncSession, value: Any) -> uuid.UUID | None:
     return user_id if await session.get(User, user_id) is not None else None
 
 
+async def _link_customer(session: AsyncSession, user_id: uuid.UUID, customer_id: str) -> None:
+    """Remember the user's customer, unless the user has one already."""
+    await session.execute(
+        _insert_ignoring_conflict(
+            session,
+            StripeCustomer,
+            {"user_id": user_id, "customer_id": customer_id, "created_at": utcnow()},
+        )
+    )
+
+
 async def _resolve_user(session: AsyncSession, customer_id: str, metadata: Any) -> uuid.UUID | None:
     """The user of a customer; else the user named in the metadata we set at checkout."""
     user_id = await user_for_customer(session, customer_id)
     if user_id is not None or not isinstance(metadata, Mapping):
         return user_id
     user_id = await _user_exists(session, metadata.get("user_id"))
-    if user_id is not None and await session.get(StripeCustomer, user_id) is None:
-        session.add(StripeCustomer(user_id=user_id, customer_id=customer_id))
-        await session.flush()
+    if user_id is not None:
+        await _link_customer(session, user_id, customer_id)
     return user_id
 
 
@@ -229,104 +379,174 @@ def _subscription_fields(obj: Mapping[str, Any]) -> tuple[str | None, datetime |
     return price, period_end
 
 
-async def apply_subscription(
-    session: AsyncSession, obj: Mapping[str, Any], as_of: datetime, *, deleted: bool = False
+def _invoice_status(invoice: Any) -> str | None:
+    """The latest invoice's state: paid, payment_failed (tried, still open), or Stripe's."""
+    if not isinstance(invoice, Mapping):
+        return None
+    status = invoice.get("status")
+    if status == "open" and (invoice.get("attempted") or invoice.get("attempt_count")):
+        return "payment_failed"
+    return str(status) if status else None
+
+
+async def _lock_subscription(session: AsyncSession, subscription_id: str) -> None:
+    """Serialize the handling of one subscription until this transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock on the id (the row may not exist yet).
+    SQLite: the caller has already written in this transaction, so it holds the database's
+    write lock, which serializes every writer.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = func.hashtextextended(subscription_id, 0)
+        await session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+async def sync_subscription(
+    session: AsyncSession,
+    client: stripe.StripeClient,
+    subscription_id: str,
+    *,
+    user_id: uuid.UUID | None = None,
 ) -> str:
-    """Store the subscription's state unless what is stored is newer."""
-    subscription_id, customer_id = _id(obj.get("id")), _id(obj.get("customer"))
-    if subscription_id is None or customer_id is None:
-        raise ValueError("subscription object without id or customer")
-    user_id = await _resolve_user(session, customer_id, obj.get("metadata"))
-    if user_id is None:
+    """Read the subscription from Stripe and store it as it is now.
+
+    `user_id` links its customer to that user when no user is linked yet (the
+    `client_reference_id` of a checkout). Raises `stripe.StripeError` when Stripe cannot
+    answer (the event stays unprocessed and is retried).
+    """
+    await _lock_subscription(session, subscription_id)
+    read_at = utcnow()
+    try:
+        found = await client.v1.subscriptions.retrieve_async(
+            subscription_id, {"expand": ["latest_invoice"]}
+        )
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status != 404:
+            raise
+        return await _subscription_gone(session, subscription_id, read_at)
+    obj: dict[str, Any] = found.to_dict()
+    customer_id = _id(obj.get("customer"))
+    if customer_id is None:
+        raise ValueError(f"subscription {subscription_id} without a customer")
+    if user_id is not None and await user_for_customer(session, customer_id) is None:
+        await _link_customer(session, user_id, customer_id)
+    owner = await _resolve_user(session, customer_id, obj.get("metadata")) or user_id
+    if owner is None:
         return UNKNOWN_CUSTOMER
-    status = "canceled" if deleted else str(obj.get("status") or "")
-    price_id, period_end = _subscription_fields(obj)
-    row = await session.get(Subscription, subscription_id, with_for_update=True)
+    row = await session.get(
+        Subscription, subscription_id, with_for_update=True, populate_existing=True
+    )
     if row is None:
-        row = Subscription(id=subscription_id, user_id=user_id, customer_id=customer_id)
+        row = Subscription(id=subscription_id, user_id=owner, customer_id=customer_id)
         session.add(row)
-    elif (
-        as_of < row.state_as_of
-        or (row.status in TERMINAL_STATUSES and status not in TERMINAL_STATUSES)
-        or (as_of == row.state_as_of and row.status in TERMINAL_STATUSES)
-    ):
-        return STALE
-    row.status = status
+    price_id, period_end = _subscription_fields(obj)
+    row.status = str(obj.get("status") or "")
     row.price_id = price_id
     row.current_period_end = period_end
     row.cancel_at_period_end = bool(obj.get("cancel_at_period_end"))
-    row.state_as_of = as_of
+    row.state_as_of = read_at
+    invoice_status = _invoice_status(obj.get("latest_invoice"))
+    if invoice_status is not None:
+        if invoice_status == "payment_failed" and row.latest_invoice_status != invoice_status:
+            log.warning("invoice_payment_failed", subscription_id=row.id, user_id=str(owner))
+        row.latest_invoice_status = invoice_status
+        row.latest_invoice_as_of = read_at
+    await session.flush()
+    return APPLIED
+
+
+async def _subscription_gone(session: AsyncSession, subscription_id: str, read_at: datetime) -> str:
+    """Stripe answers 404 (deleted test data, another account): it is over, if we had it."""
+    row = await session.get(
+        Subscription, subscription_id, with_for_update=True, populate_existing=True
+    )
+    if row is None:
+        return UNKNOWN_SUBSCRIPTION
+    row.status, row.state_as_of = "canceled", read_at
     await session.flush()
     return APPLIED
 
 
 async def _subscription_event(
-    session: AsyncSession, event: Mapping[str, Any], as_of: datetime
+    session: AsyncSession, event: Mapping[str, Any], context: EventContext
 ) -> str:
-    deleted = event["type"] == "customer.subscription.deleted"
-    return await apply_subscription(session, event["data"]["object"], as_of, deleted=deleted)
+    subscription_id = _id(event["data"]["object"].get("id"))
+    if subscription_id is None:
+        raise ValueError("subscription event without a subscription id")
+    return await sync_subscription(session, context.stripe, subscription_id)
 
 
 async def _checkout_completed(
-    session: AsyncSession, event: Mapping[str, Any], as_of: datetime
+    session: AsyncSession, event: Mapping[str, Any], context: EventContext
 ) -> str:
-    """Link the customer to the user the session was made for (the state comes with
-    the customer.subscription.* events)."""
+    """Link the customer to the user the session was made for, and store its subscription."""
     obj = event["data"]["object"]
     customer_id = _id(obj.get("customer"))
     if obj.get("mode") != "subscription" or customer_id is None:
         return IGNORED
-    if await user_for_customer(session, customer_id) is not None:
-        return APPLIED
-    user_id = await _user_exists(session, obj.get("client_reference_id"))
+    user_id = await user_for_customer(session, customer_id)
+    if user_id is None:
+        user_id = await _user_exists(session, obj.get("client_reference_id"))
+    subscription_id = _id(obj.get("subscription"))
+    if subscription_id is not None:
+        return await sync_subscription(session, context.stripe, subscription_id, user_id=user_id)
     if user_id is None:
         return UNKNOWN_CUSTOMER
-    if await session.get(StripeCustomer, user_id) is None:
-        session.add(StripeCustomer(user_id=user_id, customer_id=customer_id))
-        await session.flush()
+    await _link_customer(session, user_id, customer_id)
     return APPLIED
 
 
-async def _invoice_event(session: AsyncSession, event: Mapping[str, Any], as_of: datetime) -> str:
+async def _invoice_event(
+    session: AsyncSession, event: Mapping[str, Any], context: EventContext
+) -> str:
+    """An invoice of a subscription: store the subscription (and its latest invoice) as now."""
     obj = event["data"]["object"]
     details = (obj.get("parent") or {}).get("subscription_details") or {}
     subscription_id = _id(details.get("subscription")) or _id(obj.get("subscription"))
     if subscription_id is None:
         return IGNORED  # a one-off invoice
-    row = await session.get(Subscription, subscription_id, with_for_update=True)
-    if row is None:
-        customer_id = _id(obj.get("customer"))
-        if customer_id is None or await user_for_customer(session, customer_id) is None:
-            return UNKNOWN_CUSTOMER
-        return UNKNOWN_SUBSCRIPTION
-    if row.latest_invoice_as_of is not None and as_of < row.latest_invoice_as_of:
-        return STALE
-    row.latest_invoice_status = "paid" if event["type"] == "invoice.paid" else "payment_failed"
-    row.latest_invoice_as_of = as_of
-    await session.flush()
-    if event["type"] == "invoice.payment_failed":
-        log.warning("invoice_payment_failed", subscription_id=row.id, user_id=str(row.user_id))
-    return APPLIED
+    return await sync_subscription(session, context.stripe, subscription_id)
 
 
-Handler = Callable[[AsyncSession, Mapping[str, Any], datetime], Awaitable[str]]
+Handler = Callable[[AsyncSession, Mapping[str, Any], EventContext], Awaitable[str]]
 
 HANDLERS: dict[str, Handler] = {
     "checkout.session.completed": _checkout_completed,
     "customer.subscription.created": _subscription_event,
     "customer.subscription.updated": _subscription_event,
     "customer.subscription.deleted": _subscription_event,
+    "customer.subscription.paused": _subscription_event,
+    "customer.subscription.resumed": _subscription_event,
     "invoice.paid": _invoice_event,
     "invoice.payment_failed": _invoice_event,
 }
 
 
-async def handle_event(session: AsyncSession, event: Mapping[str, Any]) -> str:
-    """Apply one verified event; returns the outcome. Raises when it cannot be handled."""
+async def handle_event(
+    session: AsyncSession,
+    event: Mapping[str, Any],
+    *,
+    client: stripe.StripeClient | None,
+    settings: PaymentsSettings,
+) -> str:
+    """Apply one verified event; returns the outcome.
+
+    Idempotent: it reads the state from Stripe, so handling an event again (a duplicate, a
+    replay, a retry) stores Stripe's state of that moment. Raises `NotYetApplicable` when
+    the event cannot be applied yet, and anything else when it cannot be handled.
+    """
     handler = HANDLERS.get(str(event.get("type")))
     if handler is None:
         return IGNORED
-    as_of = _timestamp(event.get("created"))
-    if as_of is None:
+    created = _timestamp(event.get("created"))
+    if created is None:
         raise ValueError("event without a created timestamp")
-    return await handler(session, event, as_of)
+    outcome = await handler(session, event, EventContext(client, settings, created))
+    if outcome == UNKNOWN_CUSTOMER:
+        age = (utcnow() - created).total_seconds()
+        if age < settings.unknown_customer_retry_seconds:
+            raise NotYetApplicable(
+                f"no user is linked to the customer yet (retried until the event is "
+                f"{settings.unknown_customer_retry_seconds} s old)"
+            )
+    return outcome

@@ -1,9 +1,14 @@
 """The webhook ledger: verify, record (own commit), then handle (own transaction).
 
 Nothing is lost: an event is committed to `stripe_events` before anything else happens.
-Handling runs in a second transaction that also sets `processed_at`, so the changes and
-the mark commit together or not at all. A failure rolls them back, notes the error on the
-row and answers 5xx, so Stripe delivers the event again (or `replay` runs it).
+Handling (`process`) runs in a second transaction that also sets `processed_at`, so the
+changes and the mark commit together or not at all. A failure, or an event that cannot be
+applied yet, rolls them back, notes the error on the row and answers 5xx, so Stripe
+delivers the event again (or `replay` runs it).
+
+`process` needs only the database, the payments state (settings and Stripe client) and
+the event id: it reads the event from the ledger and the subscription from Stripe, so it
+can run anywhere (a request today, a background job later), any number of times.
 
 Duplicates: the handling transaction first claims the row with a conditional update
 (`... WHERE processed_at IS NULL`). Two instances handling the same event serialize on
@@ -25,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from {{ cookiecutter.package_name }}.auth.models import utcnow
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.payments import exceptions, service
+from {{ cookiecutter.package_name }}.payments.client import PaymentsState
 from {{ cookiecutter.package_name }}.payments.models import StripeEvent
 
 log = structlog.get_logger(__name__)
@@ -34,7 +40,18 @@ ERROR_LENGTH = 2000
 
 
 class EventHandlingError(Exception):
-    """Handling a recorded event failed; it stays unprocessed."""
+    """Handling a recorded event failed; it stays unprocessed.
+
+    `deferred`: it cannot be applied yet (Stripe will deliver it again); `missing_setting`:
+    the setting it needs is not set.
+    """
+
+    def __init__(
+        self, event_id: str, *, deferred: bool = False, missing_setting: str | None = None
+    ) -> None:
+        super().__init__(event_id)
+        self.deferred = deferred
+        self.missing_setting = missing_setting
 
 
 def verify(payload: bytes, header: str | None, secret: str, tolerance: int) -> dict[str, Any]:
@@ -79,7 +96,9 @@ async def record(database: Database, event: dict[str, Any]) -> bool:
     return True
 
 
-async def process(database: Database, event_id: str, *, replay: bool = False) -> str:
+async def process(
+    database: Database, payments: PaymentsState, event_id: str, *, replay: bool = False
+) -> str:
     """Handle a recorded event once; `replay` runs it again even if it was processed.
 
     Returns the outcome, or "duplicate" when it was processed already. Raises
@@ -101,12 +120,26 @@ async def process(database: Database, event_id: str, *, replay: bool = False) ->
                 return DUPLICATE
             row = await session.get(StripeEvent, event_id, populate_existing=True)
             assert row is not None
-            outcome = await service.handle_event(session, row.payload)
+            outcome = await service.handle_event(
+                session, row.payload, client=payments.stripe.client, settings=payments.settings
+            )
             row.processed_at = utcnow()
             row.outcome = outcome
             row.last_error = None
     except LookupError:
         raise
+    except service.NotYetApplicable as exc:
+        log.info("stripe_event_deferred", event_id=event_id, reason=str(exc))
+        await _note_failure(database, event_id, exc)
+        raise EventHandlingError(event_id, deferred=True) from exc
+    except service.StripeNotConfigured as exc:
+        log.error("stripe_event_failed", event_id=event_id, missing_setting=str(exc))
+        await _note_failure(database, event_id, exc)
+        raise EventHandlingError(event_id, missing_setting=str(exc)) from exc
+    except stripe.StripeError as exc:  # Stripe unreachable or refusing: try again later
+        log.warning("stripe_event_deferred", event_id=event_id, error=str(exc))
+        await _note_failure(database, event_id, exc)
+        raise EventHandlingError(event_id, deferred=True) from exc
     except Exception as exc:
         log.error("stripe_event_failed", event_id=event_id, error=repr(exc), exc_info=exc)
         await _note_failure(database, event_id, exc)
@@ -137,7 +170,7 @@ class Received:
     outcome: str
 
 
-async def receive(database: Database, event: dict[str, Any]) -> Received:
+async def receive(database: Database, payments: PaymentsState, event: dict[str, Any]) -> Received:
     """Record, then handle, one verified event."""
     await record(database, event)
-    return Received(event["id"], await process(database, event["id"]))
+    return Received(event["id"], await process(database, payments, event["id"]))
