@@ -95,15 +95,14 @@ async def subscription(entitlements: CurrentEntitlements) -> SubscriptionRead:
 
 @router.post(
     "/webhook",
-    responses={
-        **NOT_CONFIGURED,
-        **problems(
-            {
-                400: "Missing, invalid or stale signature",
-                500: "Recorded but not handled; Stripe will retry",
-            }
-        ),
-    },
+    responses=problems(
+        {
+            400: "Missing, invalid or stale signature",
+            500: "Recorded but not handled; Stripe will retry",
+            503: "Stripe is not configured (the setting is named), or the event cannot be "
+            "applied yet; Stripe will retry",
+        }
+    ),
 )
 @public("Stripe's signature is checked")
 async def webhook(request: Request, settings: PaymentsSettingsDep) -> WebhookAck:
