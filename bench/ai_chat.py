@@ -10,6 +10,7 @@ The usage ledger and the quota check run on every request, as in production.
 
     .venv/bin/python bench/ai_chat.py                      # SQLite, 64 and 256 callers
     .venv/bin/python bench/ai_chat.py --database-url postgresql+asyncpg://...
+    BENCH_DATABASE_URL=postgresql+asyncpg://... .venv/bin/python bench/ai_chat.py   # the same
 
 Needs wrk (apt-get install wrk). Prints req/s, latency p50/p99, errors, timeouts
 and the share of the ideal (connections / delay).
@@ -185,7 +186,11 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--project", type=Path, help="a generated project (default: render one)")
-    parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL") or None,
+        help="default: BENCH_DATABASE_URL, else a fresh SQLite file",
+    )
     parser.add_argument("--connections", default="64,256")
     parser.add_argument("--duration", type=int, default=10)
     # After a 3 s warm-up the first measured run was often the slowest of a script
@@ -216,11 +221,14 @@ def main() -> int:
         "AI_DEFAULT_MODEL": "bench-model",
         "AI_TRANSPORT": args.transport,
         "AI_MAX_RETRIES": "0",
-        # Both still checked on every request, just never reached.
+        # Both still checked (and the quota reserved) on every request, just never reached.
         "AI_RATE_LIMIT": "100000000/minute",
         "AI_MONTHLY_TOKEN_QUOTA": str(10**15),
-        # With payments the allowance is the plan's: no limit on the free plan here.
-        "PAYMENTS_FREE_PLAN": '{"key": "free", "name": "Free", "ai_monthly_tokens": null}',
+        # With payments the allowance is the plan's: a free plan as large, not unlimited
+        # (an unlimited caller reserves nothing, and the bench would skip that work).
+        "PAYMENTS_FREE_PLAN": json.dumps(
+            {"key": "free", "name": "Free", "ai_monthly_tokens": 10**15}
+        ),
         "PYTHONPATH": str(project / "src"),
     }
     script = work / "chat.lua"

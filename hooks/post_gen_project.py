@@ -128,6 +128,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_ai", paths=("src/{package}/admin/views_ai.py", "tests/admin/test_views_ai.py")),
     # Migrations added after the first release: new rows at the end (chained in table order).
     Option("use_payments", migration="migrations/versions/0008_payments_order.py"),
+    Option("use_ai", migration="migrations/versions/0007_ai_reservations.py"),
 )
 
 # CI provider -> its files; the others' files are removed.

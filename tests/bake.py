@@ -231,7 +231,12 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     absent = [".template"]
     docker = ["Dockerfile", "compose.yaml"]
     (present if opts["use_docker"] in (True, "True", "true", "yes", "y") else absent).extend(docker)
-    ai = [f"src/{package}/ai", "tests/ai", "migrations/versions/0004_ai.py"]
+    ai = [
+        f"src/{package}/ai",
+        "tests/ai",
+        "migrations/versions/0004_ai.py",
+        "migrations/versions/0007_ai_reservations.py",
+    ]
     (present if is_on(opts.get("use_ai")) else absent).extend(ai)
     ci = opts["ci"]
     (present if ci == "github" else absent).extend([".github", ".github/dependabot.yml"])

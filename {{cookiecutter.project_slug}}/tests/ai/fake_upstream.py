@@ -30,6 +30,8 @@ class FakeUpstream:
     chunk_interval: float = 0.0
     break_after: int | None = None  # streams: drop the connection after this many chunks
     chunks: list[str] = field(default_factory=lambda: list(REPLY))
+    prompt_tokens: int = PROMPT_TOKENS  # the prompt tokens it reports
+    bill_max_tokens: bool = False  # report the request's max_tokens as the completion's
     calls: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -43,11 +45,16 @@ class FakeUpstream:
 
     @property
     def usage(self) -> dict[str, int]:
+        return self.usage_for({})
+
+    def usage_for(self, body: dict[str, Any]) -> dict[str, int]:
         completion = len(self.chunks)
+        if self.bill_max_tokens:
+            completion = int(body["max_tokens"])
         return {
-            "prompt_tokens": PROMPT_TOKENS,
+            "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
-            "total_tokens": PROMPT_TOKENS + completion,
+            "total_tokens": self.prompt_tokens + completion,
         }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -85,7 +92,7 @@ class FakeUpstream:
                         "finish_reason": "stop",
                     }
                 ],
-                "usage": self.usage,
+                "usage": self.usage_for(body),
             }
         )
 
@@ -120,7 +127,7 @@ class FakeUpstream:
                 if self.chunk_interval:
                     await asyncio.sleep(self.chunk_interval)
             if (body.get("stream_options") or {}).get("include_usage"):
-                await response.write(chunk([], self.usage))
+                await response.write(chunk([], self.usage_for(body)))
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except (ConnectionError, asyncio.CancelledError):
@@ -130,12 +137,12 @@ class FakeUpstream:
         return response
 
 
-async def start(fake: FakeUpstream) -> web.AppRunner:
+async def start(fake: FakeUpstream, port: int = 0) -> web.AppRunner:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", fake.handle)
     runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = runner.addresses[0][1]
     fake.url = f"http://127.0.0.1:{port}/v1"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
+from aiohttp import web
 from httpx import Response
 
 from tests.ai.conftest import API_KEY, SIGNED_IN, TEST_USER_ID, MakeApp, http, ledger
-from tests.ai.fake_upstream import PROMPT_TOKENS, REPLY, UPSTREAM_SECRET, FakeUpstream
+from tests.ai.fake_upstream import PROMPT_TOKENS, REPLY, UPSTREAM_SECRET, FakeUpstream, start
+from tests.loopback import free_port
 
 CHAT = "/api/v1/ai/chat"
 HELLO = {"messages": [{"role": "user", "content": "Say hello"}]}
@@ -161,21 +164,49 @@ async def test_upstream_failure_is_502(
     assert [row.outcome for row in await ledger(app)] == ["upstream_error"] * 2
 
 
-async def test_retries_follow_the_sdk_rules(make_app: MakeApp, upstream: FakeUpstream) -> None:
-    # Two failures the SDK retries (5xx), each asking for a 10 ms pause, then success.
-    upstream.mode, upstream.fail_times, upstream.retry_after = "500", 2, "0.01"
-    app = await make_app(max_retries=2)
+@pytest.mark.parametrize("failure", ["500", "429", "disconnect", "timeout"])
+async def test_a_request_the_provider_may_have_received_is_never_retried(
+    make_app: MakeApp, upstream: FakeUpstream, failure: str
+) -> None:
+    """The SDK would retry each of these (up to 3 bills for one answer); we never do."""
+    if failure == "timeout":
+        upstream.delay = 1.0
+    else:
+        upstream.mode, upstream.retry_after = failure, "0.01"
+    app = await make_app(max_retries=2, timeout=0.3)
     async with http(app) as client:
-        response = await client.post(CHAT, json=HELLO)
-    assert response.status_code == 200
-    assert upstream.calls == 3
-    assert [h["x-stainless-retry-count"] for h in upstream.headers] == ["0", "1", "2"]
-    # 400 is not retried.
-    upstream.reset()
-    upstream.mode = "400"
-    async with http(app) as client:
-        assert (await client.post(CHAT, json=HELLO)).status_code == 502
+        plain = await client.post(CHAT, json=HELLO)
+        streamed = await client.post(CHAT, json={**HELLO, "stream": True})
+    assert plain.status_code >= 429
+    assert streamed.status_code == plain.status_code
+    assert upstream.calls == 2  # one each
+    assert [h["x-stainless-retry-count"] for h in upstream.headers] == ["0", "0"]
+
+
+async def test_a_refused_connection_is_retried(make_app: MakeApp, upstream: FakeUpstream) -> None:
+    """Nothing listens at first: the request never left, so it is safe to send again."""
+    port = free_port()
+    app = await make_app(max_retries=2, openai_base_url=f"http://127.0.0.1:{port}/v1")
+    url = upstream.url
+    runner: web.AppRunner | None = None
+
+    async def listen_soon() -> None:
+        nonlocal runner
+        await asyncio.sleep(0.1)  # after the first attempt, before the first retry
+        runner = await start(upstream, port)
+
+    try:
+        async with http(app) as client:
+            listening = asyncio.create_task(listen_soon())
+            response = await client.post(CHAT, json=HELLO)
+            await listening
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        upstream.url = url
+    assert response.status_code == 200, response.text
     assert upstream.calls == 1
+    assert upstream.headers[0]["x-stainless-retry-count"] == "1"
 
 
 async def test_disallowed_model_is_422(make_app: MakeApp, upstream: FakeUpstream) -> None:

@@ -12,6 +12,8 @@ import httpx
 import pytest
 import uvicorn
 
+from {{ cookiecutter.package_name }}.ai import tokens
+from {{ cookiecutter.package_name }}.ai.schemas import Message
 from tests.ai.conftest import MakeApp, ledger
 from tests.ai.fake_upstream import FakeUpstream
 from tests.loopback import free_port
@@ -56,6 +58,8 @@ async def test_client_disconnect_mid_stream(
     [row] = rows
     assert row.outcome == "cancelled"
     assert row.streamed is True
+    # Charged the prompt's estimate (no usage came) and at least a token per delta relayed.
+    assert row.prompt_tokens == tokens.prompt_tokens([Message(role="user", content="go")]) > 0
     assert 1 <= row.completion_tokens < len(upstream.chunks)
     assert upstream.aborted_streams == 1, "the upstream request was not cancelled"
     assert upstream.finished_streams == 0

@@ -71,12 +71,16 @@ class AIUsageTotalAdmin(ModelView, model=AIUsageTotal):
         AIUsageTotal.subject,
         AIUsageTotal.tokens,
         AIUsageTotal.requests,
+        AIUsageTotal.reserved,
     ]
+    column_details_list: ClassVar[Sequence[Any]] = [*column_list, AIUsageTotal.reserved_at]
     column_labels: ClassVar[dict[Any, str]] = {
         AIUsageTotal.period: "Month",
         AIUsageTotal.subject: "User ID",
         AIUsageTotal.tokens: "Tokens",
         AIUsageTotal.requests: "Requests",
+        AIUsageTotal.reserved: "Reserved (calls in flight)",
+        AIUsageTotal.reserved_at: "Last reservation",
     }
     column_filters: ClassVar[Sequence[Any]] = [
         OperationColumnFilter(AIUsageTotal.subject, title="User ID"),

@@ -1,8 +1,8 @@
 """The shared OpenAI client and the two ways chat completions reach the upstream.
 
 `AsyncOpenAI` is created once at startup (see `module.py`) on the SDK's aiohttp
-transport, with the key, base URL, timeout and retries from settings; any code
-may use it through `AIDep` for other endpoints (embeddings, images...).
+transport, with the key, base URL and timeout from settings and no retries of its
+own; any code may use it through `AIDep` for other endpoints (embeddings, images...).
 
 Chat completions, the hot path, go through a `ChatBackend`:
 
@@ -10,10 +10,14 @@ Chat completions, the hot path, go through a `ChatBackend`:
 * `LeanBackend` (the default, `AI_TRANSPORT=fast`) posts the same JSON with the
   same headers over one shared `aiohttp` session and parses the answer into the
   SDK's own `ChatCompletion` / `ChatCompletionChunk` types. Failures become the
-  SDK's exception classes (built by the client itself) and retries follow the
-  client's own rules (`_should_retry`, `_calculate_retry_timeout`). It does the
+  SDK's exception classes (built by the client itself). It does the
   same work with a fraction of the CPU per call, which is what limits a server
   waiting on many slow upstream calls at once (see docs/ai.md for figures).
+
+Neither retries a request that may have reached the provider (the SDK's own
+retries of timeouts, dropped connections, 429 and 5xx could bill one answer up
+to three times): only a connection that could not be opened is tried again, up
+to AI_MAX_RETRIES times, with the SDK's pauses (`_calculate_retry_timeout`).
 
 The tests run every chat test against both backends.
 """
@@ -35,6 +39,7 @@ from openai._models import FinalRequestOptions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from .config import AISettings
+from .exceptions import never_sent
 
 Body = dict[str, Any]
 
@@ -60,12 +65,15 @@ class ChatBackend(Protocol):
 
 
 def make_client(settings: AISettings) -> AsyncOpenAI:
+    """The shared client. It never retries on its own: the SDK retries timeouts,
+    dropped connections, 429 and 5xx, all of which the provider may already be
+    running (and billing). Chat retries only what never reached it (below)."""
     assert settings.openai_api_key is not None
     return AsyncOpenAI(
         api_key=settings.openai_api_key.get_secret_value(),
         base_url=settings.base_url,
         timeout=settings.timeout,
-        max_retries=settings.max_retries,
+        max_retries=0,
         http_client=DefaultAioHttpClient(timeout=settings.timeout),
     )
 
@@ -84,17 +92,38 @@ class _SDKStream:
         await self._stream.close()
 
 
+def retry_options(settings: AISettings, path: str) -> FinalRequestOptions:
+    """Request options whose `max_retries` times the pauses between retries."""
+    return FinalRequestOptions.construct(method="post", url=path, max_retries=settings.max_retries)
+
+
 class SDKBackend:
-    def __init__(self, client: AsyncOpenAI) -> None:
+    def __init__(self, client: AsyncOpenAI, settings: AISettings) -> None:
         self.client = client
+        self.max_retries = settings.max_retries
+        self.options = retry_options(settings, "/chat/completions")
+
+    async def _create(self, body: Body) -> Any:
+        """`create()`, retried only when the request never reached the provider."""
+        for retries_taken in range(self.max_retries + 1):
+            headers = {"x-stainless-retry-count": str(retries_taken)} if retries_taken else None
+            try:
+                return await self.client.chat.completions.create(**body, extra_headers=headers)
+            except openai.APIConnectionError as exc:
+                remaining = self.max_retries - retries_taken
+                if remaining <= 0 or not never_sent(exc):
+                    raise
+                delay = self.client._calculate_retry_timeout(remaining, self.options, None)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def complete(self, body: Body) -> ChatCompletion:
-        completion: ChatCompletion = await self.client.chat.completions.create(**body)
+        completion: ChatCompletion = await self._create(body)
         return completion
 
     async def open_stream(self, body: Body) -> ChatStream:
-        stream: openai.AsyncStream[ChatCompletionChunk] = await self.client.chat.completions.create(
-            **body, stream=True
+        stream: openai.AsyncStream[ChatCompletionChunk] = await self._create(
+            {**body, "stream": True}
         )
         return _SDKStream(stream)
 
@@ -147,8 +176,8 @@ class LeanBackend:
         headers.update(client.auth_headers)
         headers["x-stainless-read-timeout"] = str(settings.timeout)
         self.headers = headers
-        self.options = FinalRequestOptions.construct(method="post", url=f"/{self.path}")
-        self.max_retries = client.max_retries
+        self.options = retry_options(settings, f"/{self.path}")
+        self.max_retries = settings.max_retries
         self.session = aiohttp.ClientSession(
             # No cap on connections: the upstream's own limits answer 429, which maps cleanly.
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
@@ -199,7 +228,11 @@ class LeanBackend:
         return ChatCompletionChunk.construct(**cast(Body, data))
 
     async def _send(self, body: Body, *, stream: bool) -> tuple[aiohttp.ClientResponse, bytes]:
-        """POST with the SDK's retry rules; the open response, and its body unless streaming."""
+        """POST; the open response, and its body unless streaming.
+
+        Retried (with the SDK's pauses) only when the connection could not be
+        opened: a request that may have reached the provider is never sent twice.
+        """
         payload = json.dumps(body, separators=(",", ":")).encode()
         for retries_taken in range(self.max_retries + 1):
             remaining = self.max_retries - retries_taken
@@ -214,14 +247,11 @@ class LeanBackend:
                 async with response:
                     content = await response.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
-                if remaining > 0:
+                if remaining > 0 and never_sent(exc):
                     await self._sleep(remaining, None)
                     continue
                 raise self.transport_error(exc) from exc
             failed = self._as_httpx(response, content)
-            if remaining > 0 and self.client._should_retry(failed):
-                await self._sleep(remaining, failed.headers)
-                continue
             raise self.client._make_status_error_from_response(failed) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -252,7 +282,9 @@ def open_backend(settings: AISettings) -> AbstractAsyncContextManager[ChatBacken
     async def manage() -> AsyncIterator[ChatBackend]:
         client = make_client(settings)
         backend: ChatBackend = (
-            LeanBackend(client, settings) if settings.transport == "fast" else SDKBackend(client)
+            LeanBackend(client, settings)
+            if settings.transport == "fast"
+            else SDKBackend(client, settings)
         )
         try:
             yield backend

@@ -30,7 +30,21 @@ class AISettings(BaseSettings):
     allowed_models: Annotated[list[str], NoDecode] = ["gpt-4o-mini", "gpt-4o"]
     # Seconds to connect, and to wait for each read (the SDK's meaning of a float timeout).
     timeout: float = Field(default=60.0, gt=0)
+    # Retries of a request that provably never reached the provider (the connection
+    # could not be opened: refused, DNS failure, connect timeout). Nothing else is
+    # retried: the provider may already be running (and billing) the request.
     max_retries: int = Field(default=2, ge=0)
+    # The completion cap sent upstream when a request names none, and the most a request
+    # may ask for; each call reserves its estimated prompt plus this from the quota.
+    max_tokens: int = Field(default=4096, ge=1)
+    # The name the cap is sent under: OpenAI's reasoning models (o-series) accept only
+    # "max_completion_tokens"; most OpenAI-compatible servers read "max_tokens".
+    max_tokens_parameter: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    # Input caps per request (413 problem+json above them).
+    max_messages: int = Field(default=100, ge=1)
+    max_input_chars: int = Field(default=100_000, ge=1)
+    # Streams a caller may have open at once on one instance (429 above it); 0: no cap.
+    max_concurrent_streams: int = Field(default=4, ge=0)
     # Tokens per caller per calendar month (UTC); 0 turns the quota off.
     monthly_token_quota: int = Field(default=1_000_000, ge=0)
     # Seconds a caller's monthly total is trusted from memory before it is read again

@@ -39,20 +39,40 @@ def _retry_after(exc: openai.APIStatusError) -> int:
     return DEFAULT_RETRY_AFTER
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, a few levels down."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether a failed call provably never reached the provider.
+
+    True only when the connection could not be opened (refused, DNS failure, TLS
+    handshake, connect timeout): nothing was sent. Anything else (a timeout while
+    waiting for the answer, a connection dropped after the request was written, any
+    status answer) may have reached it, and it may be running and billing the request.
+    """
+    return any(
+        isinstance(seen, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+        for seen in _causes(exc)
+    )
+
+
 def _timed_out(exc: openai.APITimeoutError) -> bool:
     """Whether a "timeout" really was one.
 
     The SDK's aiohttp transport reports a connection the server dropped as a
     connect timeout; its cause tells them apart (aiohttp's timeouts are TimeoutError).
     """
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            break
-        if isinstance(seen, aiohttp.ClientConnectionError) and not isinstance(seen, TimeoutError):
-            return False
-        seen = seen.__cause__ or seen.__context__
-    return True
+    return not any(
+        isinstance(seen, aiohttp.ClientConnectionError) and not isinstance(seen, TimeoutError)
+        for seen in _causes(exc)
+    )
 
 
 def upstream_failure(exc: openai.OpenAIError, *, timeout: float) -> tuple[ProblemError, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, Integer, String, Uuid
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, Integer, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from {{ cookiecutter.package_name }}.core.db import Base
@@ -38,7 +38,14 @@ class AIUsage(Base):
 
 
 class AIUsageTotal(Base):
-    """Tokens used per caller and month: the quota check is one primary-key lookup."""
+    """Tokens used and reserved per caller and month.
+
+    The quota check is one primary-key lookup. `reserved` holds what the calls in
+    flight may still use (taken atomically before each call, given back when it is
+    charged); `last_grant` is what the last reservation of this row got, so that the
+    statement that takes it can read it back (see ai/service.py); `reserved_at` is
+    when, so that what a killed process left reserved can be let go.
+    """
 
     __tablename__ = "ai_usage_totals"
 
@@ -46,3 +53,6 @@ class AIUsageTotal(Base):
     period: Mapped[date] = mapped_column(Date(), primary_key=True)
     tokens: Mapped[int] = mapped_column(BigInteger())
     requests: Mapped[int] = mapped_column(Integer())
+    reserved: Mapped[int] = mapped_column(BigInteger(), server_default=text("0"))
+    last_grant: Mapped[int] = mapped_column(BigInteger(), server_default=text("0"))
+    reserved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

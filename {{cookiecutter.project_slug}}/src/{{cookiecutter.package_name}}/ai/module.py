@@ -27,7 +27,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     Tests (or an app factory) may put `AISettings` on `app.state.ai_settings` first.
     """
     settings: AISettings = getattr(app.state, "ai_settings", None) or AISettings()
-    async with Metering(app.state.database, cache_seconds=settings.quota_cache_seconds) as metering:
+    metering = Metering(
+        app.state.database,
+        cache_seconds=settings.quota_cache_seconds,
+        max_streams=settings.max_concurrent_streams,
+    )
+    async with metering:
         if settings.openai_api_key is None:
             log.warning("ai_not_configured", missing="OPENAI_API_KEY")
             app.state.ai = AIState(settings, metering, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,9 +18,11 @@ from {{ cookiecutter.package_name }}.core.contract import problems
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.ratelimit import get_rate_limiter
 
+from . import tokens
+from .client import ChatStream
 from .config import AISettings
 from .dependencies import AI, ai_state, require_ai
-from .exceptions import upstream_failure
+from .exceptions import never_sent, upstream_failure
 from .schemas import ChatRequest, ChatResponse, Usage, UsageSummary
 from .seams import CallerDep
 from .service import Caller, Entry, at_midnight, next_period, period_start
@@ -59,16 +62,46 @@ PROBLEMS: dict[int | str, dict[str, Any]] = problems(
 )
 
 
-def upstream_body(chat: ChatRequest, model: str) -> dict[str, Any]:
+def upstream_body(
+    chat: ChatRequest, model: str, max_tokens: int, settings: AISettings
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
         "messages": [m.model_dump() for m in chat.messages],
+        # Always sent: what a call may use must be bounded to be reserved.
+        settings.max_tokens_parameter: max_tokens,
     }
     if chat.temperature is not None:
         body["temperature"] = chat.temperature
-    if chat.max_tokens is not None:
-        body["max_tokens"] = chat.max_tokens
     return body
+
+
+def check_size(settings: AISettings, chat: ChatRequest) -> int:
+    """413 for input over AI_MAX_MESSAGES / AI_MAX_INPUT_CHARS; the call's max_tokens."""
+    if len(chat.messages) > settings.max_messages:
+        raise ProblemError(
+            413,
+            f"At most {settings.max_messages} messages per request.",
+            max_messages=settings.max_messages,
+        )
+    chars = sum(len(m.content) for m in chat.messages)
+    if chars > settings.max_input_chars:
+        raise ProblemError(
+            413,
+            f"At most {settings.max_input_chars} characters of messages per request.",
+            max_input_chars=settings.max_input_chars,
+        )
+    if chat.max_tokens is None:
+        return settings.max_tokens
+    if chat.max_tokens > settings.max_tokens:
+        raise ProblemError(
+            422,
+            f"max_tokens may be at most {settings.max_tokens}.",
+            errors=[
+                {"loc": ["body", "max_tokens"], "msg": "above AI_MAX_TOKENS", "type": "value_error"}
+            ],
+        )
+    return chat.max_tokens
 
 
 def choose_model(ai: AI, chat: ChatRequest) -> str:
@@ -100,6 +133,7 @@ async def chat(chat: ChatRequest, request: Request, caller: CallerDep) -> Respon
     ai = require_ai(request)
     await enforce_rate_limit(request, ai.settings, caller)
     model = choose_model(ai, chat)
+    max_tokens = check_size(ai.settings, chat)
     await ai.metering.check(caller)
     entry = Entry(
         caller=caller,
@@ -107,82 +141,136 @@ async def chat(chat: ChatRequest, request: Request, caller: CallerDep) -> Respon
         streamed=chat.stream,
         request_id=getattr(request.state, "request_id", None),
         started=time.perf_counter(),
+        estimated_prompt=tokens.prompt_tokens(chat.messages),
     )
-    body = upstream_body(chat, model)
+    body = upstream_body(chat, model, max_tokens, ai.settings)
     if chat.stream:
-        return await _stream(ai, entry, {**body, "stream_options": {"include_usage": True}})
+        body["stream_options"] = {"include_usage": True}
+        return await _stream(ai, entry, body, max_tokens)
+    entry.reservation = await ai.metering.reserve(caller, entry.estimated_prompt + max_tokens)
     try:
         completion = await ai.backend.complete(body)
+        usage = completion.usage
+        choice = completion.choices[0] if completion.choices else None
+        content = (choice.message.content or "") if choice else ""
+        entry.prompt_tokens = usage.prompt_tokens if usage else 0
+        entry.completion_tokens = usage.completion_tokens if usage else 0
+        entry.estimated_completion = tokens.completion_tokens(content)
     except openai.OpenAIError as exc:
         problem, entry.outcome = upstream_failure(exc, timeout=ai.settings.timeout)
-        await ai.metering.record(entry)
+        entry.reached = not never_sent(exc)
+        await settle(ai, entry)
         raise problem from None
-    usage = completion.usage
-    entry.prompt_tokens = usage.prompt_tokens if usage else 0
-    entry.completion_tokens = usage.completion_tokens if usage else 0
-    await ai.metering.record(entry)
-    choice = completion.choices[0] if completion.choices else None
+    except BaseException as exc:
+        entry.outcome = gone_or_failed(exc)
+        await settle(ai, entry)
+        raise
+    await settle(ai, entry)
+    prompt, completion_tokens = entry.charged()
     answer = ChatResponse.model_construct(
-        content=(choice.message.content or "") if choice else "",
+        content=content,
         model=completion.model or model,
         finish_reason=choice.finish_reason if choice else None,
         usage=Usage.model_construct(
-            prompt_tokens=entry.prompt_tokens,
-            completion_tokens=entry.completion_tokens,
-            total_tokens=entry.prompt_tokens + entry.completion_tokens,
+            prompt_tokens=prompt,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt + completion_tokens,
         ),
     )
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-async def _stream(ai: AI, entry: Entry, body: dict[str, Any]) -> Response:
+def gone_or_failed(exc: BaseException) -> str:
+    """The outcome of a call that ended in something other than an upstream error."""
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "upstream_error"
+
+
+async def settle(ai: AI, entry: Entry) -> None:
+    """Charge the entry and give back its reservation, even if the caller is cancelled."""
+    with anyio.CancelScope(shield=True):
+        await ai.metering.record(entry)
+
+
+async def _stream(ai: AI, entry: Entry, body: dict[str, Any], max_tokens: int) -> Response:
+    caller, streams = entry.caller, ai.metering.streams
+    if not streams.open(caller.rate_key):
+        raise ProblemError(
+            429,
+            f"At most {streams.limit} streamed answers at a time per caller; retry when one "
+            "has ended.",
+            headers={"Retry-After": "1"},
+        )
+    try:
+        want = entry.estimated_prompt + max_tokens
+        entry.reservation = await ai.metering.reserve(caller, want)
+    except BaseException:
+        streams.close(caller.rate_key)
+        raise
+    # From here on the request may reach the provider: it is settled exactly once,
+    # whichever way it ends (also when the response is never started).
+    upstream: ChatStream | None = None
+    settled = False
+
+    async def finish() -> None:
+        nonlocal settled
+        if settled:
+            return
+        settled = True
+        with anyio.CancelScope(shield=True):
+            try:
+                if upstream is not None:
+                    await upstream.aclose()
+                await ai.metering.record(entry)
+            finally:
+                streams.close(caller.rate_key)
+
     try:
         upstream = await ai.backend.open_stream(body)
     except openai.OpenAIError as exc:
         problem, entry.outcome = upstream_failure(exc, timeout=ai.settings.timeout)
-        await ai.metering.record(entry)
+        entry.reached = not never_sent(exc)
+        await finish()
         raise problem from None
+    except BaseException as exc:
+        entry.outcome = gone_or_failed(exc)
+        await finish()
+        raise
 
     async def events() -> AsyncIterator[bytes]:
+        assert upstream is not None
         entry.outcome = "cancelled"
-        model, finish_reason, deltas = entry.model, None, 0
-        reported = False
+        model, finish_reason = entry.model, None
+        relayed = tokens.Relayed()
         try:
             async for chunk in upstream:
                 model = chunk.model or model
-                content, finish = _delta(chunk)
-                finish_reason = finish or finish_reason
+                content, finished = _delta(chunk)
+                finish_reason = finished or finish_reason
                 if chunk.usage is not None:
                     entry.prompt_tokens = chunk.usage.prompt_tokens
                     entry.completion_tokens = chunk.usage.completion_tokens
-                    reported = True
                 if content:
-                    deltas += 1
+                    entry.estimated_completion = relayed.add(content)
                     yield sse("delta", {"content": content})
             entry.outcome = "ok"
+            prompt, completion = entry.charged()
             yield sse(
                 "usage",
                 {
                     "model": model,
                     "finish_reason": finish_reason,
-                    "prompt_tokens": entry.prompt_tokens,
-                    "completion_tokens": entry.completion_tokens,
-                    "total_tokens": entry.prompt_tokens + entry.completion_tokens,
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
                 },
             )
         except openai.OpenAIError as exc:
             problem, entry.outcome = upstream_failure(exc, timeout=ai.settings.timeout)
             yield sse("error", {"status": problem.status, "detail": problem.detail})
         finally:
-            with anyio.CancelScope(shield=True):
-                await upstream.aclose()
-                if not reported:
-                    # The upstream never reported usage (client gone, or it failed):
-                    # meter what was relayed, about one token per delta.
-                    entry.completion_tokens = deltas
-                await ai.metering.record(entry)
+            await finish()
 
-    return EventStreamResponse(events())
+    return EventStreamResponse(events(), on_close=finish)
 
 
 def _delta(chunk: ChatCompletionChunk) -> tuple[str, str | None]:
