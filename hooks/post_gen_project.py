@@ -127,6 +127,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("use_ai", paths=("src/{package}/admin/views_ai.py", "tests/admin/test_views_ai.py")),
     # Migrations added after the first release: new rows at the end (chained in table order).
+    # Access tokens bound to their session and the account's security stamp (issue 13).
+    Option("use_auth", migration="migrations/versions/0005_auth_sessions.py"),
     Option("use_payments", migration="migrations/versions/0008_payments_order.py"),
     Option("use_ai", migration="migrations/versions/0007_ai_reservations.py"),
 )

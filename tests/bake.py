@@ -249,7 +249,12 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     (present if is_on(opts.get("use_admin")) else absent).extend(admin)
     if opts["license"] != "Proprietary":
         present.append("LICENSE")
-    auth = [f"src/{package}/auth", "tests/auth", "migrations/versions/0002_auth.py"]
+    auth = [
+        f"src/{package}/auth",
+        "tests/auth",
+        "migrations/versions/0002_auth.py",
+        "migrations/versions/0005_auth_sessions.py",
+    ]
     (present if is_on(opts.get("use_auth")) else absent).extend(auth)
     payments = [
         f"src/{package}/payments",

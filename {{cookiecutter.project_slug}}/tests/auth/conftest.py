@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
@@ -30,8 +31,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from {{ cookiecutter.package_name }}.auth import service
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings
-from {{ cookiecutter.package_name }}.auth.models import User
+from {{ cookiecutter.package_name }}.auth.models import RefreshToken, User
+from {{ cookiecutter.package_name }}.auth.schemas import ApiKeyCreate
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Base, Database
 from {{ cookiecutter.package_name }}.core.email import EmailSettings, Mailer
@@ -341,3 +344,34 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["status"] == status
     return body
+
+
+async def api_key_for(app: FastAPI, email: str) -> str:
+    """A new API key of this (existing) account, made by the service, whatever the route asks."""
+    database: Database = app.state.database
+    async with database.sessionmaker() as session, session.begin():
+        user = await service.get_user_by_email(session, email)
+        assert user is not None
+        _row, key = await service.create_api_key(
+            session,
+            app.state.auth.settings,
+            user,
+            ApiKeyCreate(name="script"),
+            app.state.auth.settings.scopes,
+        )
+    return key
+
+
+async def set_verified(app: FastAPI, email: str) -> None:
+    database: Database = app.state.database
+    async with database.sessionmaker() as session, session.begin():
+        await session.execute(update(User).where(User.email == email).values(is_verified=True))
+
+
+async def age_rotations(app: FastAPI, seconds: float) -> None:
+    """Move every rotation `seconds` into the past (past the refresh grace window)."""
+    database: Database = app.state.database
+    async with database.sessionmaker() as session, session.begin():
+        for row in (await session.execute(select(RefreshToken))).scalars():
+            if row.rotated_at is not None:
+                row.rotated_at -= timedelta(seconds=seconds)

@@ -11,7 +11,14 @@ from sqlalchemy import select
 
 from {{ cookiecutter.package_name }}.auth.models import OAuthAccount, User
 from {{ cookiecutter.package_name }}.core.db import Database
-from tests.auth.conftest import FakeProvider, assert_problem, count, login, register
+from tests.auth.conftest import (
+    FakeProvider,
+    assert_problem,
+    count,
+    login,
+    register,
+    set_verified,
+)
 
 AUTHORIZE = "/api/v1/auth/oauth/oidc/authorize"
 
@@ -123,18 +130,16 @@ async def test_unknown_provider_is_404(client: AsyncClient) -> None:
     assert_problem(await client.get("/api/v1/auth/oauth/nope/callback?code=x&state=y"), 404)
 
 
-async def test_verified_email_links_the_existing_account(
+async def test_no_linking_by_email_unless_the_provider_is_trusted_for_it(
     app: FastAPI, client: AsyncClient, provider: FakeProvider
 ) -> None:
-    created = await register(client, "social@example.com")
+    """AUTH_OAUTH_LINK_BY_EMAIL is empty by default: a verified email is not enough."""
+    await register(client, "social@example.com")
+    await set_verified(app, "social@example.com")
     _, callback = await start(client)
-    response = await client.get(callback)
-    assert response.status_code == 200, response.text
-    me = await client.get(
-        "/api/v1/users/me", headers={"Authorization": f"Bearer {response.json()['access_token']}"}
-    )
-    assert me.json()["id"] == created["id"]
-    assert await count(app, OAuthAccount) == 1
+    assert "sign in with your password" in assert_problem(await client.get(callback), 400)["detail"]
+    assert await count(app, OAuthAccount) == 0
+    await login(client, "social@example.com")  # the owner's password still works
 
 
 async def test_unverified_email_does_not_take_over_an_account(
@@ -159,18 +164,3 @@ async def test_unverified_email_for_a_new_user_stays_unverified(
         "/api/v1/users/me", headers={"Authorization": f"Bearer {response.json()['access_token']}"}
     )
     assert me.json()["is_verified"] is False
-
-
-async def test_a_squatted_unverified_account_loses_its_password(
-    client: AsyncClient, provider: FakeProvider
-) -> None:
-    # Someone registered the address first and never verified it; the owner now signs in
-    # with a provider that verified it: the squatter's password must stop working.
-    await register(client, "social@example.com")
-    _, callback = await start(client)
-    assert (await client.get(callback)).status_code == 200
-    response = await client.post(
-        "/api/v1/auth/login",
-        data={"username": "social@example.com", "password": "correct horse battery"},
-    )
-    assert_problem(response, 401)

@@ -1,4 +1,5 @@
-"""Rate limits on login, register, forgot-password and reset, per client and per email.
+"""Rate limits on login, register, forgot-password and reset, per client and per email
+(for login: per email and client address).
 
 The limits come from AuthSettings; here they count per day, so a test never straddles
 the window boundary of a per-minute limit.
@@ -7,10 +8,18 @@ the window boundary of a per-minute limit.
 from __future__ import annotations
 
 import pytest
-from httpx import AsyncClient
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
 
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings
-from tests.auth.conftest import FakeProvider, assert_problem, make_auth_settings, register
+from tests.auth.conftest import (
+    PASSWORD,
+    FakeProvider,
+    assert_problem,
+    login,
+    make_auth_settings,
+    register,
+)
 
 
 @pytest.fixture
@@ -39,6 +48,27 @@ async def test_login_is_limited_per_email(client: AsyncClient, auth_settings: Au
     assert int(limited.headers["retry-after"]) >= 1
     other = {"username": "other@example.com", "password": "guessing wrong"}
     assert (await client.post("/api/v1/auth/login", data=other)).status_code == 401
+
+
+async def test_nobody_else_can_spend_a_victims_login_budget(
+    app: FastAPI, client: AsyncClient, auth_settings: AuthSettings
+) -> None:
+    """The per-email limit counts per email and client address: an attacker elsewhere
+    spends their own budget, never the owner's."""
+    await register(client, "victim@example.com")
+    attacker = AsyncClient(
+        transport=ASGITransport(app=app, client=("198.51.100.7", 40000)),
+        base_url="http://testserver",
+    )
+    bad = {"username": "victim@example.com", "password": "guessing wrong"}
+    async with attacker:
+        for _ in range(allowed(auth_settings.login_limit_per_email)):
+            assert (await attacker.post("/api/v1/auth/login", data=bad)).status_code == 401
+        assert_problem(await attacker.post("/api/v1/auth/login", data=bad), 429)
+        # Guessing other passwords of the victim from that address stays refused.
+        good = {"username": "victim@example.com", "password": PASSWORD}
+        assert_problem(await attacker.post("/api/v1/auth/login", data=good), 429)
+    await login(client, "victim@example.com")  # the owner, from their own address
 
 
 async def test_login_is_limited_per_client(

@@ -21,7 +21,7 @@ from {{ cookiecutter.package_name }}.auth.dependencies import (
 from {{ cookiecutter.package_name }}.auth.models import RefreshToken, User
 from {{ cookiecutter.package_name }}.auth.security import TokenSigner
 from {{ cookiecutter.package_name }}.core.db import Database
-from tests.auth.conftest import assert_problem, login, register
+from tests.auth.conftest import age_rotations, assert_problem, login, register
 
 ME = "/api/v1/users/me"
 
@@ -132,7 +132,8 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(
     assert (
         await client.get(ME, headers={"Authorization": f"Bearer {rotated['access_token']}"})
     ).status_code == 200
-    # A thief replays the old token: refused, and the whole family dies.
+    # A thief replays the old token (past the grace window): refused, the whole family dies.
+    await age_rotations(app, 60)
     reuse = await client.post(
         "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
     )
@@ -148,12 +149,16 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(
     assert all(row.revoked_at is not None for row in rows)
 
 
-async def test_other_sessions_survive_a_reuse(client: AsyncClient) -> None:
+async def test_other_sessions_survive_a_reuse(app: FastAPI, client: AsyncClient) -> None:
     await register(client, "two@example.com")
     laptop = await login(client, "two@example.com")
     phone = await login(client, "two@example.com")
     await client.post("/api/v1/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
-    await client.post("/api/v1/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
+    await age_rotations(app, 60)
+    reuse = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": laptop["refresh_token"]}
+    )
+    assert_problem(reuse, 401)
     ok = await client.post("/api/v1/auth/refresh", json={"refresh_token": phone["refresh_token"]})
     assert ok.status_code == 200
 

@@ -26,7 +26,11 @@ from {{ cookiecutter.package_name }}.auth.config import PASSWORD_MAX_LENGTH
 from {{ cookiecutter.package_name }}.auth.dependencies import get_auth_state
 from {{ cookiecutter.package_name }}.auth.models import User
 from {{ cookiecutter.package_name }}.auth.security import password_fingerprint, verify_password
-from {{ cookiecutter.package_name }}.auth.service import get_user_by_email, normalize_email
+from {{ cookiecutter.package_name }}.auth.service import (
+    get_user_by_email,
+    login_email_key,
+    normalize_email,
+)
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.ratelimit import RateLimiter, client_address
@@ -98,9 +102,10 @@ class AdminAuth(AuthenticationBackend):
         email = normalize_email(str(form.get("username") or ""))
         password = str(form.get("password") or "")
         limits = get_auth_state(self.app).settings
+        address = await client_address(request)
         for limit, scope, key in (
-            (limits.login_limit_per_client, LOGIN_SCOPE_CLIENT, await client_address(request)),
-            (limits.login_limit_per_email, LOGIN_SCOPE_EMAIL, email),
+            (limits.login_limit_per_client, LOGIN_SCOPE_CLIENT, address),
+            (limits.login_limit_per_email, LOGIN_SCOPE_EMAIL, login_email_key(email, address)),
         ):
             retry_after = await self.limiter.hit(parse(limit), scope, key)
             if retry_after is not None:

@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128  # argon2 hashes anything, but unbounded input is a DoS vector
 
+MAX_USER_CACHE_SECONDS = 5.0
+MAX_REFRESH_GRACE_SECONDS = 60.0
+PROVIDERS = ("google", "github", "oidc")
+
 CommaList = Annotated[list[str], NoDecode]
 
 # Hosts a plain-http AUTH_FRONTEND_URL may name in production: links to them never cross a network.
@@ -38,8 +42,12 @@ class AuthSettings(BaseSettings):
 
     access_token_ttl: int = Field(default=900, ge=30)
     # ReleasedUser (the AI chat's caller): seconds an account read by this process is trusted.
-    user_cache_seconds: float = Field(default=1.0, ge=0)
+    # It is also how long a revoked session's access token may still pass there: a few seconds.
+    user_cache_seconds: float = Field(default=1.0, ge=0, le=MAX_USER_CACHE_SECONDS)
     refresh_token_ttl: int = Field(default=14 * 24 * 3600, ge=60)
+    # Seconds a just-rotated refresh token still answers with its successor (two tabs
+    # refreshing at once); later it is reuse and revokes its session.
+    refresh_reuse_grace_seconds: float = Field(default=5.0, ge=0, le=MAX_REFRESH_GRACE_SECONDS)
     verify_token_ttl: int = Field(default=2 * 24 * 3600, ge=60)
     reset_token_ttl: int = Field(default=3600, ge=60)
     scopes: CommaList = ["read", "write"]
@@ -67,6 +75,9 @@ class AuthSettings(BaseSettings):
     )
     # Seconds the signed OAuth state cookie lives (the user's time at the provider).
     oauth_state_ttl: int = Field(default=600, ge=30)
+    # Providers whose verified email may sign in to an existing account with that email
+    # (linking the identity to it). Off for every provider unless listed.
+    oauth_link_by_email: CommaList = []
 
     # Rate limits (the core limiter: in memory, or shared in Redis with REDIS_URL).
     login_limit_per_client: str = "20/minute"
@@ -100,11 +111,19 @@ class AuthSettings(BaseSettings):
             )
         return problems
 
-    @field_validator("scopes", mode="before")
+    @field_validator("scopes", "oauth_link_by_email", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.replace(" ", ",").split(",") if item.strip()]
+        return value
+
+    @field_validator("oauth_link_by_email")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(PROVIDERS))
+        if unknown:
+            raise ValueError(f"unknown provider(s) {unknown}; known: {', '.join(PROVIDERS)}")
         return value
 
     @field_validator(

@@ -3,14 +3,18 @@
 A caller authenticates with a bearer JWT (`Authorization: Bearer <access token>`) or an API
 key (`X-API-Key: sk_...`, or `Authorization: Bearer sk_...`); in cookie mode also with the
 access-token cookie, plus the CSRF header on unsafe methods.
+
+An access token names its session (`sid`, the refresh family) and the account's security
+stamp (`stm`); both are checked against the user row each request reads anyway, so a
+logout, a detected refresh reuse or a password change refuses the token at once.
 """
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.params import Depends as DependsParam
@@ -21,7 +25,13 @@ from {{ cookiecutter.package_name }}.auth.config import AuthSettings
 from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
 from {{ cookiecutter.package_name }}.auth.oauth import build_oauth
 from {{ cookiecutter.package_name }}.auth.security import API_KEY_PREFIX, InvalidTokenError, TokenSigner
-from {{ cookiecutter.package_name }}.auth.service import Tokens, authenticate_api_key, read_user
+from {{ cookiecutter.package_name }}.auth.service import (
+    Tokens,
+    authenticate_api_key,
+    check_csrf,
+    read_user,
+    session_alive,
+)
 from {{ cookiecutter.package_name }}.core.cache import Recent
 from {{ cookiecutter.package_name }}.core.contract import declare
 from {{ cookiecutter.package_name }}.core.db import SessionDep, get_database
@@ -79,16 +89,37 @@ class Principal:
     user: User
     scopes: frozenset[str]
     api_key: ApiKey | None = None
+    session_id: str | None = None  # the access token's session (refresh family), hex
 
 
-def check_csrf(request: Request) -> None:
-    """Double-submit check: the X-CSRF-Token header must equal the csrf_token cookie."""
-    if request.method in SAFE_METHODS:
+def _origin(url: str) -> str:
+    parts = urlsplit(url.strip().lower())
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def check_origin(request: Request, state: AuthState) -> None:
+    """Login CSRF: in cookie mode, only this site's pages and trusted origins may sign in.
+
+    A page of another site could otherwise post its owner's credentials (or refresh
+    token) and leave the visitor signed in to the attacker's account. Browsers say where
+    a request comes from: `Origin` must be this host, AUTH_FRONTEND_URL's origin or one
+    of CORS_ORIGINS; without `Origin`, `Sec-Fetch-Site` must be `same-origin` or `none`.
+    Clients that send neither (scripts, mobile apps) are not browsers and pass.
+    """
+    if not state.settings.cookie_mode:
         return
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    header = request.headers.get(CSRF_HEADER, "")
-    if not cookie or not hmac.compare_digest(cookie.encode(), header.encode()):
-        raise exceptions.csrf_failed()
+    origin = request.headers.get("origin")
+    if origin is None:
+        if request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none"):
+            return
+        raise exceptions.cross_site()
+    origin = _origin(origin)
+    if urlsplit(origin).netloc == request.headers.get("host", "").lower():
+        return
+    cors: list[str] = getattr(request.app.state.settings, "cors_origins", [])
+    trusted = {_origin(state.settings.frontend_url), *(_origin(o) for o in cors if o != "*")}
+    if origin not in trusted:
+        raise exceptions.cross_site()
 
 
 async def get_principal(
@@ -107,23 +138,35 @@ async def get_principal(
         if not found.user.is_active:
             raise exceptions.inactive_user()
         return Principal(found.user, frozenset(found.scopes), found)
-    user_id, scopes = _access_token(request, state, bearer)
+    access = _access_token(request, state, bearer)
     # Read outside the request's transaction, then attached to the request's session,
     # so that changes to the user are written by the request's commit like any other.
-    user = _active(await read_user(get_database(request), user_id))
+    user = _in_session(await read_user(get_database(request), access.user_id), access)
     session.add(user)
-    return Principal(user, scopes)
+    return Principal(user, access.scopes, session_id=access.session_id)
 
 
-def _access_token(
-    request: Request, state: AuthState, bearer: str | None
-) -> tuple[uuid.UUID, frozenset[str]]:
-    """The user id and scopes of a valid access token (the header's, or the cookie's)."""
+@dataclass(frozen=True)
+class AccessToken:
+    """What a valid access token says."""
+
+    user_id: uuid.UUID
+    scopes: frozenset[str]
+    claims: dict[str, Any]
+
+    @property
+    def session_id(self) -> str | None:
+        sid = self.claims.get("sid")
+        return sid if isinstance(sid, str) else None
+
+
+def _access_token(request: Request, state: AuthState, bearer: str | None) -> AccessToken:
+    """A valid access token (the header's, or the cookie's with its session's CSRF token)."""
     token = bearer
+    from_cookie = False
     if token is None and state.settings.cookie_mode:
         token = request.cookies.get(ACCESS_COOKIE)
-        if token:
-            check_csrf(request)
+        from_cookie = bool(token)
     if not token:
         raise exceptions.not_authenticated()
     try:
@@ -131,12 +174,18 @@ def _access_token(
         user_id = uuid.UUID(str(claims["sub"]))
     except (InvalidTokenError, ValueError) as exc:
         raise exceptions.not_authenticated("The access token is invalid or has expired.") from exc
-    return user_id, frozenset(str(claims.get("scope", "")).split())
+    access = AccessToken(user_id, frozenset(str(claims.get("scope", "")).split()), claims)
+    if from_cookie and request.method not in SAFE_METHODS:
+        check_csrf(state.tokens, access.session_id or "", request.headers.get(CSRF_HEADER))
+    return access
 
 
-def _active(user: User | None) -> User:
+def _in_session(user: User | None, access: AccessToken) -> User:
+    """The token's active user, if the token's session and the account's stamp still hold."""
     if user is None or not user.is_active:
         raise exceptions.not_authenticated("The access token is invalid or has expired.")
+    if not session_alive(user, access.claims):
+        raise exceptions.session_ended()
     return user
 
 
@@ -177,10 +226,10 @@ async def get_released_user(
     endpoint that waits on something slow, such as a model provider, and serves
     many requests per user takes `ReleasedUser` instead: the user is detached and
     shared, so read it, don't change it. With an access token, an account this
-    process read less than AUTH_USER_CACHE_SECONDS ago is not read again (a
-    deactivated account is refused here at most that long after the change), and
-    concurrent requests of one user share one read; API keys are looked up every
-    time.
+    process read less than AUTH_USER_CACHE_SECONDS ago (5 s at most) is not read
+    again: a deactivated account, an ended session or a changed password is refused
+    here at most that long after the change. Concurrent requests of one user share
+    one read; API keys are looked up every time.
     """
     # The state is not a dependency here: each one costs a few percent of the
     # CPU of a request on an endpoint such as AI chat (docs/ai.md).
@@ -192,13 +241,17 @@ async def get_released_user(
             await session.commit()  # the key's last_used_at
         _check_scopes(needed, principal.scopes)
         return principal.user
-    user_id, scopes = _access_token(request, state, bearer)
-    _check_scopes(needed, scopes)
+    access = _access_token(request, state, bearer)
+    _check_scopes(needed, access.scopes)
 
     async def read() -> User:
-        return _active(await read_user(get_database(request), user_id))
+        user = await read_user(get_database(request), access.user_id)
+        if user is None or not user.is_active:
+            raise exceptions.not_authenticated("The access token is invalid or has expired.")
+        return user
 
-    return await state.recent_users.fetch(user_id, read)
+    # The session and stamp are checked on every request, against the remembered row.
+    return _in_session(await state.recent_users.fetch(access.user_id, read), access)
 
 
 def method_scope(method: str) -> frozenset[str]:

@@ -53,6 +53,16 @@ def csrf_failed() -> ProblemError:
     return ProblemError(403, "CSRF check failed: send the csrf_token cookie as X-CSRF-Token.")
 
 
+def cross_site() -> ProblemError:
+    return ProblemError(
+        403, "Cross-site request refused: sign in from a page of this site or a trusted origin."
+    )
+
+
+def session_ended() -> ProblemError:
+    return ProblemError(401, "The session of this access token has ended.", headers=BEARER)
+
+
 def wrong_password() -> ProblemError:
     return ProblemError(400, "The current password is wrong or missing.")
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -46,6 +48,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def new_security_stamp() -> str:
+    return secrets.token_urlsafe(12)
+
+
 class User(Base):
     __tablename__ = "users"
     # Emails are stored lowercased, so the unique index makes them unique regardless of case.
@@ -64,6 +70,15 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()
     )
+    # Every access token carries the stamp it was issued under; a new stamp (password
+    # changed or reset, account claimed) refuses them all at once.
+    security_stamp: Mapped[str] = mapped_column(
+        String(32), default=new_security_stamp, server_default=""
+    )
+    # Sessions (refresh families, by hex id) ended while their access tokens may still
+    # be alive: {family: unix time after which none can be}. Read with the user on every
+    # request, so a logout cuts that session's access tokens with no query of its own.
+    revoked_sessions: Mapped[dict[str, int] | None] = mapped_column(JSON(none_as_null=True))
 
     @property
     def has_password(self) -> bool:

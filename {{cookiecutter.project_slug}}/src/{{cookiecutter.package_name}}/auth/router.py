@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from functools import lru_cache
 from typing import Annotated, Any
@@ -21,12 +20,13 @@ from {{ cookiecutter.package_name }}.auth import emails, exceptions, service
 from {{ cookiecutter.package_name }}.auth.dependencies import (
     ACCESS_COOKIE,
     CSRF_COOKIE,
+    CSRF_HEADER,
     REFRESH_COOKIE,
     AuthState,
     AuthStateDep,
     CurrentUser,
     Principal,
-    check_csrf,
+    check_origin,
     get_auth_state,
     require_scopes,
     require_session_scopes,
@@ -37,6 +37,7 @@ from {{ cookiecutter.package_name }}.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyRead,
+    CookieSession,
     EmailChange,
     EmailRequest,
     Message,
@@ -71,8 +72,9 @@ REFRESH_PATH = "/api/v1/auth"
 
 
 async def _form_email(request: Request) -> str:
+    """The login's email together with the client's address (`service.login_email_key`)."""
     form = await request.form()
-    return service.normalize_email(str(form.get("username") or ""))
+    return service.login_email_key(str(form.get("username") or ""), await client_address(request))
 
 
 async def _json_email(request: Request) -> str:
@@ -125,47 +127,59 @@ def _set_cookie(response: Response, state: AuthState, name: str, value: str, **k
     )
 
 
-def _token_response(state: AuthState, pair: TokenPair, status_code: int = 200) -> JSONResponse:
-    response = JSONResponse(pair.model_dump(), status_code=status_code)
-    if state.settings.cookie_mode:
-        settings = state.settings
-        _set_cookie(
-            response,
-            state,
-            ACCESS_COOKIE,
-            pair.access_token,
-            max_age=settings.access_token_ttl,
-            httponly=True,
-            path="/",
-        )
-        _set_cookie(
-            response,
-            state,
-            REFRESH_COOKIE,
-            pair.refresh_token,
-            max_age=settings.refresh_token_ttl,
-            httponly=True,
-            path=REFRESH_PATH,
-        )
-        # Readable by the page's script, which echoes it as X-CSRF-Token.
-        _set_cookie(
-            response,
-            state,
-            CSRF_COOKIE,
-            secrets.token_urlsafe(24),
-            max_age=settings.refresh_token_ttl,
-            httponly=False,
-            path="/",
-        )
+def _token_response(state: AuthState, issued: service.Issued) -> JSONResponse:
+    """The token pair as JSON; in cookie mode, the tokens only as httpOnly cookies.
+
+    A script injected into the page (XSS) can then use the session while the page is
+    open, but cannot read the tokens and keep them.
+    """
+    pair = issued.pair
+    if not state.settings.cookie_mode:
+        return JSONResponse(pair.model_dump())
+    settings = state.settings
+    csrf = state.tokens.signer.csrf_token(issued.session_id.hex)
+    body = CookieSession(expires_in=pair.expires_in, scope=pair.scope, csrf_token=csrf)
+    response = JSONResponse(body.model_dump())
+    _set_cookie(
+        response,
+        state,
+        ACCESS_COOKIE,
+        pair.access_token,
+        max_age=settings.access_token_ttl,
+        httponly=True,
+        path="/",
+    )
+    _set_cookie(
+        response,
+        state,
+        REFRESH_COOKIE,
+        pair.refresh_token,
+        max_age=settings.refresh_token_ttl,
+        httponly=True,
+        path=REFRESH_PATH,
+    )
+    # Readable by the page's script, which echoes it as X-CSRF-Token. Bound to the
+    # session (an HMAC of its id), so a cookie planted by a sibling site is useless.
+    _set_cookie(
+        response,
+        state,
+        CSRF_COOKIE,
+        csrf,
+        max_age=settings.refresh_token_ttl,
+        httponly=False,
+        path="/",
+    )
     return response
 
 
-def _refresh_token_from(request: Request, state: AuthState, body: RefreshRequest | None) -> str:
+def _refresh_token_from(
+    request: Request, state: AuthState, body: RefreshRequest | None
+) -> tuple[str, str | None]:
+    """(the refresh token, and when it came from the cookie the CSRF header to check)."""
     if body is not None and body.refresh_token:
-        return body.refresh_token
+        return body.refresh_token, None
     if state.settings.cookie_mode and (cookie := request.cookies.get(REFRESH_COOKIE)):
-        check_csrf(request)
-        return cookie
+        return cookie, request.headers.get(CSRF_HEADER, "")
     raise exceptions.invalid_refresh_token()
 
 
@@ -187,6 +201,7 @@ async def register(
     state: AuthStateDep,
     background: BackgroundTasks,
 ) -> UserRead:
+    check_origin(request, state)
     user = await service.create_user(session, body.email, body.password)
     _send_verification(request, state, background, user)
     return _user_read(user)
@@ -219,14 +234,15 @@ def _send_verification(
 @public("sign-in with email and password")
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
     session: SessionDep,
     state: AuthStateDep,
 ) -> Response:
     """OAuth2 password flow: `username` is the email; `scope` may ask for fewer scopes."""
+    check_origin(request, state)
     scopes = service.granted_scopes(state.settings, form.scopes)
     user = await service.authenticate(session, form.username, form.password)
-    pair = await service.issue_tokens(session, state.tokens, user, scopes)
-    return _token_response(state, pair)
+    return _token_response(state, await service.issue_tokens(session, state.tokens, user, scopes))
 
 
 @router.post(
@@ -247,9 +263,10 @@ async def refresh(
     state: AuthStateDep,
     body: RefreshRequest | None = None,
 ) -> Response:
-    token = _refresh_token_from(request, state, body)
+    check_origin(request, state)
+    token, csrf = _refresh_token_from(request, state, body)
     try:
-        pair = await service.rotate_refresh_token(session, state.tokens, token)
+        issued = await service.rotate_refresh_token(session, state.tokens, token, csrf=csrf)
     except service.RefreshTokenReusedError:
         # Returned, not raised: the family's revocation must be committed.
         log.warning("refresh_token_reused")
@@ -259,7 +276,7 @@ async def refresh(
             detail="This refresh token was already used; every session of its family is revoked.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return _token_response(state, pair)
+    return _token_response(state, issued)
 
 
 @router.post(
@@ -275,12 +292,13 @@ async def logout(
     state: AuthStateDep,
     body: RefreshRequest | None = None,
 ) -> Response:
-    """Revoke the session of this refresh token (the access token lives until it expires)."""
+    """Revoke the session of this refresh token, its access tokens included."""
     token = body.refresh_token if body is not None else None
+    csrf = None
     if not token and state.settings.cookie_mode and (token := request.cookies.get(REFRESH_COOKIE)):
-        check_csrf(request)
+        csrf = request.headers.get(CSRF_HEADER, "")
     if token:
-        await service.logout(session, token)
+        await service.logout(session, state.tokens, token, csrf=csrf)
     response = Response(status_code=204)
     if state.settings.cookie_mode:
         for name, path in (
@@ -450,7 +468,12 @@ async def oauth_callback(
         log.warning("oauth_provider_unreachable", provider=provider, error=repr(exc))
         raise exceptions.oauth_failed("the provider cannot be reached.") from exc
     user = await service.oauth_login(
-        session, provider, identity.subject, identity.email, identity.email_verified
+        session,
+        provider,
+        identity.subject,
+        identity.email,
+        identity.email_verified,
+        link_by_email=provider in state.settings.oauth_link_by_email,
     )
     scopes = service.granted_scopes(state.settings, [])
     response = _token_response(
@@ -538,6 +561,8 @@ async def create_api_key(
     state: AuthStateDep,
 ) -> ApiKeyCreated:
     """A new key with the scopes asked for: at most, and by default, the session's own."""
+    if not principal.user.is_verified:
+        raise exceptions.email_unverified()
     api_key, key = await service.create_api_key(
         session, state.settings, principal.user, body, principal.scopes
     )

@@ -66,6 +66,15 @@ class TokenPair(BaseModel):
     scope: str
 
 
+class CookieSession(BaseModel):
+    """Cookie mode's answer to a sign-in or refresh: the tokens are only in httpOnly cookies."""
+
+    token_type: Literal["cookie"] = "cookie"  # noqa: S105
+    expires_in: int
+    scope: str
+    csrf_token: str = Field(description="Send it as X-CSRF-Token on unsafe methods.")
+
+
 class RefreshRequest(BaseModel):
     # Optional in cookie mode, where the refresh token comes from its cookie.
     refresh_token: str | None = Field(default=None, max_length=200)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -57,6 +58,27 @@ class TokenSigner:
             derived = hmac.new(self._secret, f"auth:{purpose}".encode(), hashlib.sha256).digest()
             key = self._keys[purpose] = OctKey.import_key(derived)
         return key
+
+    def mac(self, purpose: str, data: str) -> str:
+        """An HMAC-SHA256 of `data` with this purpose's key (URL-safe base64, 43 characters)."""
+        key = self._key(purpose).raw_value
+        digest = hmac.new(key, data.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def csrf_token(self, session_id: str) -> str:
+        """The CSRF token of a session (refresh family): only this server can compute it."""
+        return self.mac("csrf", session_id)
+
+    def successor(self, refresh_token: str, salt: str) -> str:
+        """The refresh token a rotation of `refresh_token` issues.
+
+        Derived, not random, so that the just-rotated token presented again within the
+        grace window gets the same successor back (not a second live token), with
+        nothing but hashes in the database. `salt` is the stored token's row id, which
+        no client sees: deriving a successor takes the token, SECRET_KEY and the
+        database together.
+        """
+        return self.mac("refresh-successor", f"{salt}:{refresh_token}")
 
     def encode(self, purpose: str, claims: dict[str, Any], ttl: int) -> str:
         now = int(time.time())

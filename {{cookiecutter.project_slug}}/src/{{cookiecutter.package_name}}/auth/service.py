@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import hmac
+import time
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, inspect, select, update
+from sqlalchemy import CursorResult, bindparam, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import joinedload, make_transient_to_detached
 
 from {{ cookiecutter.package_name }}.auth import exceptions
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings
-from {{ cookiecutter.package_name }}.auth.models import ApiKey, OAuthAccount, RefreshToken, User, utcnow
+from {{ cookiecutter.package_name }}.auth.models import (
+    ApiKey,
+    OAuthAccount,
+    RefreshToken,
+    User,
+    new_security_stamp,
+    utcnow,
+)
 from {{ cookiecutter.package_name }}.auth.schemas import ApiKeyCreate, EmailChange, TokenPair, UserUpdate
 from {{ cookiecutter.package_name }}.auth.security import (
     InvalidTokenError,
@@ -32,10 +41,23 @@ from {{ cookiecutter.package_name }}.core.errors import ProblemError
 
 # API keys record their last use at most this often (one write per key per minute).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Sessions remembered as revoked on a user row; beyond this the account's stamp changes
+# instead (every access token of the account is refused, refresh tokens keep working).
+MAX_REVOKED_SESSIONS = 50
+# Rotations a token presented within the grace window may be behind the live one.
+MAX_GRACE_STEPS = 3
 
 
 class RefreshTokenReusedError(Exception):
     """An already-rotated refresh token came back: its whole family has been revoked."""
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A token pair and the session (refresh family) it belongs to."""
+
+    pair: TokenPair
+    session_id: uuid.UUID
 
 
 @dataclass(frozen=True)
@@ -48,6 +70,17 @@ class Tokens:
 
 def normalize_email(email: str) -> str:
     return email.strip().lower()
+
+
+def login_email_key(email: str, address: str) -> str:
+    """The key of the per-email login limit: the email together with the client's address.
+
+    Per email alone, anyone could spend an account's budget and lock its owner out;
+    per email and address, an attacker spends only their own (the per-address limit
+    still bounds how many accounts one address tries). The API and the admin's login
+    form count with the same key.
+    """
+    return f"{normalize_email(email)}|{address}"
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
@@ -106,35 +139,48 @@ def granted_scopes(settings: AuthSettings, requested: Sequence[str]) -> list[str
     return list(requested) or list(settings.scopes)
 
 
+def _pair(tokens: Tokens, user: User, scope: str, family_id: uuid.UUID, refresh: str) -> TokenPair:
+    """A new access token for this session (bound to it and to the account's stamp)."""
+    ttl = tokens.settings.access_token_ttl
+    claims = {"sub": str(user.id), "scope": scope, "sid": family_id.hex, "stm": user.security_stamp}
+    access = tokens.signer.encode("access", claims, ttl)
+    return TokenPair(access_token=access, refresh_token=refresh, expires_in=ttl, scope=scope)
+
+
 async def issue_tokens(
     session: AsyncSession,
     tokens: Tokens,
     user: User,
     scopes: Sequence[str],
     family_id: uuid.UUID | None = None,
-) -> TokenPair:
-    settings = tokens.settings
+    refresh: str | None = None,
+) -> Issued:
+    """A new session (or, with `family_id`, its next refresh token) and an access token."""
+    family_id = family_id or uuid.uuid4()
+    refresh = refresh or new_token()
     scope = " ".join(scopes)
-    access = tokens.signer.encode(
-        "access", {"sub": str(user.id), "scope": scope}, settings.access_token_ttl
-    )
-    refresh = new_token()
     session.add(
         RefreshToken(
             user_id=user.id,
-            family_id=family_id or uuid.uuid4(),
+            family_id=family_id,
             token_hash=token_hash(refresh),
             scope=scope,
-            expires_at=utcnow() + timedelta(seconds=settings.refresh_token_ttl),
+            expires_at=utcnow() + timedelta(seconds=tokens.settings.refresh_token_ttl),
         )
     )
     await session.flush()
-    return TokenPair(
-        access_token=access,
-        refresh_token=refresh,
-        expires_in=settings.access_token_ttl,
-        scope=scope,
-    )
+    return Issued(_pair(tokens, user, scope, family_id, refresh), family_id)
+
+
+def session_alive(user: User, claims: dict[str, Any]) -> bool:
+    """Whether an access token's session still stands: same stamp, session not revoked.
+
+    Only the user row (read for the request anyway) is consulted: no query of its own.
+    """
+    if claims.get("stm") != user.security_stamp:
+        return False
+    session_id = claims.get("sid")
+    return isinstance(session_id, str) and session_id not in (user.revoked_sessions or ())
 
 
 async def _revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
@@ -145,7 +191,30 @@ async def _revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
     )
 
 
+async def end_session(
+    session: AsyncSession, tokens: Tokens, user_id: uuid.UUID, family_id: uuid.UUID
+) -> None:
+    """Revoke a session: its refresh tokens, and at once its access tokens.
+
+    The session goes onto the user row's `revoked_sessions` for as long as one of its
+    access tokens may live (AUTH_ACCESS_TOKEN_TTL); older entries are dropped then.
+    """
+    await _revoke_family(session, family_id)  # refresh_tokens first, then users: one lock order
+    user = await session.get(User, user_id, with_for_update=True, populate_existing=True)
+    if user is None:
+        return
+    now = int(time.time())
+    live = {sid: until for sid, until in (user.revoked_sessions or {}).items() if until > now}
+    live[family_id.hex] = now + tokens.settings.access_token_ttl + 1
+    if len(live) > MAX_REVOKED_SESSIONS:
+        user.security_stamp = new_security_stamp()
+        live = {}
+    user.revoked_sessions = live or None
+    await session.flush()
+
+
 async def revoke_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Revoke every refresh token of the account (its access tokens: `end_all_sessions`)."""
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
@@ -153,34 +222,128 @@ async def revoke_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> Non
     )
 
 
-async def rotate_refresh_token(session: AsyncSession, tokens: Tokens, token: str) -> TokenPair:
-    """Exchange a refresh token for a new pair; reuse of a rotated one revokes its family."""
+async def end_all_sessions(session: AsyncSession, user: User) -> None:
+    """Cut every credential of the account: refresh tokens, API keys and access tokens.
+
+    For a changed or reset password and an account claimed through a provider.
+    """
+    with session.no_autoflush:  # refresh_tokens and api_keys first, then users
+        await revoke_user_sessions(session, user.id)
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+    user.security_stamp = new_security_stamp()
+    user.revoked_sessions = None  # the new stamp covers them
+
+
+def check_csrf(tokens: Tokens, session_id: str, presented: str | None) -> None:
+    """The CSRF header must be the session's own token (an HMAC of its hex id)."""
+    expected = tokens.signer.csrf_token(session_id)
+    if not presented or not hmac.compare_digest(expected.encode(), presented.encode()):
+        raise exceptions.csrf_failed()
+
+
+async def _find_refresh(session: AsyncSession, token: str) -> RefreshToken | None:
     result = await session.execute(
-        select(RefreshToken).where(RefreshToken.token_hash == token_hash(token)).with_for_update()
+        select(RefreshToken)
+        .where(RefreshToken.token_hash == token_hash(token))
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
-    row = result.scalar_one_or_none()
-    if row is None or row.revoked_at is not None:
-        raise exceptions.invalid_refresh_token()
-    if row.rotated_at is not None:
-        await _revoke_family(session, row.family_id)
-        raise RefreshTokenReusedError
-    if row.expires_at <= utcnow():
-        raise exceptions.invalid_refresh_token()
+    return result.scalar_one_or_none()
+
+
+async def _session_user(session: AsyncSession, row: RefreshToken) -> User:
     user = await session.get(User, row.user_id)
     if user is None or not user.is_active:
         raise exceptions.invalid_refresh_token()
-    row.rotated_at = utcnow()
-    return await issue_tokens(session, tokens, user, row.scope.split(), row.family_id)
+    return user
 
 
-async def logout(session: AsyncSession, token: str) -> None:
-    """Revoke the session (the refresh token's family); unknown tokens are ignored."""
+async def rotate_refresh_token(
+    session: AsyncSession, tokens: Tokens, token: str, *, csrf: str | None = None
+) -> Issued:
+    """Exchange a refresh token for a new pair; reuse of a rotated one revokes its family.
+
+    A token rotated less than AUTH_REFRESH_REUSE_GRACE_SECONDS ago (two tabs refreshing
+    at once) gets the live token of its session back with a new access token: the same
+    refresh token the first rotation issued, so the session still has one live token.
+    `csrf`, for a token that came from a cookie, must be the session's CSRF token.
+    """
+    row = await _find_refresh(session, token)
+    if row is None or row.revoked_at is not None:
+        raise exceptions.invalid_refresh_token()
+    if csrf is not None:
+        check_csrf(tokens, row.family_id.hex, csrf)
+    if row.rotated_at is None:
+        if row.expires_at <= utcnow():
+            raise exceptions.invalid_refresh_token()
+        user = await _session_user(session, row)
+        # Conditional, so that of two requests racing with one token exactly one rotates
+        # it (SQLite has no row locks); the other takes the grace path below.
+        claimed = await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None))
+            .values(rotated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if cast("CursorResult[Any]", claimed).rowcount == 1:
+            successor = tokens.signer.successor(token, row.id.hex)
+            return await issue_tokens(
+                session, tokens, user, row.scope.split(), row.family_id, successor
+            )
+        row = await _find_refresh(session, token)
+        assert row is not None
+    return await _within_grace(session, tokens, row, token)
+
+
+async def _within_grace(
+    session: AsyncSession, tokens: Tokens, row: RefreshToken, token: str
+) -> Issued:
+    """The session's live refresh token for a just-rotated one, or reuse (family revoked)."""
+    grace = timedelta(seconds=tokens.settings.refresh_reuse_grace_seconds)
+    current, current_row = token, row
+    for _ in range(MAX_GRACE_STEPS):
+        rotated_at = current_row.rotated_at
+        if current_row.revoked_at is not None or rotated_at is None:
+            break
+        if utcnow() - rotated_at >= grace:
+            break
+        current = tokens.signer.successor(current, current_row.id.hex)
+        found = await _find_refresh(session, current)
+        if found is None or found.family_id != row.family_id:
+            break
+        current_row = found
+        if found.rotated_at is None and found.revoked_at is None:
+            if found.expires_at <= utcnow():
+                raise exceptions.invalid_refresh_token()
+            user = await _session_user(session, found)
+            pair = _pair(tokens, user, found.scope, found.family_id, current)
+            return Issued(pair, found.family_id)
+    await end_session(session, tokens, row.user_id, row.family_id)
+    raise RefreshTokenReusedError
+
+
+async def logout(
+    session: AsyncSession, tokens: Tokens, token: str, *, csrf: str | None = None
+) -> None:
+    """Revoke the session (the refresh token's family) and its access tokens at once.
+
+    Unknown tokens are ignored. `csrf`, for a token that came from a cookie, must be
+    the session's CSRF token.
+    """
     result = await session.execute(
-        select(RefreshToken.family_id).where(RefreshToken.token_hash == token_hash(token))
+        select(RefreshToken.family_id, RefreshToken.user_id).where(
+            RefreshToken.token_hash == token_hash(token)
+        )
     )
-    family_id = result.scalar_one_or_none()
-    if family_id is not None:
-        await _revoke_family(session, family_id)
+    found = result.one_or_none()
+    if found is not None:
+        if csrf is not None:
+            check_csrf(tokens, found.family_id.hex, csrf)
+        await end_session(session, tokens, found.user_id, found.family_id)
 
 
 # --- email verification and password reset: signed, short-lived, single-purpose tokens ----
@@ -237,10 +400,10 @@ async def reset_password(session: AsyncSession, tokens: Tokens, token: str, pass
     user, claims = await _user_from_token(session, tokens, "reset-password", token, "reset")
     if claims.get("pwd") != password_fingerprint(user.hashed_password):
         raise exceptions.invalid_link("reset")
+    await end_all_sessions(session, user)
     user.hashed_password = await hash_password(password)
     # Whoever could read the inbox proved it; an unverified account becomes verified.
     user.is_verified = True
-    await revoke_user_sessions(session, user.id)
     await session.flush()
     return user
 
@@ -252,8 +415,8 @@ async def update_user(session: AsyncSession, user: User, data: UserUpdate) -> No
             check = await verify_password(data.current_password or "", user.hashed_password)
             if not check.ok:
                 raise exceptions.wrong_password()
+        await end_all_sessions(session, user)
         user.hashed_password = await hash_password(data.password)
-        await revoke_user_sessions(session, user.id)
     await _flush_user(session, user)
 
 
@@ -335,8 +498,12 @@ async def oauth_login(
     subject: str,
     email: str | None,
     email_verified: bool,
+    *,
+    link_by_email: bool = False,
 ) -> User:
-    """The user for a provider identity: linked before, linked by verified email, or new."""
+    """The user for a provider identity: linked before, new, or (with `link_by_email`,
+    AUTH_OAUTH_LINK_BY_EMAIL lists the provider) linked to the account of its verified email.
+    """
     result = await session.execute(
         select(User)
         .join(OAuthAccount, OAuthAccount.user_id == User.id)
@@ -356,14 +523,15 @@ async def oauth_login(
                 is_superuser=False,
             )
             await _flush_user(session, user)
-        elif not email_verified:
+        elif not email_verified or not link_by_email:
             raise exceptions.oauth_failed(
-                "an account with this email exists and the provider has not verified the "
-                "address; sign in with your password instead."
+                "an account with this email exists; sign in with your password instead."
             )
         elif not user.is_verified:
             # Whoever registered this address never proved it; the provider just did.
-            # Drop the unproven password so a squatter cannot keep access.
+            # Drop the unproven password and everything signed in with it, so a squatter
+            # keeps no access.
+            await end_all_sessions(session, user)
             user.hashed_password = None
             user.is_verified = True
         session.add(
@@ -387,9 +555,7 @@ async def create_api_key(
     data: ApiKeyCreate,
     held: Collection[str],
 ) -> tuple[ApiKey, str]:
-    """A new key for a verified account, with at most the scopes its creator `held`."""
-    if not user.is_verified:
-        raise exceptions.email_unverified()
+    """A new key with at most the scopes its creator `held` (the route checks the email)."""
     scopes = data.scopes if data.scopes is not None else [s for s in settings.scopes if s in held]
     unknown = sorted(set(scopes) - set(settings.scopes))
     if unknown:
