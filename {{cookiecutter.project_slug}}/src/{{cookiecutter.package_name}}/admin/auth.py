@@ -4,7 +4,10 @@ The login form checks the auth module's password hashes. A signed session cookie
 derived from SECRET_KEY; httpOnly, SameSite=Lax, Secure in production, scoped to the
 admin's path) remembers the user; every request reloads that user, so deactivating or
 demoting a superuser, or changing their password, ends their admin session at once.
-Login attempts share the API login's rate limits (same counters, same budget).
+Login attempts share the API login's rate limits (same counters, same keys, same budget:
+auth.router.LOGIN_LIMITS says how an attempt is counted, for both). Like the API login, the
+form fails closed: while the limiter's storage (Redis) is down it answers 503 with
+Retry-After and never looks at the password.
 """
 
 from __future__ import annotations
@@ -25,15 +28,16 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from {{ cookiecutter.package_name }}.auth.config import PASSWORD_MAX_LENGTH
 from {{ cookiecutter.package_name }}.auth.dependencies import get_auth_state
 from {{ cookiecutter.package_name }}.auth.models import User
+from {{ cookiecutter.package_name }}.auth.router import LOGIN_LIMITS, limit_counter
 from {{ cookiecutter.package_name }}.auth.security import password_fingerprint, verify_password
-from {{ cookiecutter.package_name }}.auth.service import (
-    get_user_by_email,
-    login_email_key,
-    normalize_email,
-)
+from {{ cookiecutter.package_name }}.auth.service import get_user_by_email, normalize_email
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
-from {{ cookiecutter.package_name }}.core.ratelimit import RateLimiter, client_address
+from {{ cookiecutter.package_name }}.core.ratelimit import (
+    UNAVAILABLE_RETRY_AFTER,
+    RateLimiter,
+    RateLimiterUnavailableError,
+)
 
 if TYPE_CHECKING:
     from sqladmin import Admin
@@ -43,10 +47,6 @@ log = structlog.get_logger(__name__)
 BASE_URL = "/admin"
 SESSION_COOKIE = "admin_session"
 SESSION_MAX_AGE = 8 * 3600  # seconds; the cookie's signature carries its age
-# The API login's counters (auth/router.py): the admin form is no way around them.
-# The API login's counters (auth.router.limited names them "auth:<setting>").
-LOGIN_SCOPE_CLIENT = "auth:login_limit_per_client"
-LOGIN_SCOPE_EMAIL = "auth:login_limit_per_email"
 # Requests that change something come from the admin's own pages, never from another site.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OWN_SITE = frozenset({"same-origin", "none"})
@@ -102,15 +102,33 @@ class AdminAuth(AuthenticationBackend):
         email = normalize_email(str(form.get("username") or ""))
         password = str(form.get("password") or "")
         limits = get_auth_state(self.app).settings
-        address = await client_address(request)
-        for limit, scope, key in (
-            (limits.login_limit_per_client, LOGIN_SCOPE_CLIENT, address),
-            (limits.login_limit_per_email, LOGIN_SCOPE_EMAIL, login_email_key(email, address)),
-        ):
-            retry_after = await self.limiter.hit(parse(limit), scope, key)
+        # The API login's limits, counters and keys (the form is no way around them). The key
+        # functions read this request's form and its client address (core's trusted proxies).
+        for setting, key in LOGIN_LIMITS:
+            limit: str = getattr(limits, setting)
+            counter = limit_counter(setting)
+            try:
+                retry_after = await self.limiter.hit(
+                    parse(limit), counter, await key(request), fail_closed=True
+                )
+            except RateLimiterUnavailableError:
+                log.error("admin_login_refused_limiter_down", scope=counter)
+                return await self._refused(
+                    request,
+                    "Sign-in is unavailable for now (the rate limiter cannot be reached); "
+                    f"try again in {UNAVAILABLE_RETRY_AFTER} s.",
+                    status_code=503,
+                    retry_after=UNAVAILABLE_RETRY_AFTER,
+                )
             if retry_after is not None:
-                log.warning("admin_login_rate_limited", scope=scope)
-                return await self._too_many_attempts(request, math.ceil(retry_after))
+                log.warning("admin_login_rate_limited", scope=counter)
+                seconds = math.ceil(retry_after)
+                return await self._refused(
+                    request,
+                    f"Too many login attempts; retry in {seconds} s.",
+                    status_code=429,
+                    retry_after=seconds,
+                )
         if len(password) > PASSWORD_MAX_LENGTH:
             return False
         async with self.database.sessionmaker() as session:
@@ -159,13 +177,15 @@ class AdminAuth(AuthenticationBackend):
             return None
         return user
 
-    async def _too_many_attempts(self, request: Request, seconds: int) -> Response:
-        message = f"Too many login attempts; retry in {seconds} s."
-        headers = {"Retry-After": str(seconds)}
+    async def _refused(
+        self, request: Request, message: str, *, status_code: int, retry_after: int
+    ) -> Response:
+        """The login page again, showing why, with `status_code` and Retry-After."""
+        headers = {"Retry-After": str(retry_after)}
         if self.admin is None:
-            return PlainTextResponse(message, status_code=429, headers=headers)
+            return PlainTextResponse(message, status_code=status_code, headers=headers)
         response = await self.admin.templates.TemplateResponse(
-            request, "sqladmin/login.html", {"error": message}, status_code=429
+            request, "sqladmin/login.html", {"error": message}, status_code=status_code
         )
         response.headers.update(headers)
         return response

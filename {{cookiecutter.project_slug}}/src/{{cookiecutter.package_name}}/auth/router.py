@@ -97,7 +97,7 @@ def limited(setting: str, key: KeyFunc = client_address, scope: str | None = Non
     Fails closed: while the limiter's Redis is down these routes answer 503, so brute force
     never goes unlimited.
     """
-    counter = scope or f"auth:{setting}"
+    counter = scope or limit_counter(setting)
 
     async def dependency(request: Request) -> None:
         value: str = getattr(get_auth_state(request.app).settings, setting)
@@ -105,6 +105,20 @@ def limited(setting: str, key: KeyFunc = client_address, scope: str | None = Non
         await enforce(request, value, _limit(value), counter, key_value, fail_closed=True)
 
     return DependsParam(declare(dependency, problems={**RATE_LIMITED, **LIMITER_DOWN}))
+
+
+def limit_counter(setting: str) -> str:
+    """The counter of the AuthSettings limit `setting` (unless a route names a shared one)."""
+    return f"auth:{setting}"
+
+
+# The limits one login attempt counts against, and how each is keyed (under `limit_counter`).
+# The login route counts with these, and so does any other sign-in form of the project (it
+# imports them), so every way in shares one budget. Change the keys here, nowhere else.
+LOGIN_LIMITS: tuple[tuple[str, KeyFunc], ...] = (
+    ("login_limit_per_client", client_address),
+    ("login_limit_per_email", _form_email),
+)
 
 
 def _user_read(user: User) -> UserRead:
@@ -224,10 +238,7 @@ def _send_verification(
 @router.post(
     "/auth/login",
     tags=["auth"],
-    dependencies=[
-        limited("login_limit_per_client"),
-        limited("login_limit_per_email", key=_form_email),
-    ],
+    dependencies=[limited(setting, key=key) for setting, key in LOGIN_LIMITS],
     response_model=TokenPair,
     responses=problems({400: "An unknown scope", 401: "Wrong email or password"}),
 )
