@@ -76,6 +76,7 @@ OPTIONS: tuple[Option, ...] = (
             "mypy",
             "pre-commit",
             "uv",
+            "schemathesis",
         ),
         migration="migrations/versions/0001_baseline.py",
     ),

@@ -108,6 +108,7 @@ SKIP_DIRS = {
     ".mypy_cache",
     ".ruff_cache",
     ".pytest_cache",
+    ".hypothesis",
     "__pycache__",
 }
 TOOL_TIMEOUT = 900

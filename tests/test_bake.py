@@ -6,6 +6,7 @@ combo is rendered once and all its checks run against that render.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -228,6 +229,28 @@ def test_migrations_postgresql(baked: bake.Baked, postgres_urls: dict[str, str])
 
 
 # --- documentation -------------------------------------------------------------
+
+
+ROUTE_TABLE = re.compile(r"<!-- route-table:start -->\n(.*?)<!-- route-table:end -->", re.S)
+
+
+def test_auth_docs_route_table_is_the_apps(baked: bake.Baked) -> None:
+    """docs/auth.md's route -> requirement table is the all-modules project's, as it is."""
+    if baked.combo_id != "defaults":
+        pytest.skip("the table in docs/auth.md is the one of the project with every module")
+    code = (
+        f"from {baked.package}.main import app\n"
+        f"from {baked.package}.core.contract import markdown_table\n"
+        "print(markdown_table(app), end='')\n"
+    )
+    proc = bake.run_tool(baked.path, sys.executable, "-c", code, env={"PYTHONPATH": "src"})
+    assert proc.returncode == 0, bake.describe(proc)
+    documented = ROUTE_TABLE.search((bake.ROOT / "docs" / "auth.md").read_text(encoding="utf-8"))
+    assert documented, "docs/auth.md has no route-table markers"
+    assert documented.group(1).strip() == proc.stdout.strip(), (
+        "docs/auth.md's route table differs from the app's; paste this between its markers:\n"
+        + proc.stdout
+    )
 
 
 def test_mkdocs_builds_strictly(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from .core.config import Settings, get_settings
+from .core.contract import install_contract
 from .core.db import Database
 from .core.errors import install_error_handlers
 from .core.logging import RequestContextMiddleware, configure_logging
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.redis_url)
 
     install_error_handlers(app)
+    install_contract(app)
     install_http_security(app, settings)
     app.add_middleware(
         RequestContextMiddleware,

@@ -6,13 +6,19 @@ Removed from projects without the auth module (see the hook's table).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
+import pytest
+from alembic.config import Config
 from fastapi import FastAPI
 from httpx import AsyncClient
 
 from {{ cookiecutter.package_name }}.ai.seams import get_caller
+from {{ cookiecutter.package_name }}.core.config import Settings
 from tests.ai.conftest import MakeApp, http, ledger
-from tests.auth.conftest import login, register
+from tests.ai.test_contract import ai_app
+from tests.auth.conftest import login, register, sign_up
+from tests.contract import CHECKS, ContractCase, contract_test, document
 
 CHAT = "/api/v1/ai/chat"
 HELLO = {"messages": [{"role": "user", "content": "Say hello"}]}
@@ -60,3 +66,22 @@ async def test_waiting_on_the_model_holds_no_pooled_connection(
         assert response.status_code == 200, response.text
     # The user lookup used a short session of its own and gave its connection back.
     assert pool.checkedout() == before
+
+
+# --- the OpenAPI contract, signed in (tests/contract.py) -------------------------------------
+
+Signed = tuple[FastAPI, dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def signed_in_ai_app(settings: Settings, migrated: Config) -> Iterator[Signed]:
+    with ai_app(settings) as app:
+        yield app, sign_up(app, "ai-contract@example.com")
+
+
+@contract_test(document().include(path_regex="^/api/v1/ai/"))
+def test_ai_routes_keep_the_contract_signed_in(
+    case: ContractCase, signed_in_ai_app: Signed
+) -> None:
+    app, headers = signed_in_ai_app
+    case.call_and_validate(app=app, headers=headers, checks=CHECKS)

@@ -39,6 +39,7 @@ from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Base, Database
 from {{ cookiecutter.package_name }}.core.email import EmailSettings, Mailer
 from {{ cookiecutter.package_name }}.main import create_app
+from tests import contract
 from tests.conftest import clear_tables
 from tests.loopback import free_port, serve_in_thread
 
@@ -296,6 +297,41 @@ async def signed_in(client: AsyncClient, email: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
+async def mark_verified(app: FastAPI, email: str) -> None:
+    """Verify an account's email as if its link had been opened."""
+    database: Database = app.state.database
+    async with database.sessionmaker() as session, session.begin():
+        await session.execute(update(User).where(User.email == email).values(is_verified=True))
+
+
+async def verified_signed_in(app: FastAPI, client: AsyncClient, email: str) -> dict[str, str]:
+    """`signed_in` with a verified email (API keys need one)."""
+    await register(client, email)
+    await mark_verified(app, email)
+    tokens = await login(client, email)
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def sign_up(app: FastAPI, email: str, outbox: Outbox | None = None) -> dict[str, str]:
+    """For schemathesis (tests/contract.py): a real account, signed in, on the app it calls.
+
+    With `outbox`, the email is verified through its link first (API keys need that).
+    """
+    account = {"email": email, "password": PASSWORD}
+    registered = contract.call(app, "POST", "/api/v1/auth/register", body=account)
+    assert registered.status_code == 201, registered.text
+    if outbox is not None:
+        link = {"token": outbox.link_token(email)}
+        verified = contract.call(app, "POST", "/api/v1/auth/verify-email", body=link)
+        assert verified.status_code == 200, verified.text
+    form = {"username": email, "password": PASSWORD}
+    tokens = contract.call(
+        app, "POST", "/api/v1/auth/login", body=form, media_type="application/x-www-form-urlencoded"
+    )
+    assert tokens.status_code == 200, tokens.text
+    return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+
+
 async def count(app: FastAPI, model: type[Base]) -> int:
     database: Database = app.state.database
     async with database.sessionmaker() as session:
@@ -317,7 +353,11 @@ async def api_key_for(app: FastAPI, email: str) -> str:
         user = await service.get_user_by_email(session, email)
         assert user is not None
         _row, key = await service.create_api_key(
-            session, app.state.auth.settings, user, ApiKeyCreate(name="script")
+            session,
+            app.state.auth.settings,
+            user,
+            ApiKeyCreate(name="script"),
+            app.state.auth.settings.scopes,
         )
     return key
 

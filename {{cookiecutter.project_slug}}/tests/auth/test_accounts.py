@@ -151,17 +151,6 @@ async def test_change_password_needs_the_current_one(app: FastAPI, client: Async
     assert_problem(old, 401)
 
 
-async def test_change_email_to_a_taken_one_is_409(client: AsyncClient) -> None:
-    await register(client, "taken@example.com")
-    headers = await signed_in(client, "mine@example.com")
-    response = await client.patch(
-        "/api/v1/users/me", json={"email": "Taken@example.com"}, headers=headers
-    )
-    assert_problem(response, 409)
-    me = await client.get("/api/v1/users/me", headers=headers)
-    assert me.json()["email"] == "mine@example.com"
-
-
 async def test_changes_to_the_current_user_are_committed(app: FastAPI, client: AsyncClient) -> None:
     # The caller is read outside the request's transaction, then attached to the
     # request's session: a change with no explicit flush is still written.

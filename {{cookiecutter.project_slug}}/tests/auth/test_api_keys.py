@@ -8,13 +8,13 @@ from sqlalchemy import select
 
 from {{ cookiecutter.package_name }}.auth.models import ApiKey
 from {{ cookiecutter.package_name }}.core.db import Database
-from tests.auth.conftest import assert_problem, count, signed_in
+from tests.auth.conftest import assert_problem, count, verified_signed_in
 
 ME = "/api/v1/users/me"
 
 
 async def test_create_use_list_revoke(app: FastAPI, client: AsyncClient) -> None:
-    headers = await signed_in(client, "keys@example.com")
+    headers = await verified_signed_in(app, client, "keys@example.com")
     created = await client.post("/api/v1/api-keys", json={"name": "ci"}, headers=headers)
     assert created.status_code == 201, created.text
     body = created.json()
@@ -49,7 +49,7 @@ async def test_wrong_key_is_401(client: AsyncClient) -> None:
 
 
 async def test_list_is_one_query_for_many_keys(app: FastAPI, client: AsyncClient) -> None:
-    headers = await signed_in(client, "many@example.com")
+    headers = await verified_signed_in(app, client, "many@example.com")
     for i in range(5):
         await client.post("/api/v1/api-keys", json={"name": f"k{i}"}, headers=headers)
     statements: list[str] = []
@@ -72,7 +72,7 @@ async def test_list_is_one_query_for_many_keys(app: FastAPI, client: AsyncClient
 
 
 async def test_scopes_are_limited_to_known_ones(app: FastAPI, client: AsyncClient) -> None:
-    headers = await signed_in(client, "sc@example.com")
+    headers = await verified_signed_in(app, client, "sc@example.com")
     bad = await client.post(
         "/api/v1/api-keys", json={"name": "x", "scopes": ["read", "root"]}, headers=headers
     )
@@ -84,16 +84,16 @@ async def test_scopes_are_limited_to_known_ones(app: FastAPI, client: AsyncClien
     assert ok.json()["scopes"] == ["read"]
 
 
-async def test_cannot_revoke_someone_elses_key(client: AsyncClient) -> None:
-    alice = await signed_in(client, "alice@example.com")
-    bob = await signed_in(client, "bob@example.com")
+async def test_cannot_revoke_someone_elses_key(app: FastAPI, client: AsyncClient) -> None:
+    alice = await verified_signed_in(app, client, "alice@example.com")
+    bob = await verified_signed_in(app, client, "bob@example.com")
     key = (await client.post("/api/v1/api-keys", json={"name": "a"}, headers=alice)).json()
     assert_problem(await client.delete(f"/api/v1/api-keys/{key['id']}", headers=bob), 404)
     assert (await client.get(ME, headers={"X-API-Key": key["key"]})).status_code == 200
 
 
 async def test_expired_key_is_401(app: FastAPI, client: AsyncClient) -> None:
-    headers = await signed_in(client, "exp@example.com")
+    headers = await verified_signed_in(app, client, "exp@example.com")
     key = (
         await client.post(
             "/api/v1/api-keys", json={"name": "t", "expires_in_days": 1}, headers=headers

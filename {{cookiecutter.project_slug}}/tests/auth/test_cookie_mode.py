@@ -55,15 +55,14 @@ async def test_cookie_auth_with_csrf(https: AsyncClient) -> None:
         data={"username": "csrf@example.com", "password": "correct horse battery"},
     )
     assert (await https.get("/api/v1/users/me")).status_code == 200  # safe method: no header
-    patch = {"email": "csrf2@example.com"}
-    assert_problem(await https.patch("/api/v1/users/me", json=patch), 403)
-    assert_problem(
-        await https.patch("/api/v1/users/me", json=patch, headers={"X-CSRF-Token": "forged"}), 403
-    )
+    change = "/api/v1/users/me/email"
+    patch = {"email": "csrf2@example.com", "current_password": "correct horse battery"}
+    assert_problem(await https.post(change, json=patch), 403)
+    assert_problem(await https.post(change, json=patch, headers={"X-CSRF-Token": "forged"}), 403)
     csrf = https.cookies.get("csrf_token")
     assert csrf
-    ok = await https.patch("/api/v1/users/me", json=patch, headers={"X-CSRF-Token": csrf})
-    assert ok.status_code == 200, ok.text
+    ok = await https.post(change, json=patch, headers={"X-CSRF-Token": csrf})
+    assert ok.status_code == 202, ok.text
 
     assert_problem(await https.post("/api/v1/auth/refresh"), 403)
     refreshed = await https.post("/api/v1/auth/refresh", headers={"X-CSRF-Token": csrf})

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from {{ cookiecutter.package_name }}.admin.auth import BASE_URL, AdminAuth
 from {{ cookiecutter.package_name }}.admin.registry import VIEWS
+from {{ cookiecutter.package_name }}.core.contract import declare
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.plugin import Module
 
@@ -24,6 +25,7 @@ def install(app: FastAPI) -> None:
         authentication_backend=backend,
     )
     backend.admin = admin
+    declare(admin.admin, requires="superuser (the admin's own sign-in)")
     admin.admin.state.database = database  # for views that call a module's services
     for view in VIEWS:
         admin.add_view(view)

@@ -14,6 +14,7 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from openai.types.chat import ChatCompletionChunk
 
+from {{ cookiecutter.package_name }}.core.contract import problems
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.ratelimit import get_rate_limiter
 
@@ -50,13 +51,16 @@ async def enforce_rate_limit(request: Request, settings: AISettings, caller: Cal
 
 router = APIRouter(prefix="/api/v1/ai", tags=["ai"])
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    422: {"description": "Invalid request, or a model not in AI_ALLOWED_MODELS"},
-    429: {"description": "Rate limit, monthly quota, or the provider's rate limit"},
-    502: {"description": "The AI provider failed or could not be reached"},
-    503: {"description": "OPENAI_API_KEY is not set"},
-    504: {"description": "The AI provider did not answer within AI_TIMEOUT"},
-}
+PROBLEMS: dict[int | str, dict[str, Any]] = problems(
+    {
+        413: "More messages than AI_MAX_MESSAGES, or characters than AI_MAX_INPUT_CHARS",
+        422: "Invalid request, or a model not in AI_ALLOWED_MODELS",
+        429: "Rate limit, monthly quota, AI_MAX_CONCURRENT_STREAMS, or the provider's limit",
+        502: "The AI provider failed or could not be reached",
+        503: "OPENAI_API_KEY is not set",
+        504: "The AI provider did not answer within AI_TIMEOUT",
+    }
+)
 
 
 def upstream_body(
@@ -277,7 +281,7 @@ def _delta(chunk: ChatCompletionChunk) -> tuple[str, str | None]:
     return choice.delta.content or "", choice.finish_reason
 
 
-@router.get("/usage", responses={429: PROBLEMS[429]})
+@router.get("/usage", responses=problems({429: "AI_RATE_LIMIT exceeded (with Retry-After)"}))
 async def usage(request: Request, caller: CallerDep) -> UsageSummary:
     """Tokens and requests of the current calendar month (UTC) for the caller."""
     state = ai_state(request)

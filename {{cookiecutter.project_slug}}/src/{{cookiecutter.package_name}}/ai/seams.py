@@ -23,6 +23,7 @@ from {{ cookiecutter.package_name }}.payments.client import get_payments_state
 from {{ cookiecutter.package_name }}.payments.service import get_entitlements
 {%- endif %}
 {%- else %}
+from {{ cookiecutter.package_name }}.core.contract import declare
 from {{ cookiecutter.package_name }}.core.ratelimit import client_address
 {%- endif %}
 
@@ -91,6 +92,9 @@ async def get_caller(request: Request) -> Caller:
         monthly_quota=default_quota(ai_state(request).settings),
         rate_key=f"addr:{await client_address(request)}",
     )
+
+
+declare(get_caller, requires="public: no accounts; AI_RATE_LIMIT per client address")
 {%- endif %}
 
 

@@ -33,6 +33,7 @@ from {{ cookiecutter.package_name }}.auth.service import (
     session_alive,
 )
 from {{ cookiecutter.package_name }}.core.cache import Recent
+from {{ cookiecutter.package_name }}.core.contract import declare
 from {{ cookiecutter.package_name }}.core.db import SessionDep, get_database
 
 ACCESS_COOKIE = "access_token"
@@ -188,6 +189,11 @@ def _in_session(user: User | None, access: AccessToken) -> User:
     return user
 
 
+SIGNED_IN = {
+    401: "Not signed in: no, or an invalid, expired or revoked, token or API key",
+    403: "The account is disabled",
+}
+declare(get_principal, problems=SIGNED_IN)
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
@@ -199,6 +205,9 @@ async def get_current_superuser(principal: PrincipalDep) -> User:
     if not principal.user.is_superuser:
         raise exceptions.forbidden("Superusers only.")
     return principal.user
+
+
+declare(get_current_superuser, requires="superuser", problems={403: "Superusers only"})
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -225,12 +234,15 @@ async def get_released_user(
     # The state is not a dependency here: each one costs a few percent of the
     # CPU of a request on an endpoint such as AI chat (docs/ai.md).
     state = get_auth_state(request.app)
+    needed = method_scope(request.method)
     if api_key or (bearer and bearer.startswith(API_KEY_PREFIX)):
         async with get_database(request).sessionmaker() as session:
             principal = await get_principal(request, session, state, bearer, api_key)
             await session.commit()  # the key's last_used_at
+        _check_scopes(needed, principal.scopes)
         return principal.user
     access = _access_token(request, state, bearer)
+    _check_scopes(needed, access.scopes)
 
     async def read() -> User:
         user = await read_user(get_database(request), access.user_id)
@@ -242,7 +254,29 @@ async def get_released_user(
     return _in_session(await state.recent_users.fetch(access.user_id, read), access)
 
 
+def method_scope(method: str) -> frozenset[str]:
+    """What `ReleasedUser` requires: `read` to read (GET, HEAD), `write` for anything else."""
+    return READ if method in SAFE_METHODS else WRITE
+
+
+def _check_scopes(needed: frozenset[str], held: frozenset[str]) -> None:
+    missing = needed - held
+    if missing:
+        raise exceptions.missing_scopes(sorted(missing))
+
+
+READ, WRITE = frozenset({"read"}), frozenset({"write"})
+MISSING_SCOPE = {403: "The token or API key lacks a scope the route needs"}
+declare(
+    get_released_user,
+    requires=lambda method: _scopes_label(method_scope(method)),
+    problems={**SIGNED_IN, **MISSING_SCOPE},
+)
 ReleasedUser = Annotated[User, Depends(get_released_user)]
+
+
+def _scopes_label(scopes: frozenset[str]) -> str:
+    return f"scopes: {' '.join(sorted(scopes))}"
 
 
 def require_scopes(*scopes: str) -> DependsParam:
@@ -256,9 +290,31 @@ def require_scopes(*scopes: str) -> DependsParam:
     needed = frozenset(scopes)
 
     async def dependency(principal: PrincipalDep) -> Principal:
-        missing = needed - principal.scopes
-        if missing:
-            raise exceptions.missing_scopes(sorted(missing))
+        _check_scopes(needed, principal.scopes)
         return principal
 
+    declare(dependency, requires=_scopes_label(needed), problems=MISSING_SCOPE)
+    return DependsParam(dependency)
+
+
+def require_session_scopes(*scopes: str) -> DependsParam:
+    """`require_scopes`, refusing API keys: for managing the account itself.
+
+    Changing the email or the password and creating or listing API keys take a
+    signed-in session (an access token from a login), so a leaked API key, whatever
+    its scopes, cannot take over the account or mint more keys.
+    """
+    needed = frozenset(scopes)
+
+    async def dependency(principal: PrincipalDep) -> Principal:
+        if principal.api_key is not None:
+            raise exceptions.forbidden("API keys cannot manage the account; sign in to do this.")
+        _check_scopes(needed, principal.scopes)
+        return principal
+
+    declare(
+        dependency,
+        requires=f"session (no API key), {_scopes_label(needed)}",
+        problems={403: "An API key, or a token lacking a scope the route needs"},
+    )
     return DependsParam(dependency)

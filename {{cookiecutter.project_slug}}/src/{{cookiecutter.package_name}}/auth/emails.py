@@ -41,6 +41,28 @@ async def send_verification(
     await _send(mailer, to, f"Confirm your email for {app_name}", body)
 
 
+async def send_email_change(
+    mailer: Mailer,
+    to: str,
+    *,
+    old_email: str,
+    app_name: str,
+    frontend_url: str,
+    token: str,
+    ttl: int,
+) -> None:
+    """The confirmation link to the new address, and a notice to the old one."""
+    body = render(
+        "change_email.txt",
+        app_name=app_name,
+        link=link(frontend_url, "verify-email", token),
+        hours=ttl // 3600,
+    )
+    await _send(mailer, to, f"Confirm your new email for {app_name}", body)
+    notice = render("email_change_notice.txt", app_name=app_name, new_email=to)
+    await _send(mailer, old_email, f"Your {app_name} email is being changed", notice)
+
+
 async def send_reset(
     mailer: Mailer, to: str, *, app_name: str, frontend_url: str, token: str, ttl: int
 ) -> None:

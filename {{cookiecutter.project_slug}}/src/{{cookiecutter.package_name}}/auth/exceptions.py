@@ -61,3 +61,17 @@ def cross_site() -> ProblemError:
 
 def session_ended() -> ProblemError:
     return ProblemError(401, "The session of this access token has ended.", headers=BEARER)
+
+
+def wrong_password() -> ProblemError:
+    return ProblemError(400, "The current password is wrong or missing.")
+
+
+def email_unverified() -> ProblemError:
+    return ProblemError(403, "Verify your email address before creating API keys.")
+
+
+def scopes_not_held(scopes: list[str]) -> ProblemError:
+    return ProblemError(
+        403, f"A new API key cannot have scopes you do not hold: {' '.join(scopes)}."
+    )

@@ -25,8 +25,11 @@ from {{ cookiecutter.package_name }}.auth.dependencies import (
     AuthState,
     AuthStateDep,
     CurrentUser,
+    Principal,
     check_origin,
     get_auth_state,
+    require_scopes,
+    require_session_scopes,
 )
 from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
 from {{ cookiecutter.package_name }}.auth.oauth import fetch_identity
@@ -35,6 +38,7 @@ from {{ cookiecutter.package_name }}.auth.schemas import (
     ApiKeyCreated,
     ApiKeyRead,
     CookieSession,
+    EmailChange,
     EmailRequest,
     Message,
     RefreshRequest,
@@ -46,10 +50,17 @@ from {{ cookiecutter.package_name }}.auth.schemas import (
     UserUpdate,
 )
 from {{ cookiecutter.package_name }}.auth.security import InvalidTokenError
+from {{ cookiecutter.package_name }}.core.contract import declare, problems, public
 from {{ cookiecutter.package_name }}.core.db import ReadConnectionDep, SessionDep
 from {{ cookiecutter.package_name }}.core.email import get_mailer
 from {{ cookiecutter.package_name }}.core.errors import problem_response
-from {{ cookiecutter.package_name }}.core.ratelimit import KeyFunc, client_address, enforce
+from {{ cookiecutter.package_name }}.core.ratelimit import (
+    LIMITER_DOWN,
+    RATE_LIMITED,
+    KeyFunc,
+    client_address,
+    enforce,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +106,7 @@ def limited(setting: str, key: KeyFunc = client_address, scope: str | None = Non
         key_value = await key(request)
         await enforce(request, value, _limit(value), counter, key_value, fail_closed=True)
 
-    return DependsParam(dependency)
+    return DependsParam(declare(dependency, problems={**RATE_LIMITED, **LIMITER_DOWN}))
 
 
 def limit_counter(setting: str) -> str:
@@ -196,8 +207,9 @@ def _refresh_token_from(
     status_code=201,
     tags=["auth"],
     dependencies=[limited("register_limit_per_client")],
-    responses={409: {"description": "The email is taken"}},
+    responses=problems({409: "The email is taken"}),
 )
+@public("sign-up")
 async def register(
     body: UserCreate,
     request: Request,
@@ -230,8 +242,9 @@ def _send_verification(
     tags=["auth"],
     dependencies=[limited(setting, key=key) for setting, key in LOGIN_LIMITS],
     response_model=TokenPair,
-    responses={401: {"description": "Wrong email or password"}},
+    responses=problems({400: "An unknown scope", 401: "Wrong email or password"}),
 )
+@public("sign-in with email and password")
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
@@ -249,8 +262,14 @@ async def login(
     "/auth/refresh",
     tags=["auth"],
     response_model=TokenPair,
-    responses={401: {"description": "Invalid, expired, revoked or reused refresh token"}},
+    responses=problems(
+        {
+            401: "Invalid, expired, revoked or reused refresh token",
+            403: "Cookie mode: the CSRF check failed",
+        }
+    ),
 )
+@public("the refresh token is the credential")
 async def refresh(
     request: Request,
     session: SessionDep,
@@ -273,7 +292,13 @@ async def refresh(
     return _token_response(state, issued)
 
 
-@router.post("/auth/logout", status_code=204, tags=["auth"])
+@router.post(
+    "/auth/logout",
+    status_code=204,
+    tags=["auth"],
+    responses=problems({403: "Cookie mode: the CSRF check failed"}),
+)
+@public("the refresh token is the credential")
 async def logout(
     request: Request,
     session: SessionDep,
@@ -302,7 +327,10 @@ async def logout(
     "/auth/verify-email/request",
     status_code=202,
     tags=["auth"],
-    dependencies=[limited("forgot_limit_per_client", scope="auth:verify-email-request")],
+    dependencies=[
+        require_session_scopes("write"),
+        limited("forgot_limit_per_client", scope="auth:verify-email-request"),
+    ],
 )
 async def request_verification(
     request: Request, user: CurrentUser, state: AuthStateDep, background: BackgroundTasks
@@ -313,7 +341,12 @@ async def request_verification(
     return Message(detail="A verification link is on its way.")
 
 
-@router.post("/auth/verify-email", tags=["auth"])
+@router.post(
+    "/auth/verify-email",
+    tags=["auth"],
+    responses=problems({400: "The link is invalid or has expired", 409: "The email is taken"}),
+)
+@public("the emailed link's token is the credential")
 async def verify_email(body: TokenRequest, session: SessionDep, state: AuthStateDep) -> UserRead:
     return _user_read(await service.verify_email(session, state.tokens, body.token))
 
@@ -327,6 +360,7 @@ async def verify_email(body: TokenRequest, session: SessionDep, state: AuthState
         limited("forgot_limit_per_email", key=_json_email),
     ],
 )
+@public("always answers the same; the link goes to the account's inbox")
 async def forgot_password(
     body: EmailRequest,
     request: Request,
@@ -353,7 +387,9 @@ async def forgot_password(
     "/auth/reset-password",
     tags=["auth"],
     dependencies=[limited("reset_limit_per_client")],
+    responses=problems({400: "The link is invalid or has expired"}),
 )
+@public("the emailed link's token is the credential")
 async def reset_password(body: ResetPassword, session: SessionDep, state: AuthStateDep) -> Message:
     await service.reset_password(session, state.tokens, body.token, body.password)
     return Message(detail="The password is changed; every session has been signed out.")
@@ -374,8 +410,11 @@ def _oauth_client(state: AuthState, provider: str) -> Any:
     tags=["auth"],
     status_code=302,
     response_class=RedirectResponse,
-    responses={404: {"description": "The provider is not configured"}},
+    responses=problems(
+        {400: "The provider cannot be reached", 404: "The provider is not configured"}
+    ),
 )
+@public("starts a social login")
 async def oauth_authorize(provider: str, request: Request, state: AuthStateDep) -> Response:
     """Redirect to the provider, with state, PKCE (S256) and, for OIDC, a nonce."""
     client = _oauth_client(state, provider)
@@ -406,8 +445,15 @@ async def oauth_authorize(provider: str, request: Request, state: AuthStateDep) 
     name="oauth_callback",
     tags=["auth"],
     response_model=TokenPair,
-    responses={400: {"description": "Bad state, reused code or a provider error"}},
+    responses=problems(
+        {
+            400: "Bad state, reused code or a provider error",
+            403: "The account is disabled",
+            404: "The provider is not configured",
+        }
+    ),
 )
+@public("the provider's answer, checked against the signed state, is the credential")
 async def oauth_callback(
     provider: str, request: Request, session: SessionDep, state: AuthStateDep
 ) -> Response:
@@ -453,43 +499,106 @@ async def oauth_callback(
 # --- the signed-in user -------------------------------------------------------------------------
 
 
-@router.get("/users/me", tags=["users"])
+@router.get("/users/me", tags=["users"], dependencies=[require_scopes("read")])
 async def read_me(user: CurrentUser) -> UserRead:
     return _user_read(user)
 
 
-@router.patch("/users/me", tags=["users"])
-async def update_me(
-    body: UserUpdate,
+@router.patch(
+    "/users/me",
+    tags=["users"],
+    dependencies=[require_session_scopes("write")],
+    responses=problems({400: "The current password is wrong or missing"}),
+)
+async def update_me(body: UserUpdate, user: CurrentUser, session: SessionDep) -> UserRead:
+    """Change the password (needs `current_password`); every session is signed out."""
+    await service.update_user(session, user, body)
+    return _user_read(user)
+
+
+@router.post(
+    "/users/me/email",
+    status_code=202,
+    tags=["users"],
+    dependencies=[
+        require_session_scopes("write"),
+        limited("forgot_limit_per_client", scope="auth:email-change"),
+    ],
+    responses=problems(
+        {
+            400: "The current password is wrong, or the address is already this account's",
+            409: "The email is taken",
+        }
+    ),
+)
+async def change_email(
+    body: EmailChange,
     request: Request,
     user: CurrentUser,
     session: SessionDep,
     state: AuthStateDep,
     background: BackgroundTasks,
-) -> UserRead:
-    """Change the email (to be verified again) or the password (needs `current_password`)."""
-    if await service.update_user(session, user, body):
-        _send_verification(request, state, background, user)
-    return _user_read(user)
+) -> Message:
+    """Ask to change the email: a link to the new address confirms it, the old one is told.
+
+    The account keeps its address until the link is opened (`POST /auth/verify-email`);
+    changing the password first voids the link.
+    """
+    token = await service.request_email_change(session, state.tokens, user, body)
+    background.add_task(
+        emails.send_email_change,
+        get_mailer(request.app),
+        service.normalize_email(body.email),
+        old_email=user.email,
+        app_name=request.app.title,
+        frontend_url=state.settings.frontend_url,
+        token=token,
+        ttl=state.settings.verify_token_ttl,
+    )
+    return Message(detail="A confirmation link is on its way to the new address.")
 
 
-# --- API keys -----------------------------------------------------------------------------------
+# --- API keys: managed from a signed-in session, never with an API key ------------------------
 
 
-@router.post("/api-keys", status_code=201, tags=["api keys"])
+@router.post(
+    "/api-keys",
+    status_code=201,
+    tags=["api keys"],
+    responses=problems({403: "The email is not verified, or a scope the session does not hold"}),
+)
 async def create_api_key(
-    body: ApiKeyCreate, user: CurrentUser, session: SessionDep, state: AuthStateDep
+    body: ApiKeyCreate,
+    principal: Annotated[Principal, require_session_scopes("write")],
+    session: SessionDep,
+    state: AuthStateDep,
 ) -> ApiKeyCreated:
-    api_key, key = await service.create_api_key(session, state.settings, user, body)
+    """A new key with the scopes asked for: at most, and by default, the session's own."""
+    if not principal.user.is_verified:
+        raise exceptions.email_unverified()
+    api_key, key = await service.create_api_key(
+        session, state.settings, principal.user, body, principal.scopes
+    )
     return ApiKeyCreated(key=key, **_api_key_read(api_key).model_dump())
 
 
-@router.get("/api-keys", tags=["api keys"], response_model=list[ApiKeyRead])
+@router.get(
+    "/api-keys",
+    tags=["api keys"],
+    response_model=list[ApiKeyRead],
+    dependencies=[require_session_scopes("read")],
+)
 async def list_api_keys(user: CurrentUser, connection: ReadConnectionDep) -> list[dict[str, Any]]:
     # FastAPI validates the rows into the response model in one pass.
     return await service.list_api_keys(connection, user)
 
 
-@router.delete("/api-keys/{key_id}", status_code=204, tags=["api keys"])
+@router.delete(
+    "/api-keys/{key_id}",
+    status_code=204,
+    tags=["api keys"],
+    dependencies=[require_session_scopes("write")],
+    responses=problems({404: "No such API key"}),
+)
 async def revoke_api_key(key_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
     await service.revoke_api_key(session, user, key_id)

@@ -29,13 +29,21 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
+    """A new password. The email changes through `POST /users/me/email`."""
+
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr | None = None
     password: Password | None = None
     current_password: str | None = Field(
         default=None, max_length=PASSWORD_MAX_LENGTH, description="Needed to change the password."
     )
+
+
+class EmailChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr = Field(description="The new address; it gets a link that confirms it.")
+    current_password: str = Field(max_length=PASSWORD_MAX_LENGTH)
 
 
 class UserRead(BaseModel):
@@ -90,7 +98,9 @@ class ApiKeyCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=100)
     scopes: list[Scope] | None = Field(
-        default=None, max_length=50, description="Default: every scope the API knows."
+        default=None,
+        max_length=50,
+        description="Default: every scope of the caller's session. At most those.",
     )
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 

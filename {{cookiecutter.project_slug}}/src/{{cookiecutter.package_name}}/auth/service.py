@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -25,7 +25,7 @@ from {{ cookiecutter.package_name }}.auth.models import (
     new_security_stamp,
     utcnow,
 )
-from {{ cookiecutter.package_name }}.auth.schemas import ApiKeyCreate, TokenPair, UserUpdate
+from {{ cookiecutter.package_name }}.auth.schemas import ApiKeyCreate, EmailChange, TokenPair, UserUpdate
 from {{ cookiecutter.package_name }}.auth.security import (
     InvalidTokenError,
     TokenSigner,
@@ -373,6 +373,13 @@ async def _user_from_token(
 
 
 async def verify_email(session: AsyncSession, tokens: Tokens, token: str) -> User:
+    """Confirm an address: the account's own, or the new one of an email change."""
+    try:
+        tokens.signer.decode(CHANGE_EMAIL, token)
+    except InvalidTokenError:
+        pass
+    else:
+        return await _confirm_email_change(session, tokens, token)
     user, claims = await _user_from_token(session, tokens, "verify-email", token, "verification")
     if claims.get("email") != user.email:  # the address changed since the link was sent
         raise exceptions.invalid_link("verification")
@@ -402,24 +409,70 @@ async def reset_password(session: AsyncSession, tokens: Tokens, token: str, pass
     return user
 
 
-async def update_user(session: AsyncSession, user: User, data: UserUpdate) -> bool:
-    """Apply a profile change; True when the email changed (and needs verifying again)."""
-    email_changed = False
+async def update_user(session: AsyncSession, user: User, data: UserUpdate) -> None:
+    """Change the password (with the current one); every session is signed out."""
     if data.password is not None:
         if user.hashed_password is not None:
             check = await verify_password(data.current_password or "", user.hashed_password)
             if not check.ok:
-                raise ProblemError(400, "The current password is wrong or missing.")
+                raise exceptions.wrong_password()
         await end_all_sessions(session, user)
         user.hashed_password = await hash_password(data.password)
-    if data.email is not None and normalize_email(data.email) != user.email:
-        if await get_user_by_email(session, data.email) is not None:
-            raise exceptions.email_taken()
-        user.email = normalize_email(data.email)
-        user.is_verified = False
-        email_changed = True
     await _flush_user(session, user)
-    return email_changed
+
+
+# --- email change: the new address is proven by a link, the old one is told -------------
+
+CHANGE_EMAIL = "change-email"
+
+
+async def request_email_change(
+    session: AsyncSession, tokens: Tokens, user: User, data: EmailChange
+) -> str:
+    """Check the password and the new address; the signed link that will make the change.
+
+    Nothing changes until the link is opened (`verify_email`). The link is bound to
+    the current address and password: a password change, or another email change
+    completed first, voids it.
+    """
+    if user.hashed_password is None:
+        raise ProblemError(
+            400,
+            "This account has no password; set one first (forgot-password), then change the email.",
+        )
+    check = await verify_password(data.current_password, user.hashed_password)
+    if not check.ok:
+        raise exceptions.wrong_password()
+    new_email = normalize_email(data.email)
+    if new_email == user.email:
+        raise ProblemError(400, "This is already the account's email address.")
+    if await get_user_by_email(session, new_email) is not None:
+        raise exceptions.email_taken()
+    return tokens.signer.encode(
+        CHANGE_EMAIL,
+        {
+            "sub": str(user.id),
+            "email": user.email,
+            "new_email": new_email,
+            "pwd": password_fingerprint(user.hashed_password),
+        },
+        tokens.settings.verify_token_ttl,
+    )
+
+
+async def _confirm_email_change(session: AsyncSession, tokens: Tokens, token: str) -> User:
+    user, claims = await _user_from_token(session, tokens, CHANGE_EMAIL, token, "verification")
+    if claims.get("email") != user.email or claims.get("pwd") != password_fingerprint(
+        user.hashed_password
+    ):
+        raise exceptions.invalid_link("verification")
+    new_email = str(claims["new_email"])
+    if await get_user_by_email(session, new_email) is not None:
+        raise exceptions.email_taken()
+    user.email = new_email
+    user.is_verified = True  # whoever opened the link reads the new inbox
+    await _flush_user(session, user)
+    return user
 
 
 async def create_superuser(session: AsyncSession, email: str, password: str) -> tuple[User, bool]:
@@ -502,12 +555,20 @@ async def oauth_login(
 
 
 async def create_api_key(
-    session: AsyncSession, settings: AuthSettings, user: User, data: ApiKeyCreate
+    session: AsyncSession,
+    settings: AuthSettings,
+    user: User,
+    data: ApiKeyCreate,
+    held: Collection[str],
 ) -> tuple[ApiKey, str]:
-    scopes = data.scopes if data.scopes is not None else list(settings.scopes)
+    """A new key with at most the scopes its creator `held` (the route checks the email)."""
+    scopes = data.scopes if data.scopes is not None else [s for s in settings.scopes if s in held]
     unknown = sorted(set(scopes) - set(settings.scopes))
     if unknown:
         raise ProblemError(422, f"Unknown scope: {' '.join(unknown)}.")
+    beyond = sorted(set(scopes) - set(held))
+    if beyond:
+        raise exceptions.scopes_not_held(beyond)
     key, prefix = new_api_key()
     api_key = ApiKey(
         user_id=user.id,

@@ -36,6 +36,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.util import await_
 
 from .config import Settings
+from .contract import declare
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -206,6 +207,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
 
+DATABASE_PROBLEMS = {503: "The database is busy or unreachable (with Retry-After)"}
+declare(get_session, problems=DATABASE_PROBLEMS)
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
@@ -215,6 +218,7 @@ async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection
         yield connection
 
 
+declare(get_read_connection, problems=DATABASE_PROBLEMS)
 ReadConnectionDep = Annotated[AsyncConnection, Depends(get_read_connection, scope="function")]
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,6 +19,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 PROBLEM_JSON = "application/problem+json"
 
 log = structlog.get_logger(__name__)
+
+
+class Problem(BaseModel):
+    """The one shape of every error response (RFC 9457), served as application/problem+json."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field(default="about:blank", description="A URI naming the kind of problem.")
+    title: str = Field(description="A short summary of the kind of problem.")
+    status: int = Field(ge=400, le=599, description="The HTTP status code.")
+    detail: str | None = Field(default=None, description="What went wrong this time.")
+    instance: str | None = Field(default=None, description="The request's path.")
+    request_id: str | None = Field(default=None, description="The request's X-Request-ID.")
+    errors: list[Any] | None = Field(
+        default=None, description="For a 422: each offending field (`loc`, `msg`, `type`)."
+    )
 
 
 class ProblemError(Exception):

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from .contract import problems, public
 from .db import get_database
 from .errors import ProblemError
 from .ratelimit import get_rate_limiter
@@ -33,6 +34,7 @@ class Readiness(BaseModel):
     checks: dict[str, Literal["ok", "failed", "off"]]
 
 
+@public("liveness probe")
 async def live() -> Health:
     return Health()
 
@@ -51,6 +53,7 @@ async def _check(probe: Awaitable[bool]) -> Literal["ok", "failed"]:
         return "failed"
 
 
+@public("readiness probe")
 async def ready(request: Request) -> Readiness:
     checks: dict[str, Literal["ok", "failed", "off"]] = {
         "database": await _check(_database_ok(request)),
@@ -71,5 +74,5 @@ def install(app: FastAPI) -> None:
         ready,
         methods=["GET"],
         tags=["health"],
-        responses={503: {"description": "A dependency is down"}},
+        responses=problems({503: "A dependency is down (the checks name it)"}),
     )

@@ -26,6 +26,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from .contract import declare
 from .errors import ProblemError
 
 log = structlog.get_logger(__name__)
@@ -97,6 +98,11 @@ async def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+RATE_LIMITED = {429: "Rate limited (with Retry-After)"}
+# A fail-closed limit while its storage is down.
+LIMITER_DOWN = {503: "The rate limiter is unavailable (with Retry-After)"}
+
+
 def rate_limit(
     limit: str,
     *,
@@ -121,7 +127,8 @@ def rate_limit(
             request, limit, item, route_scope, await key(request), fail_closed=fail_closed
         )
 
-    return DependsParam(dependency)
+    problems = {**RATE_LIMITED, **LIMITER_DOWN} if fail_closed else RATE_LIMITED
+    return DependsParam(declare(dependency, problems=problems))
 
 
 async def enforce(

@@ -17,6 +17,7 @@ from fastapi import Depends
 from fastapi.params import Depends as DependsParam
 
 from {{ cookiecutter.package_name }}.auth.dependencies import CurrentUser
+from {{ cookiecutter.package_name }}.core.contract import declare
 from {{ cookiecutter.package_name }}.core.db import SessionDep
 from {{ cookiecutter.package_name }}.payments import exceptions
 from {{ cookiecutter.package_name }}.payments.client import PaymentsSettingsDep
@@ -38,7 +39,8 @@ async def _active(entitlements: CurrentEntitlements) -> Entitlements:
     return entitlements
 
 
-require_active_subscription = DependsParam(_active)
+PLAN_REQUIRED = {402: "The caller's plan does not include this"}
+require_active_subscription = DependsParam(declare(_active, problems=PLAN_REQUIRED))
 
 
 def require_plan(*keys: str) -> DependsParam:
@@ -50,4 +52,4 @@ def require_plan(*keys: str) -> DependsParam:
             raise exceptions.plan_required(sorted(allowed))
         return entitlements
 
-    return DependsParam(dependency)
+    return DependsParam(declare(dependency, problems=PLAN_REQUIRED))

@@ -6,7 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from {{ cookiecutter.package_name }}.auth.dependencies import CurrentUser
+from {{ cookiecutter.package_name }}.auth.dependencies import CurrentUser, require_scopes
+from {{ cookiecutter.package_name }}.core.contract import problems, public
 from {{ cookiecutter.package_name }}.core.db import SessionDep, get_database
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.payments import exceptions, service, webhooks
@@ -26,12 +27,17 @@ from {{ cookiecutter.package_name }}.payments.schemas import (
 
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 
-NOT_CONFIGURED: dict[int | str, dict[str, Any]] = {
-    503: {"description": "Stripe is not configured (the setting is named)"}
+NOT_CONFIGURED: dict[int | str, dict[str, Any]] = problems(
+    {503: "Stripe is not configured (the setting is named)"}
+)
+STRIPE: dict[int | str, dict[str, Any]] = {
+    **NOT_CONFIGURED,
+    **problems({502: "Stripe failed or could not be reached"}),
 }
 
 
 @router.get("/plans")
+@public("the plans and their prices, for a pricing page")
 async def list_plans(settings: PaymentsSettingsDep) -> list[PlanRead]:
     return [
         PlanRead(
@@ -47,10 +53,10 @@ async def list_plans(settings: PaymentsSettingsDep) -> list[PlanRead]:
 
 @router.post(
     "/checkout",
+    dependencies=[require_scopes("write")],
     responses={
-        **NOT_CONFIGURED,
-        409: {"description": "Already subscribed"},
-        422: {"description": "Unknown plan"},
+        **STRIPE,
+        **problems({409: "Already subscribed", 422: "Unknown plan"}),
     },
 )
 async def checkout(
@@ -65,7 +71,7 @@ async def checkout(
     return RedirectUrl(id=session_id, url=url)
 
 
-@router.post("/portal", responses=NOT_CONFIGURED)
+@router.post("/portal", dependencies=[require_scopes("write")], responses=STRIPE)
 async def portal(
     user: CurrentUser, session: SessionDep, settings: PaymentsSettingsDep, client: StripeDep
 ) -> RedirectUrl:
@@ -73,7 +79,7 @@ async def portal(
     return RedirectUrl(url=await service.create_portal(session, client, settings, user))
 
 
-@router.get("/subscription")
+@router.get("/subscription", dependencies=[require_scopes("read")])
 async def subscription(entitlements: CurrentEntitlements) -> SubscriptionRead:
     current = entitlements.subscription
     return SubscriptionRead(
@@ -89,12 +95,16 @@ async def subscription(entitlements: CurrentEntitlements) -> SubscriptionRead:
 
 @router.post(
     "/webhook",
-    responses={
-        **NOT_CONFIGURED,
-        400: {"description": "Missing, invalid or stale signature"},
-        500: {"description": "Recorded but not handled; Stripe will retry"},
-    },
+    responses=problems(
+        {
+            400: "Missing, invalid or stale signature",
+            500: "Recorded but not handled; Stripe will retry",
+            503: "Stripe is not configured (the setting is named), or the event cannot be "
+            "applied yet; Stripe will retry",
+        }
+    ),
 )
+@public("Stripe's signature is checked")
 async def webhook(request: Request, settings: PaymentsSettingsDep) -> WebhookAck:
     """Stripe's webhook endpoint. Not in a request transaction: the ledger commits first."""
     if settings.stripe_webhook_secret is None:
