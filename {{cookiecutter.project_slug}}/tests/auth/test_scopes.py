@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import pytest
 from fastapi import APIRouter, FastAPI
 from httpx import AsyncClient
+from pydantic import ValidationError
 
+from {{ cookiecutter.package_name }}.auth.config import AuthSettings
 from {{ cookiecutter.package_name }}.auth.dependencies import (
     CurrentUser,
     Principal,
@@ -227,3 +230,11 @@ async def test_an_email_change_to_a_taken_address_is_409(
     await register(client, "later@example.com")
     assert_problem(await client.post("/api/v1/auth/verify-email", json={"token": token}), 409)
     assert (await client.get(ME, headers=headers)).json()["email"] == "mine@example.com"
+
+
+@pytest.mark.parametrize("scopes", ["read", "write", "admin"])
+def test_the_route_scopes_cannot_be_configured_away(scopes: str) -> None:
+    with pytest.raises(ValidationError, match="must include"):
+        AuthSettings.model_validate({"scopes": scopes})
+    kept = AuthSettings.model_validate({"scopes": "read,write,admin"})
+    assert kept.scopes == ["read", "write", "admin"]

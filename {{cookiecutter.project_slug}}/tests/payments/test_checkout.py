@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from {{ cookiecutter.package_name }}.payments.models import StripeCustomer
-from tests.auth.conftest import assert_problem, count, signed_in
+from tests.auth.conftest import assert_problem, count, signed_in, verified_signed_in
 from tests.payments.conftest import (
     PRO_PRICE,
     SECRET_KEY,
@@ -136,3 +136,17 @@ async def test_stripe_errors_are_502_and_store_nothing(
     response = await client.post(CHECKOUT, json={"plan": "pro"}, headers=headers)
     assert detail in assert_problem(response, 502)["detail"]
     assert await count(app, StripeCustomer) == 0
+
+
+async def test_an_api_key_cannot_open_the_portal(
+    app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe
+) -> None:
+    """The portal controls billing (plan, cancel, card), so it takes a signed-in session."""
+    headers = await verified_signed_in(app, client, "keyholder@example.com")
+    created = await client.post("/api/v1/api-keys", json={"name": "ci"}, headers=headers)
+    assert created.status_code == 201, created.text
+    assert "write" in created.json()["scopes"]
+    key = {"X-API-Key": created.json()["key"]}
+    assert_problem(await client.post(PORTAL, headers=key), 403)
+    assert fake_stripe.to("/v1/billing_portal/sessions") == []
+    assert (await client.post(PORTAL, headers=headers)).status_code == 200

@@ -119,6 +119,17 @@ class AuthSettings(BaseSettings):
             return [item.strip() for item in value.replace(" ", ",").split(",") if item.strip()]
         return value
 
+    @field_validator("scopes")
+    @classmethod
+    def _route_scopes(cls, value: list[str]) -> list[str]:
+        missing = [scope for scope in ("read", "write") if scope not in value]
+        if missing:
+            raise ValueError(
+                f"must include {' and '.join(missing)}: "
+                "routes require read (GET) and write (changes)"
+            )
+        return value
+
     @field_validator("oauth_link_by_email")
     @classmethod
     def _known_providers(cls, value: list[str]) -> list[str]:

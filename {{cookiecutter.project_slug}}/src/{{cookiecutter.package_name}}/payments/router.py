@@ -6,7 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from {{ cookiecutter.package_name }}.auth.dependencies import CurrentUser, require_scopes
+from {{ cookiecutter.package_name }}.auth.dependencies import (
+    CurrentUser,
+    require_scopes,
+    require_session_scopes,
+)
 from {{ cookiecutter.package_name }}.core.contract import problems, public
 from {{ cookiecutter.package_name }}.core.db import SessionDep, get_database
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
@@ -71,7 +75,7 @@ async def checkout(
     return RedirectUrl(id=session_id, url=url)
 
 
-@router.post("/portal", dependencies=[require_scopes("write")], responses=STRIPE)
+@router.post("/portal", dependencies=[require_session_scopes("write")], responses=STRIPE)
 async def portal(
     user: CurrentUser, session: SessionDep, settings: PaymentsSettingsDep, client: StripeDep
 ) -> RedirectUrl:
