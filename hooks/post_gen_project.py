@@ -66,6 +66,9 @@ OPTIONS: tuple[Option, ...] = (
             "structlog",
             "limits",
             "aiosmtplib",
+            "taskiq",
+            "taskiq-redis",
+            "croniter",
         ),
         dev_requires=(
             "pytest",
@@ -77,6 +80,7 @@ OPTIONS: tuple[Option, ...] = (
             "pre-commit",
             "uv",
             "schemathesis",
+            "types-croniter",
         ),
         migration="migrations/versions/0001_baseline.py",
     ),
@@ -131,6 +135,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_auth", migration="migrations/versions/0005_auth_sessions.py"),
     Option("use_payments", migration="migrations/versions/0008_payments_order.py"),
     Option("use_ai", migration="migrations/versions/0007_ai_reservations.py"),
+    # Background jobs: the outbox table (issue 14).
+    Option("core", migration="migrations/versions/0009_jobs.py"),
 )
 
 # CI provider -> its files; the others' files are removed.

@@ -226,6 +226,8 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         f"src/{package}/__init__.py",
         f"src/{package}/main.py",
         f"src/{package}/core",
+        f"src/{package}/core/jobs",
+        "migrations/versions/0009_jobs.py",
         "tests/conftest.py",
     ]
     absent = [".template"]

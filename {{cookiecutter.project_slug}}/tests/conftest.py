@@ -36,6 +36,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "secret_key": "test-secret-key-that-is-long-enough-0123456789",
         "redis_url": None,
         "log_level": "WARNING",
+        # Scheduled jobs run only in the tests that turn the scheduler on.
+        "jobs_scheduler": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]

@@ -1,10 +1,16 @@
-"""Command line: `python -m {{ cookiecutter.package_name }} serve`."""
+"""Command line: `python -m {{ cookiecutter.package_name }} serve | worker | jobs ...`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import uvicorn
+from fastapi import FastAPI
+
+from .core.config import get_settings
+from .core.db import Database
+from .core.jobs import cli as jobs_cli
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8000)
     # Unset: uvicorn reads WEB_CONCURRENCY (1 without it), as the production check does.
     serve.add_argument("--workers", type=int, default=None)
+    sub.add_parser("worker", help="run background jobs from Redis (needs REDIS_URL)")
+    jobs_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         uvicorn.run(
@@ -26,6 +34,27 @@ def main(argv: list[str] | None = None) -> None:
             proxy_headers=False,
             access_log=False,
         )
+    elif args.command == "worker":
+        from .core.jobs.worker import serve as serve_worker
+        from .main import app  # the app and its modules: only for this command
+
+        asyncio.run(serve_worker(app))
+    elif args.command == "jobs":
+        print(asyncio.run(_jobs(args)))
+
+
+async def _jobs(args: argparse.Namespace) -> str:
+    database = Database.from_settings(get_settings())
+
+    def app() -> FastAPI:
+        from .main import create_app
+
+        return create_app()
+
+    try:
+        return await jobs_cli.run(args, database, app)
+    finally:
+        await database.engine.dispose()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,13 +13,16 @@ from .core.config import Settings, get_settings
 from .core.contract import install_contract
 from .core.db import Database
 from .core.errors import install_error_handlers
+from .core.jobs import run_jobs
 from .core.logging import RequestContextMiddleware, configure_logging
+from .core.plugin import Module
 from .core.ratelimit import RateLimiter
 from .core.security import install_http_security, install_trusted_proxies, security_headers
 from .modules import MODULES
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, modules: Sequence[Module] = MODULES) -> FastAPI:
+    """The app of these modules (tests add a module of their own, e.g. with test jobs)."""
     settings = settings or get_settings()
     configure_logging(settings)
 
@@ -27,9 +30,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(app.state.database.engine.dispose)
-            for module in MODULES:
+            for module in modules:
                 if module.lifespan is not None:
                     await stack.enter_async_context(module.lifespan(app))
+            # Last in, first out: jobs stop before the modules whose state they use.
+            await stack.enter_async_context(run_jobs(app, (j for m in modules for j in m.jobs)))
             yield
 
     app = FastAPI(
@@ -52,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=logging.getLevelName(settings.log_level) <= logging.INFO,
     )
     install_trusted_proxies(app, settings)
-    for module in MODULES:
+    for module in modules:
         for router in module.routers:
             app.include_router(router)
         if module.install is not None:

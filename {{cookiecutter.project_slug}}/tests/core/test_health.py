@@ -16,7 +16,10 @@ async def test_live(client: AsyncClient) -> None:
 async def test_ready_when_database_answers(client: AsyncClient) -> None:
     response = await client.get("/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "off"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "redis": "off", "jobs": "ok"},
+    }
 
 
 async def test_ready_is_503_when_database_is_down() -> None:

@@ -63,6 +63,26 @@ class Settings(BaseSettings):
     # Largest request body accepted, in bytes; larger ones answer 413.
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
 
+    # Background jobs (docs/jobs.md). "auto": Redis (Taskiq workers) when REDIS_URL is set,
+    # otherwise inside the app process; "inprocess" runs them in the app even with Redis.
+    jobs_backend: Literal["auto", "redis", "inprocess"] = "auto"
+    # Jobs one process runs at once (the app in-process, or one worker).
+    jobs_concurrency: int = Field(default=10, ge=1)
+    # How often each process looks for due jobs (retries, other processes' commits).
+    jobs_poll_seconds: float = Field(default=1.0, gt=0)
+    # On stop, jobs still running after this many seconds are cancelled and left for redelivery.
+    jobs_shutdown_seconds: float = Field(default=20.0, ge=0)
+    # A running job whose process went silent for its timeout plus this is taken as lost.
+    jobs_lease_grace_seconds: float = Field(default=30.0, ge=0)
+    # A job handed to Redis but not started within this is handed over again.
+    jobs_requeue_seconds: float = Field(default=300.0, gt=0)
+    # Finished jobs are kept this many days (dead jobs are kept until replayed or deleted).
+    jobs_keep_done_days: int = Field(default=7, ge=1)
+    # Run the scheduler in this process (every process may: each tick runs once in all).
+    jobs_scheduler: bool = True
+    # The Redis stream the jobs go through; one per project sharing a Redis.
+    jobs_queue: str = "{{ cookiecutter.package_name }}:jobs"
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -94,6 +114,12 @@ class Settings(BaseSettings):
                     "(host names are not resolved)"
                 ) from None
         return value
+
+    @model_validator(mode="after")
+    def _jobs_backend_has_redis(self) -> Settings:
+        if self.jobs_backend == "redis" and self.redis_url is None:
+            raise ValueError("JOBS_BACKEND=redis needs REDIS_URL (the job queue lives in Redis)")
+        return self
 
     @model_validator(mode="after")
     def _production_refuses_unsafe_settings(self) -> Settings:
@@ -141,6 +167,13 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def jobs_use_redis(self) -> bool:
+        """Whether jobs go through Redis to workers (otherwise they run in the app process)."""
+        if self.jobs_backend == "auto":
+            return self.redis_url is not None
+        return self.jobs_backend == "redis"
 
 
 @lru_cache

@@ -16,8 +16,10 @@ from typing import Literal
 import aiosmtplib
 import structlog
 from fastapi import FastAPI
-from pydantic import SecretStr, field_validator
+from pydantic import BaseModel, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .jobs import JobContext, job
 
 log = structlog.get_logger(__name__)
 
@@ -84,3 +86,17 @@ def get_mailer(app: FastAPI) -> Mailer:
         mailer = Mailer(EmailSettings(), log_bodies=development)
         app.state.mailer = mailer
     return mailer
+
+
+class Email(BaseModel):
+    """One plain-text message. Stored in the jobs table until sent: no secrets in it."""
+
+    to: str
+    subject: str
+    body: str
+
+
+@job("core.send_email", max_attempts=8, backoff=10.0, timeout=60.0)
+async def send_email(ctx: JobContext, args: Email) -> None:
+    """Send a message as a job: retried with backoff while the SMTP server refuses or is away."""
+    await get_mailer(ctx.app).send(args.to, args.subject, args.body)

@@ -1,4 +1,4 @@
-"""Liveness (the process answers) and readiness (its database and Redis answer).
+"""Liveness (the process answers) and readiness (its database, Redis and job queue answer).
 
 The two routes are added to the app itself (`install`) rather than through an
 included router, so a probe takes the shortest path: since FastAPI 0.137 a
@@ -20,6 +20,7 @@ from sqlalchemy import text
 from .contract import problems, public
 from .db import get_database
 from .errors import ProblemError
+from .jobs import get_jobs
 from .ratelimit import get_rate_limiter
 
 READY_TIMEOUT = 2.0
@@ -58,9 +59,15 @@ async def ready(request: Request) -> Readiness:
     checks: dict[str, Literal["ok", "failed", "off"]] = {
         "database": await _check(_database_ok(request)),
         "redis": "off",
+        "jobs": "off",
     }
     if request.app.state.settings.redis_url:
         checks["redis"] = await _check(get_rate_limiter(request).healthy())
+    jobs = get_jobs(request)
+    if jobs.broker is not None:  # the queue in Redis: can this process hand jobs to it?
+        checks["jobs"] = await _check(jobs.broker.healthy())
+    else:  # jobs run here: are this process's job loops alive?
+        checks["jobs"] = "ok" if jobs.healthy() else "failed"
     failed = [name for name, state in checks.items() if state == "failed"]
     if failed:
         raise ProblemError(503, f"Not ready: {', '.join(failed)} unreachable.", checks=checks)

@@ -1,0 +1,63 @@
+"""`python -m {{ cookiecutter.package_name }} jobs ...`: look at jobs, replay or delete dead ones, run due ones.
+
+jobs list [--status dead|pending|queued|running|done|all] [--limit N]
+jobs replay ID [ID ...]    # dead jobs get fresh attempts and run as soon as possible
+jobs delete ID [ID ...]    # dead jobs deleted for good
+jobs run                   # run every due job here and now (the app does this by itself)
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+
+from {{ cookiecutter.package_name }}.core.db import Database
+
+from . import admin
+from .lifespan import get_jobs
+from .models import JobStatus
+
+STATUSES = [s.value for s in JobStatus] + ["all"]
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    jobs = sub.add_parser("jobs", help="list, replay or delete background jobs")
+    action = jobs.add_subparsers(dest="action", required=True)
+    listing = action.add_parser("list", help="the newest jobs, newest first (dead by default)")
+    listing.add_argument("--status", choices=STATUSES, default=JobStatus.DEAD.value)
+    listing.add_argument("--limit", type=int, default=50)
+    for name, what in (("replay", "run dead jobs again"), ("delete", "delete dead jobs")):
+        command = action.add_parser(name, help=what)
+        command.add_argument("ids", nargs="+", metavar="ID")
+    action.add_parser("run", help="run every due job in this process, then stop")
+
+
+async def run(args: argparse.Namespace, database: Database, app: Callable[[], FastAPI]) -> str:
+    """One `jobs` command; returns what to print."""
+    if args.action == "run":
+        application = app()
+        async with application.router.lifespan_context(application):
+            ran = await get_jobs(application).drain(within=3600)
+        return f"ran {ran} job(s)"
+    async with database.engine.begin() as connection:
+        if args.action == "list":
+            status = None if args.status == "all" else JobStatus(args.status)
+            rows = await admin.list_jobs(connection, status, args.limit)
+            lines = [
+                f"{r.id}\t{r.name}\t{r.status}\tattempts={r.attempts}/{r.max_attempts}"
+                f"\t{(r.last_error or '').splitlines()[0] if r.last_error else ''}"
+                for r in rows
+            ]
+            return "\n".join(lines) if lines else f"no {args.status} jobs"
+        change: Callable[..., Awaitable[list[str]]] = (
+            admin.replay if args.action == "replay" else admin.forget
+        )
+        done = await change(connection, args.ids)
+    missing = [i for i in args.ids if i not in done]
+    verb = "replayed" if args.action == "replay" else "deleted"
+    lines = [f"{i}: {verb}" for i in done] + [f"{i}: no such dead job" for i in missing]
+    if missing:
+        raise SystemExit("\n".join(lines))
+    return "\n".join(lines)
