@@ -140,6 +140,7 @@ def wrk(
         "WRK_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or {}).items()),
         "WRK_METHOD": method,
         "WRK_BODY": body,
+        "WRK_RUN": uuid.uuid4().hex[:8],  # a "{n}" in the body: unique across runs
     }
     threads = min(2, connections)
     cmd = [
