@@ -31,7 +31,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import PASSWORD, ROOT, Server, app_env, cpu_seconds, database_url, login, migrate, wrk
+from run import (
+    PASSWORD,
+    ROOT,
+    Server,
+    app_env,
+    busy_share,
+    cpu_seconds,
+    database_url,
+    login,
+    migrate,
+    wrk,
+)
 
 # No limit gets in the way of the measured routes (the limiter still counts every request).
 LIMITS = {"AUTH_REGISTER_LIMIT_PER_CLIENT": "100000000/minute"}
@@ -81,19 +92,6 @@ def render(template: Path, output: Path) -> tuple[Path, str]:
     )
     package = next(p.name for p in (project / "src").iterdir() if (p / "__init__.py").exists())
     return project, package
-
-
-def busy_share(seconds: float = 1.0) -> float:
-    """Share of all cores in use over `seconds` (/proc/stat), whoever uses them."""
-
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(values), values[3] + values[4]  # total, idle + iowait
-
-    total0, idle0 = sample()
-    time.sleep(seconds)
-    total1, idle1 = sample()
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 class Side:

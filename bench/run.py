@@ -390,7 +390,8 @@ class JobsResult:
     workers: int
     phase: str  # "backlog", "burst" or "paced" (bench/jobs_bench.py)
     data: dict[str, Any]
-    worker_cpu_ms: float  # the workers' CPU time over both phases and the warm-up, per job
+    worker_cpu_ms: float  # the workers' CPU time over every phase and the warm-up, per job
+    busy_before: float  # share of the cores in use just before (by other work)
 
 
 @contextmanager
@@ -429,6 +430,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def busy_share(seconds: float = 1.0) -> float:
+    """Share of all cores in use over `seconds` (/proc/stat), whoever uses them."""
+
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
 def jobs_scenario(
     project: Path, package: str, url: str, redis_url: str, args: argparse.Namespace
 ) -> list[JobsResult]:
@@ -438,6 +452,7 @@ def jobs_scenario(
     for count in args.workers:
         queue = f"bench-{uuid.uuid4().hex[:8]}:jobs"
         env = {**os.environ, **app_env(project, url, REDIS_URL=redis_url, JOBS_QUEUE=queue)}
+        busy = busy_share()  # before anything of ours starts: other work
         workers = [
             subprocess.Popen([sys.executable, script, "worker", package], cwd=project, env=env)
             for _ in range(count)
@@ -462,7 +477,7 @@ def jobs_scenario(
         phases = json.loads(line.removeprefix("BENCH_JOBS "))
         ran = sum(p["jobs"] for p in phases.values()) + min(50, args.jobs)
         for phase, data in phases.items():
-            results.append(JobsResult(count, phase, data, cpu * 1000 / ran))
+            results.append(JobsResult(count, phase, data, cpu * 1000 / ran, busy))
             print(
                 f"  jobs, {count} worker(s), {phase}: {data['jobs_per_s']:,.0f} jobs/s "
                 f"p50 {data['p50_ms']:.0f} ms p99 {data['p99_ms']:.0f} ms "
@@ -497,8 +512,8 @@ def jobs_table(results: list[JobsResult], args: argparse.Namespace) -> list[str]
         f"of a queue that keeps up.",
         "",
         "| scenario | workers | jobs | enqueued in s | jobs/s | p50 ms | p99 ms | max ms "
-        "| not done | retried | runs per worker | worker CPU ms/job |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| not done | retried | runs per worker | worker CPU ms/job | cores busy before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         d = r.data
@@ -512,7 +527,7 @@ def jobs_table(results: list[JobsResult], args: argparse.Namespace) -> list[str]
             f"| {label} | {r.workers} | {d['jobs']:,} | {d['enqueue_s']:.1f} "
             f"| {d['jobs_per_s']:,.0f} | {d['p50_ms']:.0f} | {d['p99_ms']:.0f} "
             f"| {d['max_ms']:.0f} | {d['not_done']} | {d['retried']} | {per_worker} "
-            f"| {r.worker_cpu_ms:.1f} |"
+            f"| {r.worker_cpu_ms:.1f} | {r.busy_before:.0%} |"
         )
     return lines
 
