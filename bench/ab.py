@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import resource
 import secrets
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from run import (
+    BENCH,
     PASSWORD,
     ROOT,
     Server,
@@ -99,8 +101,9 @@ class Side:
         self.label = label
         here = workdir / label
         here.mkdir()
-        self.project, package = render(template, here)
-        url, self.db_label = database_url(here)
+        self.project, self.package = render(template, here)
+        self.url, self.db_label = database_url(here)
+        package, url = self.package, self.url
         env = app_env(self.project, url, **LIMITS)
         migrate(self.project, env)
         self.server = Server(
@@ -134,6 +137,19 @@ def number(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def register_statements(side: Side) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "register_statements.py"), str(side.project / "src"),
+         side.package, side.url],
+        cwd=side.project, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    return (
+        f"{side.label}: {counts['request']} in the request, {counts['jobs']} in "
+        f"{counts['jobs_run']} job(s) it enqueued"
+    )
+
+
 def spread(values: list[float]) -> str:
     median = statistics.median(values)
     low, high = min(values), max(values)
@@ -141,7 +157,14 @@ def spread(values: list[float]) -> str:
     return f"{number(median)} ({number(low)}-{number(high)}, ±{half:.0%})"
 
 
-def report(a: Side, b: Side, args: argparse.Namespace, busy: list[float], loads: list[str]) -> str:
+def report(
+    a: Side,
+    b: Side,
+    args: argparse.Namespace,
+    busy: list[float],
+    loads: list[str],
+    statements: list[str],
+) -> str:
     lines = [
         f"A/B measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
         f"{os.cpu_count()} cores, one uvicorn worker each (uvloop, httptools, no access log), "
@@ -177,6 +200,8 @@ def report(a: Side, b: Side, args: argparse.Namespace, busy: list[float], loads:
                 f"| {statistics.median(r['p99_us'] for r in runs) / 1000:.1f} | {errors} "
                 f"| {statistics.median(cpu):.1f} ({min(cpu):.1f}-{max(cpu):.1f}) | {ratio} |"
             )
+    if statements:
+        lines += ["", f"SQL statements per registration (in-process): {'; '.join(statements)}."]
     lines += [
         "",
         f"Machine busy with other work between rounds (share of the {os.cpu_count()} cores, "
@@ -225,7 +250,10 @@ def main() -> int:
                         f"{result['cpu_ms']:.1f} ms CPU per request",
                         flush=True,
                     )
-        table = report(a, b, args, busy, loads)
+        statements = (
+            [register_statements(side) for side in sides] if "register" in args.scenarios else []
+        )
+        table = report(a, b, args, busy, loads, statements)
         print()
         print(table)
         if args.output:
