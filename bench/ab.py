@@ -5,8 +5,9 @@
         .venv/bin/python bench/ab.py --baseline 9133171
 
 Renders the default project from the template at --baseline (A, `git archive` of that
-commit) and from this tree (B), each on a fresh database, and serves both at once, one
-uvicorn worker each, with the same settings as bench/run.py. Then drives them with wrk
+commit) and from this tree (B; or from the commit --candidate), each on a fresh
+database, and serves both at once, one uvicorn worker each, with the same settings as
+bench/run.py. Then drives them with wrk
 in rounds, alternating which goes first (A B, B A, ...), so that a machine busy with
 other work slows both alike: `POST /api/v1/auth/register` (a new address per request)
 and `GET /api/v1/users/me`. Prints, per scenario and side, every run, the median and the
@@ -165,12 +166,14 @@ def report(
     loads: list[str],
     statements: list[str],
 ) -> str:
+    candidate = f"template at {args.candidate}" if args.candidate else "this tree"
     lines = [
         f"A/B measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
         f"{os.cpu_count()} cores, one uvicorn worker each (uvloop, httptools, no access log), "
         f"{a.db_label}, no Redis (jobs, if any, run in the app process); A = template at "
-        f"{args.baseline}, B = this tree. {args.rounds} rounds of {args.duration:g} s per side "
-        f"and scenario after a {args.warmup:g} s warm-up, the order alternating (A B, B A, ...).",
+        f"{args.baseline}, B = {candidate}. {args.rounds} rounds of {args.duration:g} s per "
+        f"side and scenario after a {args.warmup:g} s warm-up, the order alternating "
+        f"(A B, B A, ...).",
         "",
         "| scenario | connections | side | req/s per run | median req/s (min-max, ±half range) "
         "| median p50 ms | median p99 ms | errors | app CPU ms per request, median (min-max) "
@@ -213,6 +216,9 @@ def report(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="a commit of the template (side A)")
+    parser.add_argument(
+        "--candidate", help="a commit of the template for side B (default: this tree)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -229,7 +235,8 @@ def main() -> int:
     sides: list[Side] = []
     try:
         sides.append(Side("A", template_at(args.baseline, workdir), workdir))
-        sides.append(Side("B", ROOT, workdir))
+        candidate = template_at(args.candidate, workdir) if args.candidate else ROOT
+        sides.append(Side("B", candidate, workdir))
         a, b = sides
         for name in args.scenarios:
             for side in sides:
