@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import importlib
 import json
+import os
 import sys
 import uuid
 from typing import Any
@@ -46,8 +47,13 @@ async def count(package: str, url: str) -> dict[str, int]:
     app = main.create_app(settings)
     counts = {"request": 0, "jobs": 0}
 
-    def record(*_args: Any) -> None:
-        counts["request" if IN_REQUEST.get() else "jobs"] += 1
+    show = bool(os.environ.get("BENCH_SHOW_STATEMENTS"))
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        where = "request" if IN_REQUEST.get() else "jobs"
+        counts[where] += 1
+        if show:
+            print(f"{where}: {' '.join(statement.split())[:160]}", file=sys.stderr)
 
     event.listen(app.state.database.engine.sync_engine, "before_cursor_execute", record)
     async with LifespanManager(app):
