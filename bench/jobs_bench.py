@@ -29,11 +29,12 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, event, text
 
 TABLE = "bench_job_runs"
 JOB_TABLE: list[Any] = []  # the project's jobs table, once its package is imported
@@ -102,6 +103,21 @@ async def drive(
     """A warm-up, a burst of `count` jobs, then `share` of the burst's rate for `seconds`."""
     jobs = importlib.import_module(f"{package}.core.jobs")
     app, bench_job = make_app(package)
+    statements: Counter[str] = Counter()
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements[kind(statement)] += 1
+
+    event.listen(app.state.database.engine.sync_engine, "before_cursor_execute", record)
+
+    async def outcome(
+        committed: dict[str, float], started: float, enqueued: float, before: Counter[str]
+    ) -> dict[str, Any]:
+        result = await measured(app, committed, started, enqueued)
+        spent = statements - before
+        result["app_statements"] = {k: spent[k] / max(1, len(committed)) for k in KINDS}
+        return result
+
     async with app.router.lifespan_context(app):
         await prepare(app)
         sessionmaker = app.state.database.sessionmaker
@@ -120,14 +136,14 @@ async def drive(
                 for n in numbers:
                     await one(n, committed)
 
-            started = time.time()
+            before, started = statements.copy(), time.time()
             await asyncio.gather(*(enqueuer() for _ in range(tasks)))
-            return await outcome(app, committed, started, time.time())
+            return await outcome(committed, started, time.time(), before)
 
         async def paced(rate: float) -> dict[str, Any]:
             committed: dict[str, float] = {}
             pending: set[asyncio.Task[None]] = set()
-            started = time.time()
+            before, started = statements.copy(), time.time()
             for n in range(int(rate * seconds)):
                 delay = started + n / rate - time.time()
                 if delay > 0:
@@ -136,7 +152,7 @@ async def drive(
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             await asyncio.gather(*pending)
-            result = await outcome(app, committed, started, time.time())
+            result = await outcome(committed, started, time.time(), before)
             result["rate"] = rate
             return result
 
@@ -144,6 +160,7 @@ async def drive(
             """`size` jobs held back while they are enqueued, then all due at once."""
             committed: dict[str, float] = {}
             numbers = iter(range(size))
+            before = statements.copy()
 
             async def enqueuer() -> None:
                 for n in numbers:
@@ -163,7 +180,7 @@ async def drive(
             for job_id in committed:
                 committed[job_id] = released
             jobs.get_jobs(app).wake()
-            result = await outcome(app, committed, released, released)
+            result = await outcome(committed, released, released, before)
             finished = sorted(result.pop("finished"))
             # The workers' own rate on a queue that is full (the relays look every
             # JOBS_POLL_SECONDS, so the first done mark is where draining starts).
@@ -179,7 +196,21 @@ async def drive(
     return {"backlog": drained, "burst": flood, "paced": steady}
 
 
-async def outcome(
+KINDS = ("enqueue", "relay", "sweep")
+
+
+def kind(statement: str) -> str:
+    """What a statement of the app process is for (the runtime's, by their SQL)."""
+    if statement.startswith("INSERT INTO jobs"):
+        return "enqueue"
+    if "jobs.queued_at <" in statement or "jobs.started_at <" in statement:
+        return "sweep"  # JobRuntime.sweep: queued too long, running past its timeout
+    if statement.startswith("UPDATE jobs SET status") and "WHERE jobs.id IN (SELECT" in statement:
+        return "relay"  # JobRuntime._publish_due (and claim_due)
+    return "other"  # this script's own look-ups, the job's write
+
+
+async def measured(
     app: Any, committed: dict[str, float], started: float, enqueued: float
 ) -> dict[str, Any]:
     """Wait for the jobs, then: rate, latency from commit to done mark, retries, who ran them."""

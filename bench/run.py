@@ -512,8 +512,9 @@ def jobs_table(results: list[JobsResult], args: argparse.Namespace) -> list[str]
         f"of a queue that keeps up.",
         "",
         "| scenario | workers | jobs | enqueued in s | jobs/s | p50 ms | p99 ms | max ms "
-        "| not done | retried | runs per worker | worker CPU ms/job | cores busy before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| not done | retried | runs per worker | worker CPU ms/job "
+        "| app statements per job: relay / sweep | cores busy before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         d = r.data
@@ -523,11 +524,13 @@ def jobs_table(results: list[JobsResult], args: argparse.Namespace) -> list[str]
             "paced": f"jobs, paced at {d.get('rate', 0):,.0f}/s",
         }[r.phase]
         per_worker = " / ".join(str(n) for n in d["by_process"])
+        app = d["app_statements"]
         lines.append(
             f"| {label} | {r.workers} | {d['jobs']:,} | {d['enqueue_s']:.1f} "
             f"| {d['jobs_per_s']:,.0f} | {d['p50_ms']:.0f} | {d['p99_ms']:.0f} "
             f"| {d['max_ms']:.0f} | {d['not_done']} | {d['retried']} | {per_worker} "
-            f"| {r.worker_cpu_ms:.1f} | {r.busy_before:.0%} |"
+            f"| {r.worker_cpu_ms:.1f} | {app['relay']:.2f} / {app['sweep']:.2f} "
+            f"| {r.busy_before:.0%} |"
         )
     return lines
 
