@@ -106,6 +106,42 @@ async def test_a_job_whose_worker_is_killed_mid_run_completes_once_on_another(
             await clear_tables(database)
 
 
+async def test_a_stopped_worker_gives_its_running_job_back_for_another(
+    redis_settings: Settings, tmp_path: Path
+) -> None:
+    app = app_with_test_jobs(redis_settings)
+    env = worker_environment(redis_settings, JOBS_SHUTDOWN_SECONDS="0.5")
+    async with LifespanManager(app):
+        database = app.state.database
+        await make_effects_table(database)
+        try:
+            with workers(env, 1, str(tmp_path / "first")) as (stopping,):
+                async with database.sessionmaker() as session:
+                    job_id = await enqueue(session, slow, Effect(tag="handed over"))
+                    await session.commit()
+
+                async def running() -> bool:
+                    row = await job_row(database, job_id)
+                    return bool(row["status"] == JobStatus.RUNNING)
+
+                await wait_for(running, what="the worker to take the job")
+                assert stopping.stop(within=15) == 0  # SIGTERM: a clean exit, soon
+            assert "outcome=given_back" in stopping.output()
+            row = await job_row(database, job_id)
+            assert (row["status"], row["attempts"]) == (JobStatus.PENDING, 0)
+            with workers(env, 1, str(tmp_path / "second")):
+
+                async def done() -> bool:
+                    return bool((await job_row(database, job_id))["status"] == JobStatus.DONE)
+
+                await wait_for(done, within=30, what="the next worker to finish it")
+            rows = await effect_rows(database)
+            assert [r["job_id"] for r in rows] == [job_id]
+        finally:
+            await drop_effects_table(database)
+            await clear_tables(database)
+
+
 async def test_two_workers_run_each_of_many_jobs_once(
     redis_settings: Settings, tmp_path: Path
 ) -> None:
