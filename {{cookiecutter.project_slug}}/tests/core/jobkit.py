@@ -146,6 +146,8 @@ def worker_environment(settings: Settings, **extra: str) -> dict[str, str]:
         "JOBS_REQUEUE_SECONDS": str(settings.jobs_requeue_seconds),
         "JOBS_SHUTDOWN_SECONDS": str(settings.jobs_shutdown_seconds),
         "JOBS_SCHEDULER": "true" if settings.jobs_scheduler else "false",
+        # The project's package and its tests, installed or not.
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "src"), str(PROJECT_ROOT)]),
     }
     env.update(extra)
     return env
@@ -194,6 +196,7 @@ class Worker:
 
 @contextmanager
 def workers(env: Mapping[str, str], count: int, log_dir: str) -> Iterator[list[Worker]]:
+    os.makedirs(log_dir, exist_ok=True)
     started = [Worker(env, f"{log_dir}/worker-{i}.log") for i in range(count)]
     try:
         for worker in started:
