@@ -449,7 +449,13 @@ def jobs_scenario(
     """Enqueue-to-done with 1 and 2 `worker` processes: bench/jobs_bench.py."""
     results = []
     script = str(BENCH / "jobs_bench.py")
-    for count in args.workers:
+    # Rounds alternate the order (1 2, 2 1, ...) so that a busy machine weighs on both alike.
+    order = [
+        count
+        for round_ in range(args.jobs_rounds)
+        for count in (args.workers if round_ % 2 == 0 else args.workers[::-1])
+    ]
+    for count in order:
         queue = f"bench-{uuid.uuid4().hex[:8]}:jobs"
         env = {**os.environ, **app_env(project, url, REDIS_URL=redis_url, JOBS_QUEUE=queue)}
         busy = busy_share()  # before anything of ours starts: other work
@@ -508,30 +514,42 @@ def jobs_table(results: list[JobsResult], args: argparse.Namespace) -> list[str]
         f"Backlog: {args.jobs:,} jobs enqueued held back, then due at once (jobs/s: the workers' "
         f"own rate, first done mark to last; latency: from the release). Burst: {args.jobs:,} "
         f"jobs enqueued as fast as they go while the workers run them. Paced: "
-        f"{args.jobs_share:.0%} of the burst's rate for {args.duration:g} s: the latency "
-        f"of a queue that keeps up.",
+        f"{args.jobs_share:.0%} of that run's burst rate for {args.duration:g} s: the latency "
+        f"of a queue that keeps up. {args.jobs_rounds} run(s) per number of workers, the order "
+        f"alternating; medians, (min-max) where there are several runs.",
         "",
-        "| scenario | workers | jobs | enqueued in s | jobs/s | p50 ms | p99 ms | max ms "
-        "| not done | retried | runs per worker | worker CPU ms/job "
-        "| app statements per job: relay / sweep | cores busy before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | workers | jobs/s | p50 ms | p99 ms | max ms | not done | retried "
+        "| runs per worker | worker CPU ms/job | app statements per job: relay / sweep "
+        "| cores busy before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        d = r.data
-        label = {
-            "backlog": "jobs, backlog",
-            "burst": "jobs, burst",
-            "paced": f"jobs, paced at {d.get('rate', 0):,.0f}/s",
-        }[r.phase]
-        per_worker = " / ".join(str(n) for n in d["by_process"])
-        app = d["app_statements"]
-        lines.append(
-            f"| {label} | {r.workers} | {d['jobs']:,} | {d['enqueue_s']:.1f} "
-            f"| {d['jobs_per_s']:,.0f} | {d['p50_ms']:.0f} | {d['p99_ms']:.0f} "
-            f"| {d['max_ms']:.0f} | {d['not_done']} | {d['retried']} | {per_worker} "
-            f"| {r.worker_cpu_ms:.1f} | {app['relay']:.2f} / {app['sweep']:.2f} "
-            f"| {r.busy_before:.0%} |"
-        )
+
+    def cell(values: list[float], digits: int = 0) -> str:
+        median = f"{statistics.median(values):,.{digits}f}"
+        if len(values) == 1:
+            return median
+        return f"{median} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
+
+    for phase in ("backlog", "burst", "paced"):
+        for workers in args.workers:
+            runs = [r for r in results if r.phase == phase and r.workers == workers]
+            if not runs:
+                continue
+            data = [r.data for r in runs]
+            label = f"jobs, {phase}"
+            if phase == "paced":
+                label += f" at {cell([d['rate'] for d in data])}/s"
+            per_worker = "; ".join(" / ".join(str(n) for n in d["by_process"]) for d in data)
+            lines.append(
+                f"| {label} | {workers} | {cell([d['jobs_per_s'] for d in data])} "
+                f"| {cell([d['p50_ms'] for d in data])} | {cell([d['p99_ms'] for d in data])} "
+                f"| {max(d['max_ms'] for d in data):,.0f} | {sum(d['not_done'] for d in data)} "
+                f"| {sum(d['retried'] for d in data)} | {per_worker} "
+                f"| {cell([r.worker_cpu_ms for r in runs], 1)} "
+                f"| {statistics.median(d['app_statements']['relay'] for d in data):.2f} / "
+                f"{statistics.median(d['app_statements']['sweep'] for d in data):.2f} "
+                f"| {cell([r.busy_before * 100 for r in runs])}% |"
+            )
     return lines
 
 
@@ -588,6 +606,9 @@ def main() -> int:
         "--jobs-share", type=float, default=0.5, help="jobs: paced rate, share of the burst's"
     )
     parser.add_argument("--enqueuers", type=int, default=16, help="jobs: enqueueing tasks")
+    parser.add_argument(
+        "--jobs-rounds", type=int, default=2, help="jobs: runs per number of workers"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="markdown file to write")
     args = parser.parse_args()
     args.scenarios = set(args.scenarios.split(","))
