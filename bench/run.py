@@ -12,6 +12,11 @@ prints one markdown table, also written to docs/benchmark-results.md.
 The project runs from its source tree with the template's shared virtualenv,
 which holds exactly the versions the project pins. Scenarios that need a
 module (auth, ai) run when the default project has it.
+
+Scenario "jobs": background jobs through Redis (BENCH_REDIS_URL, else a
+redis-server of its own on a free port, else skipped) and 1 and 2 `worker`
+processes (bench/jobs_bench.py). The request path with and without the outbox
+is an A/B against an earlier commit: bench/ab.py.
 """
 
 from __future__ import annotations
