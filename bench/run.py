@@ -516,6 +516,7 @@ def jobs_table(results: list[JobsResult], args: argparse.Namespace) -> list[str]
         f"committed with its done mark. An app process enqueues one job per transaction from "
         f"{args.enqueuers} concurrent tasks and publishes them to a Redis stream; `worker` "
         f"processes run them. Latency: from the enqueue's commit to the job's done mark. "
+        f"Enqueued/s: commits per second of the burst's enqueueing. "
         f"Backlog: {args.jobs:,} jobs enqueued held back, then due at once (jobs/s: the workers' "
         f"own rate, first done mark to last; latency: from the release). Burst: {args.jobs:,} "
         f"jobs enqueued as fast as they go while the workers run them. Paced: "
@@ -523,10 +524,10 @@ def jobs_table(results: list[JobsResult], args: argparse.Namespace) -> list[str]
         f"of a queue that keeps up. {args.jobs_rounds} run(s) per number of workers, the order "
         f"alternating; medians, (min-max) where there are several runs.",
         "",
-        "| scenario | workers | jobs/s | p50 ms | p99 ms | max ms | not done | retried "
-        "| runs per worker | worker CPU ms/job | app statements per job: relay / sweep "
+        "| scenario | workers | enqueued/s | jobs/s | p50 ms | p99 ms | max ms | not done "
+        "| retried | runs per worker | worker CPU ms/job | app statements per job: relay / sweep "
         "| cores busy before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(values: list[float], digits: int = 0) -> str:
@@ -545,8 +546,9 @@ def jobs_table(results: list[JobsResult], args: argparse.Namespace) -> list[str]
             if phase == "paced":
                 label += f" at {cell([d['rate'] for d in data])}/s"
             per_worker = "; ".join(" / ".join(str(n) for n in d["by_process"]) for d in data)
+            enqueued = cell([d["jobs"] / d["enqueue_s"] for d in data]) if phase == "burst" else ""
             lines.append(
-                f"| {label} | {workers} | {cell([d['jobs_per_s'] for d in data])} "
+                f"| {label} | {workers} | {enqueued} | {cell([d['jobs_per_s'] for d in data])} "
                 f"| {cell([d['p50_ms'] for d in data])} | {cell([d['p99_ms'] for d in data])} "
                 f"| {max(d['max_ms'] for d in data):,.0f} | {sum(d['not_done'] for d in data)} "
                 f"| {sum(d['retried'] for d in data)} | {per_worker} "
