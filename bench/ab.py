@@ -138,17 +138,33 @@ def number(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
-def register_statements(side: Side) -> str:
+def register_counts(side: Side) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, str(BENCH / "register_statements.py"), str(side.project / "src"),
          side.package, side.url],
         cwd=side.project, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    counts = json.loads(done.stdout.strip().splitlines()[-1])
-    return (
-        f"{side.label}: {counts['request']} in the request, {counts['jobs']} in "
-        f"{counts['jobs_run']} job(s) it enqueued"
-    )
+    counts: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return counts
+
+
+def register_costs(sides: list[Side], repeats: int = 3) -> list[str]:
+    """Statements per registration, and its CPU without Argon2 (A B, B A, A B: medians)."""
+    found: dict[str, list[dict[str, Any]]] = {side.label: [] for side in sides}
+    for repeat in range(repeats):
+        for side in sides if repeat % 2 == 0 else sides[::-1]:
+            found[side.label].append(register_counts(side))
+    lines = []
+    for side in sides:
+        runs = found[side.label]
+        cpu = [r["cpu_ms_without_argon2"] for r in runs]
+        lines.append(
+            f"{side.label}: {runs[0]['request']} statements in the request, {runs[0]['jobs']} in "
+            f"{runs[0]['jobs_run']} job(s) it enqueued; without Argon2, "
+            f"{statistics.median(cpu):.2f} ms of CPU per registration "
+            f"({', '.join(f'{x:.2f}' for x in cpu)})"
+        )
+    return lines
 
 
 def spread(values: list[float]) -> str:
@@ -204,7 +220,13 @@ def report(
                 f"| {statistics.median(cpu):.1f} ({min(cpu):.1f}-{max(cpu):.1f}) | {ratio} |"
             )
     if statements:
-        lines += ["", f"SQL statements per registration (in-process): {'; '.join(statements)}."]
+        lines += [
+            "",
+            "One registration in-process (`bench/register_statements.py`, jobs run in the "
+            "process, 3 runs alternating):",
+            "",
+            *(f"- {line}" for line in statements),
+        ]
     lines += [
         "",
         f"Machine busy with other work between rounds (share of the {os.cpu_count()} cores, "
@@ -257,9 +279,7 @@ def main() -> int:
                         f"{result['cpu_ms']:.1f} ms CPU per request",
                         flush=True,
                     )
-        statements = (
-            [register_statements(side) for side in sides] if "register" in args.scenarios else []
-        )
+        statements = register_costs(sides) if "register" in args.scenarios else []
         table = report(a, b, args, busy, loads, statements)
         print()
         print(table)
