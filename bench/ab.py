@@ -13,6 +13,10 @@ other work slows both alike: `POST /api/v1/auth/register` (a new address per req
 and `GET /api/v1/users/me`. Prints, per scenario and side, every run, the median and the
 spread, and B against A per round; also how busy the machine was (CPU use by others, a
 1 s sample in each pause, and the load average). Needs wrk (apt-get install wrk).
+
+Without --redis (or BENCH_REDIS_URL) there is no Redis: jobs run in the app process, whose
+CPU then includes them. With it, both sides keep their rate limits in Redis and a side
+with background jobs hands them to a `worker` process of its own (its CPU is shown apart).
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ def render(template: Path, output: Path) -> tuple[Path, str]:
 
 
 class Side:
-    def __init__(self, label: str, template: Path, workdir: Path) -> None:
+    def __init__(self, label: str, template: Path, workdir: Path, redis_url: str | None) -> None:
         self.label = label
         here = workdir / label
         here.mkdir()
@@ -107,9 +111,23 @@ class Side:
         package, url = self.package, self.url
         env = app_env(self.project, url, **LIMITS)
         migrate(self.project, env)
-        self.server = Server(
-            f"{package}.main:app", cwd=self.project, env=env, app_dir=self.project / "src"
-        )
+        self.worker: subprocess.Popen[bytes] | None = None
+        if redis_url:
+            env.update(REDIS_URL=redis_url, JOBS_QUEUE=f"bench-ab-{secrets.token_hex(4)}:jobs")
+            if (self.project / "src" / package / "core" / "jobs").is_dir():
+                self.worker = subprocess.Popen(
+                    [sys.executable, "-m", package, "worker"],
+                    cwd=self.project,
+                    env={**os.environ, **env},
+                )
+        try:
+            self.server = Server(
+                f"{package}.main:app", cwd=self.project, env=env, app_dir=self.project / "src"
+            )
+        except BaseException:
+            if self.worker:
+                self.worker.kill()
+            raise
         token = login(self.server.url, f"ab-me-{secrets.token_hex(4)}@example.com")
         self.bearer = {"Authorization": f"Bearer {token}"}
         self.runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SCENARIOS}
@@ -119,6 +137,7 @@ class Side:
         headers = {"Content-Type": "application/json"} if spec["body"] else dict(self.bearer)
         pid = self.server.process.pid
         cpu = cpu_seconds(pid)
+        worker_cpu = cpu_seconds(self.worker.pid) if self.worker else 0.0
         result = wrk(
             self.server.url + spec["path"],
             spec["connections"],
@@ -131,7 +150,16 @@ class Side:
         # The app process's CPU time per answered request (its threads and, without Redis,
         # the jobs it runs itself included): less sensitive than req/s to a busy machine.
         result["cpu_ms"] = (cpu_seconds(pid) - cpu) * 1000 / max(1, result["requests"])
+        if self.worker:  # with Redis: the jobs' run, in the worker process (a little later)
+            worker_cpu = cpu_seconds(self.worker.pid) - worker_cpu
+            result["worker_cpu_ms"] = worker_cpu * 1000 / max(1, result["requests"])
         return result
+
+    def stop(self) -> None:
+        self.server.stop()
+        if self.worker:
+            self.worker.terminate()
+            self.worker.wait(timeout=30)
 
 
 def number(value: float) -> str:
@@ -183,10 +211,15 @@ def report(
     statements: list[str],
 ) -> str:
     candidate = f"template at {args.candidate}" if args.candidate else "this tree"
+    where_jobs = (
+        "Redis for both sides (rate limits; jobs, if any, go to one worker process)"
+        if args.redis
+        else "no Redis (jobs, if any, run in the app process)"
+    )
     lines = [
         f"A/B measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
         f"{os.cpu_count()} cores, one uvicorn worker each (uvloop, httptools, no access log), "
-        f"{a.db_label}, no Redis (jobs, if any, run in the app process); A = template at "
+        f"{a.db_label}, {where_jobs}; A = template at "
         f"{args.baseline}, B = {candidate}. {args.rounds} rounds of {args.duration:g} s per "
         f"side and scenario after a {args.warmup:g} s warm-up, the order alternating "
         f"(A B, B A, ...).",
@@ -205,6 +238,8 @@ def report(
             runs = side.runs[name]
             rps = [r["rps"] for r in runs]
             cpu = [r["cpu_ms"] for r in runs]
+            worker = [r["worker_cpu_ms"] for r in runs if "worker_cpu_ms" in r]
+            in_worker = f" + {statistics.median(worker):.1f} in the worker" if worker else ""
             errors = sum(r[k] for r in runs for k in ("connect", "read", "write", "status"))
             errors += sum(r["timeout"] for r in runs)
             ratio = (
@@ -217,7 +252,8 @@ def report(
                 f"| {', '.join(number(x) for x in rps)} | {spread(rps)} "
                 f"| {statistics.median(r['p50_us'] for r in runs) / 1000:.1f} "
                 f"| {statistics.median(r['p99_us'] for r in runs) / 1000:.1f} | {errors} "
-                f"| {statistics.median(cpu):.1f} ({min(cpu):.1f}-{max(cpu):.1f}) | {ratio} |"
+                f"| {statistics.median(cpu):.1f} ({min(cpu):.1f}-{max(cpu):.1f}){in_worker} "
+                f"| {ratio} |"
             )
     if statements:
         lines += [
@@ -241,6 +277,12 @@ def main() -> int:
     parser.add_argument(
         "--candidate", help="a commit of the template for side B (default: this tree)"
     )
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("BENCH_REDIS_URL") or None,
+        help="REDIS_URL for both sides (rate limits there; jobs through it to one worker "
+        "process per side that has jobs); default BENCH_REDIS_URL, else none",
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -256,9 +298,9 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-ab-"))
     sides: list[Side] = []
     try:
-        sides.append(Side("A", template_at(args.baseline, workdir), workdir))
+        sides.append(Side("A", template_at(args.baseline, workdir), workdir, args.redis))
         candidate = template_at(args.candidate, workdir) if args.candidate else ROOT
-        sides.append(Side("B", candidate, workdir))
+        sides.append(Side("B", candidate, workdir, args.redis))
         a, b = sides
         for name in args.scenarios:
             for side in sides:
@@ -287,7 +329,7 @@ def main() -> int:
             args.output.write_text(table)
     finally:
         for side in sides:
-            side.server.stop()
+            side.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
