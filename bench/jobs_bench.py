@@ -18,6 +18,9 @@ own rate, measured from the first done mark to the last), then a burst of COUNT 
 enqueued as fast as it can (enqueueing and running together), then SHARE of the burst's
 rate, paced, for SECONDS. Latency is from the enqueue's commit to the job's
 `finished_at` (the done mark, set just before the worker's commit). Prints one JSON line.
+
+BENCH_PROFILE=/tmp/prof in the environment: each worker writes a cProfile of its run to
+/tmp/prof.<pid> (a look at where a worker's time goes; it slows the worker down).
 """
 
 # No `from __future__ import annotations`: the job decorator reads the handler's type hints,
@@ -100,7 +103,7 @@ async def worker(package: str) -> None:
 async def drive(
     package: str, count: int, seconds: float, share: float, tasks: int
 ) -> dict[str, Any]:
-    """A warm-up, a burst of `count` jobs, then `share` of the burst's rate for `seconds`."""
+    """A warm-up; a backlog and a burst of `count` jobs; `share` of the burst's rate, paced."""
     jobs = importlib.import_module(f"{package}.core.jobs")
     app, bench_job = make_app(package)
     statements: Counter[str] = Counter()
