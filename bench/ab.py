@@ -46,6 +46,7 @@ from run import (
     busy_share,
     cpu_seconds,
     database_url,
+    drop_database,
     login,
     migrate,
     wrk,
@@ -330,6 +331,7 @@ def main() -> int:
     finally:
         for side in sides:
             side.stop()
+            drop_database(side.url)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

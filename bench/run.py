@@ -253,6 +253,26 @@ def database_url(workdir: Path) -> tuple[str, str]:
     return f"{base}/{name}", f"PostgreSQL {version.split()[0]} (asyncpg)"
 
 
+def drop_database(url: str) -> None:
+    """Drop a database database_url() made (a SQLite file goes with its directory)."""
+    server = os.environ.get("BENCH_DATABASE_URL")
+    if not server or not url.startswith(server.rpartition("/")[0] + "/bench_"):
+        return
+    import asyncpg
+
+    name = url.rpartition("/")[2]
+    admin = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", server)
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
 def app_env(project: Path, url: str, **overrides: str) -> dict[str, str]:
     env = {
         "ENVIRONMENT": "production",
@@ -341,6 +361,7 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult]]:
     results: list[Result] = []
     jobs: list[JobsResult] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    url = ""
     try:
         project, package = render(workdir)
         url, db_label = database_url(workdir)
@@ -386,6 +407,8 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult]]:
                 else:
                     jobs = jobs_scenario(project, package, url, redis_url, args)
     finally:
+        if url:
+            drop_database(url)
         shutil.rmtree(workdir, ignore_errors=True)
     return results, jobs
 
