@@ -44,6 +44,7 @@ from run import (
     Server,
     app_env,
     busy_share,
+    clear_queue,
     cpu_seconds,
     database_url,
     drop_database,
@@ -113,8 +114,9 @@ class Side:
         env = app_env(self.project, url, **LIMITS)
         migrate(self.project, env)
         self.worker: subprocess.Popen[bytes] | None = None
+        self.redis_url, self.queue = redis_url, f"bench-ab-{secrets.token_hex(4)}:jobs"
         if redis_url:
-            env.update(REDIS_URL=redis_url, JOBS_QUEUE=f"bench-ab-{secrets.token_hex(4)}:jobs")
+            env.update(REDIS_URL=redis_url, JOBS_QUEUE=self.queue)
             if (self.project / "src" / package / "core" / "jobs").is_dir():
                 self.worker = subprocess.Popen(
                     [sys.executable, "-m", package, "worker"],
@@ -161,6 +163,8 @@ class Side:
         if self.worker:
             self.worker.terminate()
             self.worker.wait(timeout=30)
+        if self.redis_url:
+            clear_queue(self.redis_url, self.queue)
 
 
 def number(value: float) -> str:
