@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.core.db import Database
 
-from . import admin
+from . import admin as dead_jobs
 from .lifespan import get_jobs
 from .models import JobStatus
 
@@ -65,7 +65,7 @@ async def run(
     async with database.engine.begin() as connection:
         if args.action == "list":
             status = None if args.status == "all" else JobStatus(args.status)
-            rows = await admin.list_jobs(connection, status, args.limit)
+            rows = await dead_jobs.list_jobs(connection, status, args.limit)
             lines = [
                 f"{r.id}\t{r.name}\t{r.status}\tattempts={r.attempts}/{r.max_attempts}"
                 f"\t{(r.last_error or '').splitlines()[0] if r.last_error else ''}"
@@ -73,7 +73,7 @@ async def run(
             ]
             return "\n".join(lines) if lines else f"no {args.status} jobs"
         change: Callable[..., Awaitable[list[str]]] = (
-            admin.replay if args.action == "replay" else admin.forget
+            dead_jobs.replay if args.action == "replay" else dead_jobs.forget
         )
         done = await change(connection, args.ids)
     missing = [i for i in args.ids if i not in done]
