@@ -185,6 +185,8 @@ def test_make_worker_runs_the_worker() -> None:
 @pytest.fixture
 async def database(settings: Settings, migrated: Config) -> AsyncIterator[Database]:
     db = Database.from_settings(settings)
+    async with db.engine.begin() as connection:  # what an earlier test may have left
+        await connection.execute(delete(JobRecord))
     yield db
     async with db.engine.begin() as connection:
         await connection.execute(delete(JobRecord))

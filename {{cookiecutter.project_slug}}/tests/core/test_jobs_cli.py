@@ -29,8 +29,10 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL")
 
 @pytest.fixture
 async def database(settings: Settings, migrated: Config) -> AsyncIterator[Database]:
-    """The test database; no app (and so no job runner) in this process."""
+    """The test database, without jobs; no app (and so no job runner) in this process."""
     db = Database.from_settings(settings)
+    async with db.engine.begin() as connection:  # what an earlier test may have left
+        await connection.execute(delete(JobRecord))
     yield db
     async with db.engine.begin() as connection:
         await connection.execute(delete(JobRecord))
