@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from {{ cookiecutter.package_name }}.admin.views import app_database, back_to_list
 from {{ cookiecutter.package_name }}.core.jobs import JobRecord, JobStatus
-from {{ cookiecutter.package_name }}.core.jobs import admin as jobs_admin
+from {{ cookiecutter.package_name }}.core.jobs import dead as dead_jobs
 
 # Jobs changed per click (each is one row: the whole batch is one short UPDATE or DELETE).
 ACTION_MAX = 200
@@ -121,7 +121,7 @@ class JobAdmin(ModelView, model=JobRecord):
         confirmation_message="Run the selected dead jobs again, with a fresh set of attempts?",
     )
     async def replay(self, request: Request) -> Response:
-        return await self._change(request, jobs_admin.replay, "replayed")
+        return await self._change(request, dead_jobs.replay, "replayed")
 
     @action(
         name="forget",
@@ -129,7 +129,7 @@ class JobAdmin(ModelView, model=JobRecord):
         confirmation_message="Delete the selected dead jobs for good? They will not run again.",
     )
     async def forget(self, request: Request) -> Response:
-        return await self._change(request, jobs_admin.forget, "deleted")
+        return await self._change(request, dead_jobs.forget, "deleted")
 
     async def _change(
         self,

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.core.db import Database
 
-from . import admin as dead_jobs
+from . import dead as dead_jobs
 from .lifespan import get_jobs
 from .models import JobStatus
 
