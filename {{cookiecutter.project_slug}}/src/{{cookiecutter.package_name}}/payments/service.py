@@ -311,7 +311,7 @@ UNKNOWN_SUBSCRIPTION = "unknown_subscription"  # Stripe does not know it (anymor
 
 
 class NotYetApplicable(Exception):
-    """The event cannot be applied yet: leave it unprocessed, so Stripe delivers it again."""
+    """The event cannot be applied yet: it stays unprocessed, and its job tries again later."""
 
 
 class StripeNotConfigured(Exception):
