@@ -483,7 +483,7 @@ async def sync_subscription(
 
 
 def drift(row: Subscription | None, obj: Mapping[str, Any]) -> list[str]:
-    """The fields where the stored subscription differs from Stripe's object (all if none)."""
+    """The fields where the stored subscription differs from Stripe's object ("missing": no row)."""
     price_id, period_end = _subscription_fields(obj)
     invoice_status = _invoice_status(obj.get("latest_invoice"))
     if row is None:
