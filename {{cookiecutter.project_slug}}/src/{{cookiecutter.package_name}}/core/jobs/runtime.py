@@ -15,8 +15,8 @@ row is the truth about a job; Redis only carries its id to a worker:
   the tick, so every process may add it and the job still runs once.
 
 Delivery is at least once; a job's database writes apply once; what a job does
-outside the database (an email, a Stripe call) may be repeated after a crash, so
-such steps must be safe to repeat (Stripe's idempotency keys, the job id).
+outside the database (an email, a call to a provider) may be repeated after a crash, so
+such steps must be safe to repeat (the job id as an idempotency key).
 """
 
 from __future__ import annotations
@@ -143,8 +143,10 @@ class JobRuntime:
         self._wake.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # The running jobs first: on SQLite a loop's statement may be waiting for the write
+        # lock a running job holds, and only ends once that job commits or rolls back.
         await self.finish_running(self.settings.jobs_shutdown_seconds)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.broker is not None:
             await self.broker.stop()
 
