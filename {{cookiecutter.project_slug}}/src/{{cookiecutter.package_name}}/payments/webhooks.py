@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from {{ cookiecutter.package_name }}.auth.models import utcnow
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.jobs import JobContext, RetryLater, enqueue, job
-from {{ cookiecutter.package_name }}.core.jobs.admin import forget
+from {{ cookiecutter.package_name }}.core.jobs.dead import forget
 from {{ cookiecutter.package_name }}.payments import exceptions, service
 from {{ cookiecutter.package_name }}.payments.client import PaymentsState, get_payments_state
 from {{ cookiecutter.package_name }}.payments.models import StripeEvent
