@@ -167,6 +167,10 @@ class Side:
             clear_queue(self.redis_url, self.queue)
 
 
+def ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
 def number(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
@@ -257,7 +261,7 @@ def report(
                 f"| {', '.join(number(x) for x in rps)} | {spread(rps)} "
                 f"| {statistics.median(r['p50_us'] for r in runs) / 1000:.1f} "
                 f"| {statistics.median(r['p99_us'] for r in runs) / 1000:.1f} | {errors} "
-                f"| {statistics.median(cpu):.1f} ({min(cpu):.1f}-{max(cpu):.1f}){in_worker} "
+                f"| {ms(statistics.median(cpu))} ({ms(min(cpu))}-{ms(max(cpu))}){in_worker} "
                 f"| {ratio} |"
             )
     if statements:
