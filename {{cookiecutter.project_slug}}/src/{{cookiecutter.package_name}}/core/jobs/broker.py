@@ -45,6 +45,9 @@ class Broker:
             idle_timeout=int(settings.jobs_requeue_seconds * 1000),
             xread_block=1000,
             maxlen=STREAM_LENGTH,
+            # A worker takes no more messages at a time than it runs at once, leaving the rest
+            # to the other workers.
+            xread_count=settings.jobs_concurrency,
             socket_connect_timeout=2,
         )
 

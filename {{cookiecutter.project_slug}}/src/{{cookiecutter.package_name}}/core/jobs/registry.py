@@ -18,7 +18,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar, get_type_hints
+from typing import Any, Generic, TypeVar, cast, get_type_hints
 
 from croniter import croniter
 from fastapi import FastAPI
@@ -88,7 +88,13 @@ def job(
         parameters = list(inspect.signature(handler).parameters)
         if len(parameters) != 2:
             raise TypeError(f"job {name}: the handler takes (ctx: JobContext, args: <a model>)")
-        args_type = get_type_hints(handler)[parameters[1]]
+        try:
+            args_type = get_type_hints(handler).get(parameters[1])
+        except NameError as error:
+            raise TypeError(
+                f"job {name}: its annotations must name classes importable from its module "
+                f"({error})"
+            ) from None
         if not (inspect.isclass(args_type) and issubclass(args_type, BaseModel)):
             raise TypeError(f"job {name}: its arguments must be a Pydantic model")
         if schedule is not None:
@@ -96,7 +102,8 @@ def job(
                 raise TypeError(f"job {name}: a scheduled job takes Tick as its arguments")
             if not croniter.is_valid(schedule, second_at_beginning=True):
                 raise ValueError(f"job {name}: {schedule!r} is not a cron schedule")
-        return Job(name, handler, args_type, max_attempts, timeout, backoff, schedule)
+        arguments = cast("type[ArgsT]", args_type)
+        return Job(name, handler, arguments, max_attempts, timeout, backoff, schedule)
 
     return declare
 

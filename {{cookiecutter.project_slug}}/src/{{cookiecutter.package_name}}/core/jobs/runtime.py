@@ -104,6 +104,7 @@ class JobRuntime:
         self._running: set[asyncio.Task[Any]] = set()  # job runs in this process
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._handing_out = asyncio.Lock()  # one claim at a time in this process
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waker: object = None
 
@@ -199,12 +200,13 @@ class JobRuntime:
         if self.broker is not None:
             sent = await self._publish_due()
             return 0 if sent == BATCH else self.settings.jobs_poll_seconds
-        free = self.settings.jobs_concurrency - len(self._running)
-        if free <= 0 or self._stopping.is_set():
-            return self.settings.jobs_poll_seconds
-        claimed = await self.claim_due(free)
-        for item in claimed:
-            self._start_run(item)
+        async with self._handing_out:
+            free = self.settings.jobs_concurrency - len(self._running)
+            if free <= 0 or self._stopping.is_set():
+                return self.settings.jobs_poll_seconds
+            claimed = await self.claim_due(free)
+            for item in claimed:
+                self._start_run(item)
         return 0 if len(claimed) == free else self.settings.jobs_poll_seconds
 
     def _start_run(self, item: Claimed) -> None:
@@ -405,7 +407,8 @@ class JobRuntime:
         ran = 0
         async with asyncio.timeout(within):
             while True:
-                claimed = await self.claim_due(self.settings.jobs_concurrency)
+                async with self._handing_out:  # what the relay took is in _running after this
+                    claimed = await self.claim_due(self.settings.jobs_concurrency)
                 if claimed:
                     await asyncio.gather(*(self._run(item) for item in claimed))
                     ran += len(claimed)

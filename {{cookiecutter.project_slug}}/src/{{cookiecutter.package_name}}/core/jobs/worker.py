@@ -20,6 +20,11 @@ log = structlog.get_logger("jobs")
 
 
 async def serve(app: FastAPI, stop: asyncio.Event | None = None) -> None:
+    if not app.state.settings.jobs_use_redis:
+        raise SystemExit(
+            "the worker takes jobs from Redis: set REDIS_URL (without it, jobs run inside the "
+            "app process and no worker is needed)"
+        )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -27,11 +32,7 @@ async def serve(app: FastAPI, stop: asyncio.Event | None = None) -> None:
     app.state.jobs_role = "worker"
     async with app.router.lifespan_context(app):
         runtime: JobRuntime = app.state.jobs
-        if runtime.broker is None:
-            raise SystemExit(
-                "the worker takes jobs from Redis: set REDIS_URL (without it, jobs run "
-                "inside the app process and no worker is needed)"
-            )
+        assert runtime.broker is not None
         log.info("worker_started", queue=runtime.settings.jobs_queue)
         await runtime.broker.work(stop)
         log.info("worker_stopping")
