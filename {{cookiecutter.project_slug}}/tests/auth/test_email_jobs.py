@@ -4,6 +4,7 @@ and nothing secret is stored. A real SMTP server (aiosmtpd) receives them."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -35,7 +36,7 @@ from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.email import EmailSettings, Mailer
 from {{ cookiecutter.package_name }}.core.jobs import JobRecord, JobStatus, get_jobs
-from {{ cookiecutter.package_name }}.core.jobs.admin import replay
+from {{ cookiecutter.package_name }}.core.jobs import cli as jobs_cli
 from {{ cookiecutter.package_name }}.main import create_app
 from tests.auth.conftest import (
     PASSWORD,
@@ -195,10 +196,19 @@ async def test_smtp_away_the_email_is_dead_after_its_attempts_then_replayed(
     assert (row.status, row.attempts) == (JobStatus.DEAD, attempts)
     assert row.last_error
     assert outbox.to("away@example.com") == []
-    app.state.mailer = mailer  # the server is back
+    # What an operator does (`python -m <package> jobs list`, then `jobs replay ID`).
     database: Database = app.state.database
-    async with database.engine.begin() as connection:
-        assert await replay(connection, [row.id]) == [row.id]
+
+    async def jobs(action: str, **values: Any) -> str:
+        return await jobs_cli.run(
+            argparse.Namespace(action=action, **values), database, lambda: app
+        )
+
+    listed = await jobs("list", status="dead", limit=10)
+    assert row.id in listed
+    assert "auth.send_verification" in listed
+    app.state.mailer = mailer  # the server is back
+    assert await jobs("replay", ids=[row.id]) == f"{row.id}: replayed"
     await delivered(app)
     assert len(outbox.to("away@example.com")) == 1
 
