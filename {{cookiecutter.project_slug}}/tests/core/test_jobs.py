@@ -58,6 +58,14 @@ async def jobs_app(settings: Settings, migrated: object) -> AsyncIterator[FastAP
             await clear_tables(app.state.database)
 
 
+async def cleaned(db: Database) -> None:
+    try:
+        await drop_effects_table(db)
+        await clear_tables(db)
+    finally:
+        await db.engine.dispose()
+
+
 def database(app: FastAPI) -> Database:
     db: Database = app.state.database
     return db
@@ -305,16 +313,15 @@ async def test_two_instances_run_a_scheduled_job_once_per_tick(
     scheduling = make_settings(settings.database_url, jobs_poll_seconds=0.2, jobs_scheduler=True)
     first = app_with_test_jobs(scheduling, scheduled=True)
     second = app_with_test_jobs(scheduling, scheduled=True)
-    async with LifespanManager(first), LifespanManager(second):
-        await make_effects_table(database(first))
-        try:
+    try:
+        async with LifespanManager(first), LifespanManager(second):
+            await make_effects_table(database(first))
             await asyncio.sleep(3.5)
             await get_jobs(first).drain()
             await get_jobs(second).drain()
             ticks = [r["tag"] for r in await effect_rows(database(first))]
-        finally:
-            await drop_effects_table(database(first))
-            await clear_tables(database(first))
+    finally:  # with both schedulers stopped, so no tick comes after the cleaning
+        await cleaned(Database.from_settings(settings))
     assert len(ticks) >= 3
     assert len(set(ticks)) == len(ticks), f"a tick ran twice: {sorted(ticks)}"
     seconds = sorted(datetime.fromisoformat(t) for t in ticks)
