@@ -8,7 +8,7 @@ import asyncio
 import uvicorn
 from fastapi import FastAPI
 
-from .core.config import get_settings
+from .core.config import Settings, get_settings
 from .core.db import Database
 from .core.jobs import cli as jobs_cli
 
@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> None:
 async def _jobs(args: argparse.Namespace) -> str:
     database = Database.from_settings(get_settings())
 
-    def app() -> FastAPI:
+    def app(settings: Settings) -> FastAPI:
         from .main import create_app
 
-        return create_app()
+        return create_app(settings)
 
     try:
         return await jobs_cli.run(args, database, app)

@@ -1,4 +1,5 @@
-"""The container files (with use_docker): production stays production, no proxy trusted by default.
+"""The deploy files: the container files (with use_docker): production stays production, no proxy
+trusted by default, a worker service that shuts down gracefully; `make worker`.
 
 Compose gives a service's `environment:` precedence over its `env_file:`, and the process
 environment wins over `.env` in the settings; so an explicit ENVIRONMENT under the app's
@@ -8,14 +9,36 @@ from turning the container back into development.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from redis.asyncio import Redis
+from sqlalchemy import delete
 
+from {{ cookiecutter.package_name }}.core.config import Settings
+from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.core.email import Email, send_email
+from {{ cookiecutter.package_name }}.core.jobs import JobRecord, enqueue
 from tests.conftest import PROJECT_ROOT
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 COMPOSE = PROJECT_ROOT / "compose.yaml"
+MAKEFILE = PROJECT_ROOT / "Makefile"
+PACKAGE = Settings.__module__.split(".")[0]
+REDIS_URL = os.environ.get("TEST_REDIS_URL")
 
 
 def block(lines: list[str], start: int) -> list[str]:
@@ -49,3 +72,192 @@ def test_the_image_trusts_no_forwarded_header_by_default() -> None:
     (command,) = [line for line in text.splitlines() if line.startswith("CMD ")]
     assert "--no-proxy-headers" in command
     assert "--forwarded-allow-ips" not in command
+
+
+def compose_services() -> dict[str, list[str]]:
+    lines = COMPOSE.read_text(encoding="utf-8").splitlines()
+    services = block(lines, lines.index("services:"))
+    return {
+        line.strip().rstrip(":"): block(services, i)
+        for i, line in enumerate(services)
+        if re.fullmatch(r"  [a-z]+:", line)
+    }
+
+
+def mapping(service: list[str], key: str) -> dict[str, str]:
+    """The `key:` block of a service as name -> value (its direct `name: value` lines)."""
+    found: dict[str, str] = {}
+    for line in block(service, service.index(f"    {key}:")):
+        if re.match(r"      [A-Za-z_]", line):
+            name, _, value = line.strip().partition(":")
+            found[name] = value.strip().strip('"')
+    return found
+
+
+def seconds(duration: str) -> float:
+    """A compose duration such as `30s` or `1m30s`."""
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert match, duration
+    return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+
+
+def worker_command_of_compose() -> list[str]:
+    (command,) = [line for line in compose_services()["worker"] if line.startswith("    command:")]
+    words: list[str] = json.loads(command.partition(":")[2])
+    return words
+
+
+def worker_shutdown_seconds() -> float:
+    """JOBS_SHUTDOWN_SECONDS as the worker service gets it (else the setting's default)."""
+    environment = mapping(compose_services()["worker"], "environment")
+    default = Settings.model_fields["jobs_shutdown_seconds"].default
+    return float(environment.get("JOBS_SHUTDOWN_SECONDS", default))
+
+
+@pytest.mark.skipif(not COMPOSE.exists(), reason="no compose.yaml (use_docker is off)")
+def test_compose_runs_a_worker_like_the_app() -> None:
+    services = compose_services()
+    app, worker = services["app"], services["worker"]
+    # the same image, built from the same Dockerfile, running the worker instead of the API
+    for key in ("    build:", "    image:", "    env_file:"):
+        (line,) = [line for line in app if line.startswith(key)]
+        assert line in worker, key
+    assert worker_command_of_compose() == ["python", "-m", PACKAGE, "worker"]
+    # production whatever .env says, the app's database and Redis
+    app_environment = mapping(app, "environment")
+    environment = mapping(worker, "environment")
+    assert environment["ENVIRONMENT"] == "production"
+    assert environment["DATABASE_URL"] == app_environment["DATABASE_URL"]
+    assert environment["REDIS_URL"] == app_environment["REDIS_URL"]
+    if "    volumes:" in app:  # SQLite: the app's file, on the app's volume
+        assert block(worker, worker.index("    volumes:")) == block(app, app.index("    volumes:"))
+    # started once what the app needs is healthy, and the app itself (it applies migrations)
+    needs = mapping(app, "depends_on")
+    waits_for = mapping(worker, "depends_on")
+    assert set(waits_for) == {*needs, "app"}
+    depends_on = block(worker, worker.index("    depends_on:"))
+    assert sum("condition: service_healthy" in line for line in depends_on) == len(waits_for)
+    # no port, and the image's HTTP health check switched off (the worker serves no HTTP)
+    assert not any(line.startswith("    ports:") for line in worker)
+    assert "      disable: true" in block(worker, worker.index("    healthcheck:"))
+    assert "    restart: unless-stopped" in worker
+
+
+@pytest.mark.skipif(not COMPOSE.exists(), reason="no compose.yaml (use_docker is off)")
+def test_compose_gives_running_jobs_time_to_finish() -> None:
+    """Docker kills a container stop_grace_period after SIGTERM (10 s unless set): the worker
+    must have stopped by then, its running jobs finished within JOBS_SHUTDOWN_SECONDS."""
+    worker = compose_services()["worker"]
+    (grace,) = [line for line in worker if line.startswith("    stop_grace_period:")]
+    assert seconds(grace.partition(":")[2].strip()) >= worker_shutdown_seconds() + 5
+
+
+def worker_command_of_makefile() -> list[str]:
+    """What `make worker` runs (make's own dry run), with this interpreter."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    dry_run = subprocess.run(  # noqa: S603 - make, fixed arguments
+        [make, "--no-print-directory", "-n", "worker", f"BIN={Path(sys.executable).parent}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (line,) = dry_run.stdout.splitlines()
+    return shlex.split(line)
+
+
+def test_make_worker_runs_the_worker() -> None:
+    text = MAKEFILE.read_text(encoding="utf-8")
+    (rule,) = [line for line in text.splitlines() if line.startswith("worker:")]
+    assert "## " in rule  # its help text
+    assert "REDIS_URL" in rule
+    assert worker_command_of_makefile() == [
+        str(Path(sys.executable).parent / "python"),
+        "-m",
+        PACKAGE,
+        "worker",
+    ]
+
+
+@pytest.fixture
+async def database(settings: Settings, migrated: Config) -> AsyncIterator[Database]:
+    db = Database.from_settings(settings)
+    async with db.engine.begin() as connection:  # what an earlier test may have left
+        await connection.execute(delete(JobRecord))
+    yield db
+    async with db.engine.begin() as connection:
+        await connection.execute(delete(JobRecord))
+    await db.engine.dispose()
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="set TEST_REDIS_URL to run a worker on a real Redis")
+@pytest.mark.parametrize("source", ["Makefile", "compose.yaml"])
+async def test_the_worker_command_runs_jobs_and_stops_in_time(
+    database: Database, database_url: str, tmp_path: Path, source: str
+) -> None:
+    """The command `make worker` (or the compose service) runs, in production as compose
+    runs it: it takes a job from Redis and, on SIGTERM, stops within the grace period."""
+    if source == "compose.yaml":
+        if not COMPOSE.exists():
+            pytest.skip("no compose.yaml (use_docker is off)")
+        command = [sys.executable, *worker_command_of_compose()[1:]]
+        shutdown = worker_shutdown_seconds()
+        (grace_line,) = [
+            line
+            for line in compose_services()["worker"]
+            if line.startswith("    stop_grace_period:")
+        ]
+        grace = seconds(grace_line.partition(":")[2].strip())
+    else:
+        command = worker_command_of_makefile()
+        shutdown = Settings.model_fields["jobs_shutdown_seconds"].default
+        grace = 10.0  # what Docker and Kubernetes give by default
+    assert REDIS_URL is not None
+    async with database.sessionmaker() as session:
+        email = Email(to="a@example.com", subject="Hello", body="From the worker.")
+        job_id = await enqueue(session, send_email, email)
+        await session.commit()
+    log = tmp_path / "worker.log"
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(PROJECT_ROOT / "src"),
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": "a-production-grade-secret-key-0123456789abcdef",
+        "ALLOWED_HOSTS": "api.example.com",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "JOBS_QUEUE": f"test-worker-{uuid.uuid4().hex}",
+        "JOBS_SHUTDOWN_SECONDS": str(shutdown),
+        "JOBS_POLL_SECONDS": "0.2",
+        "SMTP_HOST": "",
+        "LOG_LEVEL": "INFO",
+    }
+    with log.open("w") as err:
+        worker = await asyncio.create_subprocess_exec(
+            *command, cwd=tmp_path, env=environment, stdout=err, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            async with database.sessionmaker() as session:
+                row = await session.get(JobRecord, job_id)
+                assert row is not None
+                if row.status == "done":
+                    break
+            assert worker.returncode is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.2)
+        stopping = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), grace) == 0, log.read_text()
+        assert time.monotonic() - stopping < grace
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+        async with Redis.from_url(REDIS_URL) as redis:
+            await redis.delete(environment["JOBS_QUEUE"])
+    assert "worker_started" in log.read_text()

@@ -25,7 +25,7 @@ from {{ cookiecutter.package_name }}.core.jobs import (
     enqueue,
     get_jobs,
 )
-from {{ cookiecutter.package_name }}.core.jobs.admin import replay
+from {{ cookiecutter.package_name }}.core.jobs.dead import replay
 from {{ cookiecutter.package_name }}.core.jobs.registry import job
 from {{ cookiecutter.package_name }}.core.plugin import Module
 from {{ cookiecutter.package_name }}.main import create_app

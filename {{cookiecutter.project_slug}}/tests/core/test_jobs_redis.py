@@ -128,7 +128,9 @@ async def test_a_stopped_worker_gives_its_running_job_back_for_another(
                 assert stopping.stop(within=15) == 0  # SIGTERM: a clean exit, soon
             assert "outcome=given_back" in stopping.output()
             row = await job_row(database, job_id)
-            assert (row["status"], row["attempts"]) == (JobStatus.PENDING, 0)
+            # Given back, the attempt not counted (this app's relay may have queued it again).
+            assert row["status"] in (JobStatus.PENDING, JobStatus.QUEUED)
+            assert row["attempts"] == 0
             with workers(env, 1, str(tmp_path / "second")):
 
                 async def done() -> bool:

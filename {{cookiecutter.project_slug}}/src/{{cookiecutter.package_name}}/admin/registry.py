@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqladmin import ModelView
 
 from {{ cookiecutter.package_name }}.admin import views
-{%- if cookiecutter.use_ai | default(false) %}, views_ai{% endif %}
+{%- if cookiecutter.use_ai | default(false) %}, views_ai{% endif %}, views_jobs
 {%- if cookiecutter.use_payments | default(false) %}, views_payments{% endif %}
 
 VIEWS: tuple[type[ModelView], ...] = (
@@ -17,4 +17,6 @@ VIEWS: tuple[type[ModelView], ...] = (
 {%- if cookiecutter.use_ai | default(false) %}
     *views_ai.VIEWS,
 {%- endif %}
+    # the core's background jobs: always there
+    *views_jobs.VIEWS,
 )

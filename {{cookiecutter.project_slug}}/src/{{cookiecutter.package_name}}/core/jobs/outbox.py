@@ -78,7 +78,7 @@ async def enqueue(
 
     With `key`, the id is "<job name>:<key>" and a second job with the same key is
     ignored (the first one stands), whatever state the first is in: use it for
-    "once per thing" work such as one Stripe event. `delay` or `run_at` hold the job
+    "once per thing" work such as one webhook event. `delay` or `run_at` hold the job
     back until then.
     """
     when = run_at or (now() + timedelta(seconds=delay) if delay else None)

@@ -3,7 +3,7 @@
     class Welcome(BaseModel):
         user_id: UUID
 
-    @job("auth.welcome", max_attempts=8)
+    @job("accounts.welcome", max_attempts=8)
     async def welcome(ctx: JobContext, args: Welcome) -> None:
         ...
 

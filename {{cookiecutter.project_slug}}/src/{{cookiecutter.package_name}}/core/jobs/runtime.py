@@ -15,8 +15,8 @@ row is the truth about a job; Redis only carries its id to a worker:
   the tick, so every process may add it and the job still runs once.
 
 Delivery is at least once; a job's database writes apply once; what a job does
-outside the database (an email, a Stripe call) may be repeated after a crash, so
-such steps must be safe to repeat (Stripe's idempotency keys, the job id).
+outside the database (an email, a call to a provider) may be repeated after a crash, so
+such steps must be safe to repeat (the job id as an idempotency key).
 """
 
 from __future__ import annotations
