@@ -199,10 +199,11 @@ async def test_smtp_away_the_email_is_dead_after_its_attempts_then_replayed(
     # What an operator does (`python -m <package> jobs list`, then `jobs replay ID`).
     database: Database = app.state.database
 
+    def this_app(_settings: Settings) -> FastAPI:
+        return app
+
     async def jobs(action: str, **values: Any) -> str:
-        return await jobs_cli.run(
-            argparse.Namespace(action=action, **values), database, lambda: app
-        )
+        return await jobs_cli.run(argparse.Namespace(action=action, **values), database, this_app)
 
     listed = await jobs("list", status="dead", limit=10)
     assert row.id in listed
