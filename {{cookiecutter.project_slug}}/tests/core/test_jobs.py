@@ -259,8 +259,8 @@ async def test_a_job_whose_process_died_is_run_again_once(jobs_app: FastAPI) -> 
             )
         )
     runtime = get_jobs(jobs_app)
-    assert await runtime.sweep() == 1
-    await runtime.drain()
+    await runtime.sweep()  # (or the app's own sweeper, every ten polls, got there first)
+    await wait_for(lambda: is_status(jobs_app, "left-running", JobStatus.DONE), what="the rerun")
     row = await job_row(database(jobs_app), "left-running")
     assert (row["status"], row["attempts"]) == (JobStatus.DONE, 2)
     rows = await effect_rows(database(jobs_app))
@@ -282,7 +282,7 @@ async def test_a_lost_job_out_of_attempts_is_dead(jobs_app: FastAPI) -> None:
                 started_at=lost_at,
             )
         )
-    assert await get_jobs(jobs_app).sweep() == 1
+    await get_jobs(jobs_app).sweep()  # (or the app's own sweeper got there first)
     row = await job_row(database(jobs_app), "lost-for-good")
     assert row["status"] == JobStatus.DEAD
     assert "attempt 4" in row["last_error"]

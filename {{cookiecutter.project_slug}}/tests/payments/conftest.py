@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from alembic.config import Config
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,6 +29,7 @@ from starlette.routing import Route
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.core.jobs import JobRecord, get_jobs
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
 from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
@@ -77,6 +79,7 @@ class FakeStripe:
                 Route("/v1/checkout/sessions/{id}", self.get_session, methods=["GET"]),
                 Route("/v1/checkout/sessions/{id}/expire", self.expire, methods=["POST"]),
                 Route("/v1/billing_portal/sessions", self.portal, methods=["POST"]),
+                Route("/v1/subscriptions", self.list_subscriptions, methods=["GET"]),
                 Route("/v1/subscriptions/{id}", self.get_subscription, methods=["GET"]),
             ]
         )
@@ -193,16 +196,46 @@ class FakeStripe:
 
         return await self._answer(request, make)
 
+    @staticmethod
+    def _subscription_body(found: dict[str, Any], expand_invoice: bool) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(json.dumps(found))
+        invoice = body.get("latest_invoice")
+        if isinstance(invoice, dict) and not expand_invoice:
+            body["latest_invoice"] = invoice["id"]  # not expanded
+        return body
+
     async def get_subscription(self, request: Request) -> Response:
         def make(call: Call, n: int) -> dict[str, Any] | Response:
             found = self.subscriptions.get(request.path_params["id"])
             if found is None:
                 return self._missing("no such subscription")
-            body = json.loads(json.dumps(found))
-            invoice = body.get("latest_invoice")
-            if isinstance(invoice, dict) and "latest_invoice" not in call.form.values():
-                body["latest_invoice"] = invoice["id"]  # not expanded
-            return dict(body)
+            return self._subscription_body(found, "latest_invoice" in call.form.values())
+
+        return await self._answer(request, make)
+
+    async def list_subscriptions(self, request: Request) -> Response:
+        """Like Stripe: `limit`, `starting_after`, `status` (default: all but canceled)."""
+
+        def make(call: Call, n: int) -> dict[str, Any] | Response:
+            status = call.form.get("status")
+            items = [
+                s
+                for s in self.subscriptions.values()
+                if status == "all"
+                or s["status"] == status
+                or (not status and s["status"] != "canceled")
+            ]
+            ids = [s["id"] for s in items]
+            after = call.form.get("starting_after")
+            start = ids.index(after) + 1 if after in ids else 0
+            limit = int(call.form.get("limit") or 10)
+            expand = "data.latest_invoice" in call.form.values()
+            return {
+                "object": "list",
+                "url": "/v1/subscriptions",
+                "has_more": start + limit < len(items),
+                "data": [self._subscription_body(s, expand) for s in items[start : start + limit]],
+            }
 
         return await self._answer(request, make)
 
@@ -276,6 +309,7 @@ async def app(
     application.state.payments_settings = payments_settings
     async with LifespanManager(application):
         yield application
+        await drain(application)  # no job may write while the tables are cleared
         await application.state.rate_limiter.reset()
         await clear_tables(application.state.database)
 
@@ -422,3 +456,35 @@ async def subscriptions(app: FastAPI) -> dict[str, Subscription]:
     async with database.sessionmaker() as session:
         rows = (await session.execute(select(Subscription))).scalars().all()
     return {row.id: row for row in rows}
+
+
+# --- the jobs that apply events -----------------------------------------------------------
+
+
+async def drain(app: FastAPI) -> int:
+    """Run every due job now (the app runs them by itself too; this waits for them)."""
+    return await get_jobs(app).drain()
+
+
+async def jobs(app: FastAPI) -> dict[str, JobRecord]:
+    database: Database = app.state.database
+    async with database.sessionmaker() as session:
+        rows = (await session.execute(select(JobRecord))).scalars().all()
+    return {row.id: row for row in rows}
+
+
+async def make_due(app: FastAPI, job_id: str) -> None:
+    """Time passes: a job waiting for its retry is due now."""
+    database: Database = app.state.database
+    async with database.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(JobRecord).where(JobRecord.id == job_id).values(run_at=datetime.now(UTC))
+        )
+
+
+async def apply(app: FastAPI, client: AsyncClient, body: dict[str, Any]) -> str | None:
+    """Deliver an event, let its job run; the ledger's outcome (None: not processed)."""
+    response = await deliver(client, body)
+    assert response.status_code == 200, response.text
+    await drain(app)
+    return (await ledger(app))[body["id"]].outcome

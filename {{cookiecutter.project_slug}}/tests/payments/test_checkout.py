@@ -13,8 +13,8 @@ from tests.payments.conftest import (
     SECRET_KEY,
     TEAM_PRICE,
     FakeStripe,
+    apply,
     customer,
-    deliver,
     stripe_event,
 )
 
@@ -106,7 +106,7 @@ async def test_a_subscriber_is_sent_to_the_portal_instead(
     created = stripe_event(
         fake_stripe, "evt_1", "customer.subscription.created", buyer.customer_id, 1_800_000_000
     )
-    assert (await deliver(client, created)).status_code == 200
+    assert await apply(app, client, created) == "applied"
     response = await client.post(CHECKOUT, json={"plan": "team"}, headers=buyer.headers)
     assert_problem(response, 409)
     assert fake_stripe.to("/v1/checkout/sessions") == []

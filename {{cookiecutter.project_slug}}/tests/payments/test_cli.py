@@ -15,7 +15,16 @@ from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.payments import __main__ as cli
 from {{ cookiecutter.package_name }}.payments import service
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
-from tests.payments.conftest import FakeStripe, customer, deliver, ledger, stripe_event
+from tests.payments.conftest import (
+    FakeStripe,
+    apply,
+    customer,
+    drain,
+    jobs,
+    ledger,
+    make_due,
+    stripe_event,
+)
 
 T0 = 1_800_000_000
 
@@ -41,21 +50,28 @@ async def test_pending_and_replay(
 
     with monkeypatch.context() as patch:
         patch.setitem(service.HANDLERS, "customer.subscription.created", down)
-        assert (await deliver(client, body)).status_code >= 500
+        assert await apply(app, client, body) is None  # its job failed, to be retried
 
     await asyncio.to_thread(cli.main, ["pending"], settings)
     listed = capsys.readouterr().out
     assert "evt_cli" in listed
+    assert "job=pending" in listed
     assert "ConnectionError: database went away" in listed
 
     await asyncio.to_thread(cli.main, ["replay", "evt_cli"], settings, payments_settings)
-    assert capsys.readouterr().out.strip() == "evt_cli: applied"
+    assert capsys.readouterr().out.strip() == "evt_cli: applied"  # inline, here and now
     assert (await ledger(app))["evt_cli"].processed_at is not None
 
     await asyncio.to_thread(cli.main, ["pending"], settings)
     assert capsys.readouterr().out.strip() == "no unprocessed events"
     await asyncio.to_thread(cli.main, ["replay", "evt_cli"], settings, payments_settings)
     assert capsys.readouterr().out.strip() == "evt_cli: applied"  # the same state again
+
+    # Its job, when its retry comes, finds the event processed: done, nothing applied twice.
+    await make_due(app, "payments.apply_event:evt_cli")
+    await drain(app)
+    assert (await jobs(app))["payments.apply_event:evt_cli"].status == "done"
+    assert (await ledger(app))["evt_cli"].attempts == 3  # the failure and two replays
 
     with pytest.raises(SystemExit, match="no event evt_missing"):
         await asyncio.to_thread(cli.main, ["replay", "evt_missing"], settings, payments_settings)

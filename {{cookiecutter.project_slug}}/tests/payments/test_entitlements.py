@@ -19,8 +19,8 @@ from tests.auth.conftest import assert_problem
 from tests.payments.conftest import (
     TEAM_PRICE,
     FakeStripe,
+    apply,
     customer,
-    deliver,
     stripe_event,
 )
 
@@ -69,7 +69,9 @@ async def test_plans_gate_routes_and_tell_the_ai_allowance(
     assert_problem(await client.get("/gated/any", headers=buyer.headers), 402)
     assert_problem(await client.get("/gated/team", headers=buyer.headers), 402)
 
-    await deliver(client, stripe_event(fake_stripe, "e1", "customer.subscription.created", cid, T0))
+    await apply(
+        app, client, stripe_event(fake_stripe, "e1", "customer.subscription.created", cid, T0)
+    )
     pro = await entitlements_of(app, buyer.user_id, payments_settings)
     assert (pro.plan, pro.active, pro.ai_monthly_tokens) == ("pro", True, 1_000_000)
     assert (await client.get("/gated/any", headers=buyer.headers)).status_code == 200
@@ -79,7 +81,7 @@ async def test_plans_gate_routes_and_tell_the_ai_allowance(
     upgrade = stripe_event(
         fake_stripe, "e2", "customer.subscription.updated", cid, T0 + 5, price=TEAM_PRICE
     )
-    await deliver(client, upgrade)
+    await apply(app, client, upgrade)
     team = await entitlements_of(app, buyer.user_id, payments_settings)
     assert (team.plan, team.ai_monthly_tokens, team.features) == ("team", None, frozenset({"sso"}))
     assert (await client.get("/gated/team", headers=buyer.headers)).json() == {"plan": "team"}
@@ -93,7 +95,7 @@ async def test_plans_gate_routes_and_tell_the_ai_allowance(
         price=TEAM_PRICE,
         status="unpaid",
     )
-    await deliver(client, unpaid)
+    await apply(app, client, unpaid)
     assert (await entitlements_of(app, buyer.user_id, payments_settings)).plan == "free"
     assert_problem(await client.get("/gated/any", headers=buyer.headers), 402)
 
@@ -108,7 +110,7 @@ async def test_past_due_keeps_the_plan_while_stripe_retries(
     event = stripe_event(
         fake_stripe, "e1", "customer.subscription.created", buyer.customer_id, T0, status="past_due"
     )
-    await deliver(client, event)
+    await apply(app, client, event)
     assert (await entitlements_of(app, buyer.user_id, payments_settings)).plan == "pro"
 
 
@@ -127,6 +129,6 @@ async def test_a_price_no_plan_declares_gives_the_free_plan(
         T0,
         price="price_retired",
     )
-    await deliver(client, event)
+    await apply(app, client, event)
     found = await entitlements_of(app, buyer.user_id, payments_settings)
     assert (found.plan, found.active, found.status) == ("free", False, "active")

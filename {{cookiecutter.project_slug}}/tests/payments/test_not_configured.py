@@ -17,7 +17,14 @@ from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
 from tests.auth.conftest import assert_problem, signed_in
 from tests.conftest import clear_tables
-from tests.payments.conftest import WEBHOOK_SECRET, deliver, event, ledger, subscription_event
+from tests.payments.conftest import (
+    WEBHOOK_SECRET,
+    deliver,
+    event,
+    jobs,
+    ledger,
+    subscription_event,
+)
 
 
 @pytest.fixture
@@ -73,5 +80,6 @@ async def test_without_the_secret_key_the_webhook_records_and_asks_for_it(
         rows = await ledger(application)
         assert rows["evt_k"].processed_at is None
         assert rows["evt_k"].last_error == "StripeNotConfigured: STRIPE_SECRET_KEY"
+        assert await jobs(application) == {}  # nothing could apply it: Stripe sends it again
         await application.state.rate_limiter.reset()
         await clear_tables(application.state.database)

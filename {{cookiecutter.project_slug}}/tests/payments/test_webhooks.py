@@ -1,4 +1,4 @@
-"""The webhook: signatures, the ledger, duplicates, ordering, failures and retries."""
+"""The webhook: signatures, the ledger and its job, duplicates, failures and retries."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from {{ cookiecutter.package_name }}.core.jobs import JobRecord
 from {{ cookiecutter.package_name }}.payments import service
 from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
 from tests.auth.conftest import assert_problem, count, signed_in
@@ -23,10 +24,14 @@ from tests.payments.conftest import (
     PRO_PRICE,
     WEBHOOK_SECRET,
     FakeStripe,
+    apply,
     customer,
     deliver,
+    drain,
     event,
+    jobs,
     ledger,
+    make_due,
     sign,
     stripe_event,
     subscription,
@@ -59,8 +64,12 @@ async def test_a_signed_event_is_recorded_and_applied(
     )
     response = await deliver(client, body)
     assert response.status_code == 200, response.text
-    assert response.json() == {"received": True, "event_id": "evt_created", "outcome": "applied"}
+    assert response.json() == {"received": True, "event_id": "evt_created", "outcome": "queued"}
+    assert (await ledger(app))["evt_created"].payload == body  # committed before the answer
 
+    await drain(app)  # the job applies it
+
+    assert (await jobs(app))["payments.apply_event:evt_created"].status == "done"
     row = (await ledger(app))["evt_created"]
     assert row.type == "customer.subscription.created"
     assert row.payload == body
@@ -109,6 +118,7 @@ async def test_bad_signatures_are_400_and_change_nothing(
     response = await client.post("/api/v1/payments/webhook", content=payload, headers=headers)
     assert_problem(response, 400)
     assert await count(app, StripeEvent) == 0
+    assert await count(app, JobRecord) == 0
     assert await count(app, Subscription) == 0
 
 
@@ -130,16 +140,20 @@ async def test_duplicate_delivery_answers_2xx_and_changes_nothing(
     body = stripe_event(
         fake_stripe, "evt_dup", "customer.subscription.created", buyer.customer_id, T0
     )
-    assert (await deliver(client, body)).json()["outcome"] == "applied"
+    assert await apply(app, client, body) == "applied"
     before = (await subscriptions(app))["sub_1"].updated_at
+    reads = len(fake_stripe.to("/v1/subscriptions/sub_1", "GET"))
 
     again = await deliver(client, body)
 
     assert again.status_code == 200
     assert again.json()["outcome"] == "duplicate"
+    assert await drain(app) == 0  # nothing new to run
     row = (await ledger(app))["evt_dup"]
     assert (row.attempts, row.outcome) == (1, "applied")
     assert (await subscriptions(app))["sub_1"].updated_at == before
+    assert len(fake_stripe.to("/v1/subscriptions/sub_1", "GET")) == reads
+    assert list(await jobs(app)) == ["payments.apply_event:evt_dup"]
 
 
 async def test_concurrent_duplicates_are_applied_once(
@@ -162,14 +176,16 @@ async def test_concurrent_duplicates_are_applied_once(
     monkeypatch.setitem(service.HANDLERS, "customer.subscription.created", counting)
 
     responses = await asyncio.gather(*(deliver(client, body) for _ in range(3)))
+    await drain(app)
 
     assert [r.status_code for r in responses] == [200, 200, 200], [r.text for r in responses]
-    assert sorted(r.json()["outcome"] for r in responses) == ["applied", "duplicate", "duplicate"]
+    assert {r.json()["outcome"] for r in responses} <= {"queued", "duplicate"}
     assert applied == ["evt_race"]
     assert (await ledger(app))["evt_race"].attempts == 1
+    assert list(await jobs(app)) == ["payments.apply_event:evt_race"]
 
 
-async def test_a_failing_handler_answers_5xx_and_a_retry_succeeds(
+async def test_a_failing_handler_rolls_back_and_its_job_retries(
     app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     buyer = await customer(app, client, "retry@example.com")
@@ -188,10 +204,11 @@ async def test_a_failing_handler_answers_5xx_and_a_retry_succeeds(
 
     with monkeypatch.context() as patch:
         patch.setitem(service.HANDLERS, "customer.subscription.created", broken)
-        failed = await deliver(client, body)
+        assert (await apply(app, client, body)) is None  # the job failed
 
-    assert failed.status_code >= 500
-    assert failed.headers["content-type"] == "application/problem+json"
+    job = (await jobs(app))["payments.apply_event:evt_retry"]
+    assert (job.status, job.attempts) == ("pending", 1)  # waiting for its retry
+    assert job.last_error == "RuntimeError: the handler has a bug"
     row = (await ledger(app))["evt_retry"]
     assert row.payload == body  # recorded: nothing is lost
     assert row.processed_at is None
@@ -203,11 +220,12 @@ async def test_a_failing_handler_answers_5xx_and_a_retry_succeeds(
     assert kept is not None
     assert kept.customer_id == buyer.customer_id  # the partial write was rolled back
 
-    retried = await deliver(client, body)  # Stripe's retry
+    await make_due(app, job.id)  # the retry's time
+    await drain(app)
 
-    assert retried.status_code == 200
-    assert retried.json()["outcome"] == "applied"
+    assert (await jobs(app))[job.id].status == "done"
     row = (await ledger(app))["evt_retry"]
+    assert row.outcome == "applied"
     assert row.processed_at is not None
     assert (row.attempts, row.last_error) == (2, None)
     assert (await subscriptions(app))["sub_1"].status == "active"
@@ -219,8 +237,9 @@ async def test_an_unknown_customer_is_retried_then_acknowledged(
     body = stripe_event(
         fake_stripe, "evt_stranger", "customer.subscription.created", "cus_nobody", T0
     )
-    response = await deliver(client, body)  # its link may be on the way: Stripe sends it again
-    assert_problem(response, 503)
+    # its link may be on the way: the job tries again later
+    assert await apply(app, client, body) is None
+    assert (await jobs(app))["payments.apply_event:evt_stranger"].status == "pending"
     row = (await ledger(app))["evt_stranger"]
     assert row.processed_at is None
     assert row.last_error is not None
@@ -231,9 +250,7 @@ async def test_an_unknown_customer_is_retried_then_acknowledged(
     old = stripe_event(
         fake_stripe, "evt_stranger_old", "customer.subscription.updated", "cus_nobody", an_hour_ago
     )
-    response = await deliver(client, old)
-    assert response.status_code == 200
-    assert response.json()["outcome"] == "unknown_customer"
+    assert await apply(app, client, old) == "unknown_customer"
     assert (await ledger(app))["evt_stranger_old"].processed_at is not None
     invoice = event(
         "evt_inv_stranger",
@@ -241,7 +258,7 @@ async def test_an_unknown_customer_is_retried_then_acknowledged(
         {"id": "in_1", "object": "invoice", "customer": "cus_nobody", "subscription": "sub_1"},
         an_hour_ago,
     )
-    assert (await deliver(client, invoice)).json()["outcome"] == "unknown_customer"
+    assert await apply(app, client, invoice) == "unknown_customer"
     assert await count(app, Subscription) == 0
 
 
@@ -264,11 +281,11 @@ async def test_checkout_completed_links_the_customer_and_stores_the_subscription
         },
         T0,
     )
-    assert (await deliver(client, completed)).json()["outcome"] == "applied"
+    assert await apply(app, client, completed) == "applied"
     mine = (await client.get("/api/v1/payments/subscription", headers=headers)).json()
     assert mine["plan"] == "pro"  # without waiting for customer.subscription.created
     created = event("evt_sub7", "customer.subscription.created", {"id": "sub_7"}, T0 + 1)
-    assert (await deliver(client, created)).json()["outcome"] == "applied"
+    assert await apply(app, client, created) == "applied"
     assert await count(app, StripeCustomer) == 1
 
 
@@ -285,7 +302,7 @@ async def test_subscription_metadata_links_a_customer_we_never_stored(
         T0,
         metadata={"user_id": user_id},
     )
-    assert (await deliver(client, created)).json()["outcome"] == "applied"
+    assert await apply(app, client, created) == "applied"
     assert await count(app, StripeCustomer) == 1
 
 
@@ -297,3 +314,4 @@ async def test_other_types_are_acknowledged_and_ignored(
     assert response.status_code == 200
     assert response.json()["outcome"] == "ignored"
     assert (await ledger(app))["evt_other"].processed_at is not None
+    assert await count(app, JobRecord) == 0  # recorded as processed, no job to run

@@ -1,8 +1,8 @@
 """Admin views of the payments module: customers, subscriptions and the webhook event ledger.
 
 All read-only: their state mirrors Stripe (change it in Stripe and the webhooks follow).
-The event ledger has a Replay action that handles stored events again, like
-`python -m <package>.payments replay`.
+The event ledger has a Replay action that handles stored events again, here and now, like
+`python -m <package>.payments replay` (a dead job of an event it applies is deleted).
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ class StripeEventAdmin(ModelView, model=StripeEvent):
         try:
             for event_id in event_ids:
                 try:
-                    outcome = await webhooks.process(database, payments, event_id, replay=True)
+                    outcome = await webhooks.replay(database, payments, event_id)
                 except LookupError:
                     outcome = "not in the ledger"
                 except webhooks.EventHandlingError:

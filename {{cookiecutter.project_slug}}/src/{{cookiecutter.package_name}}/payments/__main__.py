@@ -3,8 +3,9 @@
     python -m {{ cookiecutter.package_name }}.payments pending          # events not processed yet
     python -m {{ cookiecutter.package_name }}.payments replay evt_123   # handle a stored event again
 
-Replaying is safe: handling reads the subscription's state from Stripe, so an old event
-stores today's state, never the one it carried.
+Replaying runs here and now (no worker needed) and prints the outcome; once the event is
+applied, its dead job (if any) is deleted. It is safe: handling reads the subscription's
+state from Stripe, so an old event stores today's state, never the one it carried.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 
 from {{ cookiecutter.package_name }} import modules  # noqa: F401 - every table, for the foreign keys
 from {{ cookiecutter.package_name }}.core.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.core.jobs import JobRecord
 from {{ cookiecutter.package_name }}.payments import webhooks
 from {{ cookiecutter.package_name }}.payments.client import PaymentsState, build_stripe_client
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings, get_payments_settings
@@ -27,7 +29,7 @@ async def replay(settings: Settings, payments_settings: PaymentsSettings, event_
     database = Database.from_settings(settings)
     payments = PaymentsState(payments_settings, build_stripe_client(payments_settings))
     try:
-        outcome = await webhooks.process(database, payments, event_id, replay=True)
+        outcome = await webhooks.replay(database, payments, event_id)
     except LookupError as exc:
         raise SystemExit(f"error: {exc}") from None
     except webhooks.EventHandlingError as exc:
@@ -45,15 +47,20 @@ async def pending(settings: Settings) -> str:
     try:
         async with database.sessionmaker() as session:
             result = await session.execute(
-                select(StripeEvent)
+                select(StripeEvent, JobRecord.status)
+                .outerjoin(JobRecord, JobRecord.id == literal(webhooks.job_id("")) + StripeEvent.id)
                 .where(StripeEvent.processed_at.is_(None))
                 .order_by(StripeEvent.received_at)
             )
-            rows = result.scalars().all()
+            rows = result.all()
     finally:
         await database.engine.dispose()
+    # job=pending|queued|running: its job will apply it; dead: out of attempts (replay it);
+    # none: no job (recorded while STRIPE_SECRET_KEY was unset, or before jobs existed).
     lines = [
-        f"{row.id}\t{row.type}\tattempts={row.attempts}\t{row.last_error or ''}" for row in rows
+        f"{row.id}\t{row.type}\tattempts={row.attempts}\tjob={status or 'none'}"
+        f"\t{row.last_error or ''}"
+        for row, status in rows
     ]
     return "\n".join(lines) if lines else "no unprocessed events"
 

@@ -63,10 +63,16 @@ class PaymentsSettings(BaseSettings):
     # minute of margin each side for clock skew. While one is open the user gets it back
     # instead of a second one (a checkout for another plan expires it).
     checkout_expires_seconds: int = Field(default=3600, ge=1860, le=86340)
-    # An event about a Stripe customer no user is linked to yet answers 503, so Stripe sends
-    # it again (its link may be on the way), until the event is this many seconds old; after
-    # that it is acknowledged as `unknown_customer` (a customer of another app, say).
+    # An event about a Stripe customer no user is linked to yet is tried again later (its
+    # job's retries: its link may be on the way), until the event is this many seconds old;
+    # after that it is processed as `unknown_customer` (a customer of another app, say).
     unknown_customer_retry_seconds: int = Field(default=3600, ge=0)
+    # Processed webhook events are kept this many days in the ledger (duplicates of a kept
+    # one are recognized), then purged daily; unprocessed ones are never purged. Stripe
+    # retries a delivery for up to three days.
+    event_retention_days: int = Field(default=90, ge=7)
+    # The daily reconcile: every subscription is compared with Stripe's and corrected.
+    reconcile: bool = True
     # Per request to the Stripe API, and retries of network errors (with idempotency keys).
     stripe_timeout: float = Field(default=20.0, gt=0)
     stripe_max_network_retries: int = Field(default=2, ge=0)

@@ -83,9 +83,11 @@ class StripeCheckout(Base):
 class StripeEvent(Base):
     """Every webhook event received, keyed by Stripe's event id: nothing is lost.
 
-    Recorded (and committed) before it is handled; `processed_at` is set in the same
-    transaction as the changes the event causes. An unprocessed row is one Stripe will
-    deliver again, or that `python -m <package>.payments replay` can run.
+    Recorded together with the job that applies it (`payments.apply_event:<event id>`);
+    `processed_at` is set in the same transaction as the changes the event causes. An
+    unprocessed row is one its job will apply (or a dead job's: replay it), or that
+    `python -m <package>.payments replay` can run. Processed rows are purged after
+    PAYMENTS_EVENT_RETENTION_DAYS.
     """
 
     __tablename__ = "stripe_events"

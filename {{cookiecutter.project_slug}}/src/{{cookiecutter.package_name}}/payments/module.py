@@ -1,4 +1,4 @@
-"""The payments module's contribution: its routes and the shared Stripe client."""
+"""The payments module's contribution: its routes, its jobs and the shared Stripe client."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI
 
 from {{ cookiecutter.package_name }}.core.plugin import Module
+from {{ cookiecutter.package_name }}.payments import housekeeping, webhooks
 from {{ cookiecutter.package_name }}.payments.client import PaymentsState, build_stripe_client
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings, get_payments_settings
 from {{ cookiecutter.package_name }}.payments.router import router
@@ -40,4 +41,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await holder.aclose()
 
 
-module = Module("payments", routers=(router,), lifespan=lifespan)
+module = Module(
+    "payments",
+    routers=(router,),
+    lifespan=lifespan,
+    # Webhook events are applied by a job; the ledger's purge and the reconcile run daily.
+    jobs=(webhooks.apply_event, housekeeping.purge_ledger, housekeeping.reconcile_subscriptions),
+)

@@ -13,7 +13,6 @@ from {{ cookiecutter.package_name }}.auth.dependencies import (
 )
 from {{ cookiecutter.package_name }}.core.contract import problems, public
 from {{ cookiecutter.package_name }}.core.db import SessionDep, get_database
-from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.payments import exceptions, service, webhooks
 from {{ cookiecutter.package_name }}.payments.client import (
     PaymentsSettingsDep,
@@ -102,15 +101,16 @@ async def subscription(entitlements: CurrentEntitlements) -> SubscriptionRead:
     responses=problems(
         {
             400: "Missing, invalid or stale signature",
-            500: "Recorded but not handled; Stripe will retry",
-            503: "Stripe is not configured (the setting is named), or the event cannot be "
-            "applied yet; Stripe will retry",
+            503: "Stripe is not configured (the setting is named; the event is recorded), "
+            "or the database is busy: Stripe will send it again",
         }
     ),
 )
 @public("Stripe's signature is checked")
 async def webhook(request: Request, settings: PaymentsSettingsDep) -> WebhookAck:
-    """Stripe's webhook endpoint. Not in a request transaction: the ledger commits first."""
+    """Stripe's webhook endpoint: verify, then record the event and enqueue the job that
+    applies it, in one transaction committed before the answer (`outcome`: `queued`,
+    `duplicate` or `ignored`)."""
     if settings.stripe_webhook_secret is None:
         raise exceptions.not_configured("STRIPE_WEBHOOK_SECRET")
     event = webhooks.verify(
@@ -119,19 +119,9 @@ async def webhook(request: Request, settings: PaymentsSettingsDep) -> WebhookAck
         settings.stripe_webhook_secret.get_secret_value(),
         settings.webhook_tolerance,
     )
-    try:
-        received = await webhooks.receive(
-            get_database(request), get_payments_state(request.app), event
-        )
-    except webhooks.EventHandlingError as exc:
-        if exc.missing_setting is not None:
-            raise exceptions.not_configured(exc.missing_setting) from exc
-        if exc.deferred:
-            raise ProblemError(
-                503,
-                "The event is recorded but cannot be applied yet; Stripe will send it again.",
-            ) from exc
-        raise ProblemError(
-            500, "The event is recorded but could not be handled; Stripe will send it again."
-        ) from exc
+    # Its own transaction rather than the request's: a 503 below keeps what it recorded.
+    async with get_database(request).sessionmaker() as session, session.begin():
+        received = await webhooks.receive(session, get_payments_state(request.app), event)
+    if received.missing_setting is not None:
+        raise exceptions.not_configured(received.missing_setting)
     return WebhookAck(event_id=received.event_id, outcome=received.outcome)

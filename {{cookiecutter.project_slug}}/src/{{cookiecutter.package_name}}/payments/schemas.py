@@ -38,4 +38,5 @@ class SubscriptionRead(BaseModel):
 class WebhookAck(BaseModel):
     received: bool = True
     event_id: str
+    # queued (its job applies it), duplicate (processed already), ignored (a type not handled)
     outcome: str

@@ -13,7 +13,7 @@ from typing import Any
 
 import stripe
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -97,7 +97,7 @@ async def get_entitlements(
 # --- customers, checkout, portal ----------------------------------------------------------------
 
 
-def _insert_ignoring_conflict(
+def insert_ignoring_conflict(
     session: AsyncSession, model: type[Base], values: dict[str, Any]
 ) -> postgresql.Insert | sqlite.Insert:
     """`INSERT ... ON CONFLICT DO NOTHING`, on PostgreSQL and SQLite."""
@@ -135,7 +135,7 @@ async def ensure_customer(session: AsyncSession, client: stripe.StripeClient, us
         log.error("stripe_error", call="customers.create", error=str(exc))
         raise exceptions.stripe_failed(exc) from exc
     await session.execute(
-        _insert_ignoring_conflict(
+        insert_ignoring_conflict(
             session,
             StripeCustomer,
             {"user_id": user.id, "customer_id": customer.id, "created_at": utcnow()},
@@ -153,19 +153,23 @@ async def _lock_checkout(session: AsyncSession, user_id: uuid.UUID) -> StripeChe
     `FOR UPDATE` waits for the lock. SQLite: the insert takes the database's write lock.
     Either way a user's checkouts run one at a time, across every instance.
     """
-    now = utcnow()
-    await session.execute(
-        _insert_ignoring_conflict(
-            session, StripeCheckout, {"user_id": user_id, "created_at": now, "updated_at": now}
+    for _ in range(2):  # twice: the daily purge may delete an old row in between
+        now = utcnow()
+        await session.execute(
+            insert_ignoring_conflict(
+                session, StripeCheckout, {"user_id": user_id, "created_at": now, "updated_at": now}
+            )
         )
-    )
-    result = await session.execute(
-        select(StripeCheckout)
-        .where(StripeCheckout.user_id == user_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return result.scalar_one()
+        result = await session.execute(
+            select(StripeCheckout)
+            .where(StripeCheckout.user_id == user_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        found = result.scalar_one_or_none()
+        if found is not None:
+            return found
+    raise RuntimeError(f"the checkout row of user {user_id} keeps disappearing")
 
 
 async def has_live_subscription(session: AsyncSession, user_id: uuid.UUID) -> bool:
@@ -307,7 +311,7 @@ UNKNOWN_SUBSCRIPTION = "unknown_subscription"  # Stripe does not know it (anymor
 
 
 class NotYetApplicable(Exception):
-    """The event cannot be applied yet: leave it unprocessed, so Stripe delivers it again."""
+    """The event cannot be applied yet: it stays unprocessed, and its job tries again later."""
 
 
 class StripeNotConfigured(Exception):
@@ -340,6 +344,22 @@ def _id(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def customer_of(obj: Mapping[str, Any]) -> str | None:
+    """The customer id of a Stripe object (expanded or not)."""
+    return _id(obj.get("customer"))
+
+
+def user_in_metadata(obj: Mapping[str, Any]) -> uuid.UUID | None:
+    """The user id we put in a subscription's metadata at checkout, if it holds one."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return None
+    try:
+        return uuid.UUID(str(metadata.get("user_id")))
+    except ValueError:
+        return None
+
+
 async def _user_exists(session: AsyncSession, value: Any) -> uuid.UUID | None:
     try:
         user_id = uuid.UUID(str(value))
@@ -351,7 +371,7 @@ async def _user_exists(session: AsyncSession, value: Any) -> uuid.UUID | None:
 async def _link_customer(session: AsyncSession, user_id: uuid.UUID, customer_id: str) -> None:
     """Remember the user's customer, unless the user has one already."""
     await session.execute(
-        _insert_ignoring_conflict(
+        insert_ignoring_conflict(
             session,
             StripeCustomer,
             {"user_id": user_id, "customer_id": customer_id, "created_at": utcnow()},
@@ -393,12 +413,19 @@ async def _lock_subscription(session: AsyncSession, subscription_id: str) -> Non
     """Serialize the handling of one subscription until this transaction ends.
 
     PostgreSQL: a transaction-scoped advisory lock on the id (the row may not exist yet).
-    SQLite: the caller has already written in this transaction, so it holds the database's
-    write lock, which serializes every writer.
+    SQLite: the database's write lock, taken now by a write that changes nothing (a
+    transaction that has written already holds it), which serializes every writer.
     """
     if session.get_bind().dialect.name == "postgresql":
         key = func.hashtextextended(subscription_id, 0)
         await session.execute(select(func.pg_advisory_xact_lock(key)))
+    else:
+        await session.execute(
+            update(Subscription)
+            .where(false())
+            .values(status=Subscription.status)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def sync_subscription(
@@ -453,6 +480,23 @@ async def sync_subscription(
         row.latest_invoice_as_of = read_at
     await session.flush()
     return APPLIED
+
+
+def drift(row: Subscription | None, obj: Mapping[str, Any]) -> list[str]:
+    """The fields where the stored subscription differs from Stripe's object ("missing": no row)."""
+    price_id, period_end = _subscription_fields(obj)
+    invoice_status = _invoice_status(obj.get("latest_invoice"))
+    if row is None:
+        return ["missing"]
+    found = {
+        "status": row.status != str(obj.get("status") or ""),
+        "price_id": row.price_id != price_id,
+        "current_period_end": row.current_period_end != period_end,
+        "cancel_at_period_end": row.cancel_at_period_end != bool(obj.get("cancel_at_period_end")),
+        "latest_invoice_status": invoice_status is not None
+        and row.latest_invoice_status != invoice_status,
+    }
+    return [name for name, differs in found.items() if differs]
 
 
 async def _subscription_gone(session: AsyncSession, subscription_id: str, read_at: datetime) -> str:

@@ -143,8 +143,10 @@ class JobRuntime:
         self._wake.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # The running jobs first: on SQLite a loop's statement may be waiting for the write
+        # lock a running job holds, and only ends once that job commits or rolls back.
         await self.finish_running(self.settings.jobs_shutdown_seconds)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.broker is not None:
             await self.broker.stop()
 
