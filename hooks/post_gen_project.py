@@ -137,6 +137,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_ai", migration="migrations/versions/0007_ai_reservations.py"),
     # Background jobs: the outbox table (issue 14).
     Option("core", migration="migrations/versions/0009_jobs.py"),
+    # Indexes for the daily purge of expired and revoked refresh tokens (issue 14).
+    Option("use_auth", migration="migrations/versions/0010_auth_purge.py"),
 )
 
 # CI provider -> its files; the others' files are removed.

@@ -256,6 +256,7 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "tests/auth",
         "migrations/versions/0002_auth.py",
         "migrations/versions/0005_auth_sessions.py",
+        "migrations/versions/0010_auth_purge.py",
     ]
     (present if is_on(opts.get("use_auth")) else absent).extend(auth)
     payments = [

@@ -38,6 +38,7 @@ from {{ cookiecutter.package_name }}.auth.schemas import ApiKeyCreate
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Base, Database
 from {{ cookiecutter.package_name }}.core.email import EmailSettings, Mailer
+from {{ cookiecutter.package_name }}.core.jobs import get_jobs
 from {{ cookiecutter.package_name }}.main import create_app
 from tests import contract
 from tests.conftest import clear_tables
@@ -58,18 +59,30 @@ def text_of(message: Message) -> str:
 
 
 class Outbox:
-    """aiosmtpd handler keeping every message it receives."""
+    """aiosmtpd handler keeping every message it receives (refusing the next `refuse`)."""
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
+        self.refuse = 0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope.content, bytes)
+        if self.refuse > 0:
+            self.refuse -= 1
+            return "451 Requested action aborted: try again later"
         self.messages.append(message_from_bytes(envelope.content))
         return "250 Message accepted for delivery"
 
     def to(self, address: str) -> list[Message]:
         return [m for m in self.messages if m["To"] == address]
+
+    def wait_for(self, address: str, count: int = 1, timeout: float = 15.0) -> list[Message]:
+        """The messages to `address` once there are `count` of them (from another thread)."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.to(address)) < count:
+            assert time.monotonic() < deadline, f"no email to {address} within {timeout} s"
+            time.sleep(0.02)
+        return found
 
     def link_token(self, address: str) -> str:
         """The token in the link of the last message to `address`."""
@@ -92,6 +105,7 @@ def smtp_server() -> Iterator[tuple[Outbox, int]]:
 @pytest.fixture
 def outbox(smtp_server: tuple[Outbox, int]) -> Outbox:
     smtp_server[0].messages.clear()
+    smtp_server[0].refuse = 0
     return smtp_server[0]
 
 
@@ -269,6 +283,11 @@ async def app(
 # --- helpers ----------------------------------------------------------------------------------
 
 
+async def delivered(app: FastAPI) -> None:
+    """Run the app's due jobs (the emails) here and now, and wait for those already running."""
+    await get_jobs(app).drain()
+
+
 async def register(client: AsyncClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
     response = await client.post(
         "/api/v1/auth/register", json={"email": email, "password": password}
@@ -321,6 +340,7 @@ def sign_up(app: FastAPI, email: str, outbox: Outbox | None = None) -> dict[str,
     registered = contract.call(app, "POST", "/api/v1/auth/register", body=account)
     assert registered.status_code == 201, registered.text
     if outbox is not None:
+        outbox.wait_for(email)  # sent by the app's runner, in the app's own thread
         link = {"token": outbox.link_token(email)}
         verified = contract.call(app, "POST", "/api/v1/auth/verify-email", body=link)
         assert verified.status_code == 200, verified.text

@@ -1,4 +1,8 @@
-"""Verification and password reset, delivered through a real SMTP server (aiosmtpd)."""
+"""Verification and password reset, delivered through a real SMTP server (aiosmtpd).
+
+The emails are jobs: the app's own runner sends them after the request commits;
+`delivered(app)` waits for that (tests/auth/test_email_jobs.py: the jobs themselves).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from tests.auth.conftest import (
     PASSWORD,
     Outbox,
     assert_problem,
+    delivered,
     login,
     register,
     signed_in,
@@ -17,8 +22,11 @@ from tests.auth.conftest import (
 )
 
 
-async def test_registration_sends_a_verification_link(client: AsyncClient, outbox: Outbox) -> None:
+async def test_registration_sends_a_verification_link(
+    app: FastAPI, client: AsyncClient, outbox: Outbox
+) -> None:
     await register(client, "v@example.com")
+    await delivered(app)
     messages = outbox.to("v@example.com")
     assert len(messages) == 1
     assert messages[0]["From"] == "app@example.com"
@@ -31,27 +39,34 @@ async def test_registration_sends_a_verification_link(client: AsyncClient, outbo
     assert verified.json()["is_verified"] is True
 
 
-async def test_bad_verification_token_is_400(client: AsyncClient, outbox: Outbox) -> None:
+async def test_bad_verification_token_is_400(
+    app: FastAPI, client: AsyncClient, outbox: Outbox
+) -> None:
     await register(client, "bad@example.com")
+    await delivered(app)
     token = outbox.link_token("bad@example.com")
     assert_problem(await client.post("/api/v1/auth/verify-email", json={"token": token + "x"}), 400)
     assert_problem(await client.post("/api/v1/auth/verify-email", json={"token": "junk"}), 400)
 
 
-async def test_request_a_new_verification_link(client: AsyncClient, outbox: Outbox) -> None:
+async def test_request_a_new_verification_link(
+    app: FastAPI, client: AsyncClient, outbox: Outbox
+) -> None:
     headers = await signed_in(client, "again@example.com")
     response = await client.post("/api/v1/auth/verify-email/request", headers=headers)
     assert response.status_code == 202
+    await delivered(app)
     assert len(outbox.to("again@example.com")) == 2
 
 
-async def test_forgot_and_reset_password(client: AsyncClient, outbox: Outbox) -> None:
+async def test_forgot_and_reset_password(app: FastAPI, client: AsyncClient, outbox: Outbox) -> None:
     await register(client, "reset@example.com")
     old = await login(client, "reset@example.com")
     response = await client.post(
         "/api/v1/auth/forgot-password", json={"email": "Reset@example.com"}
     )
     assert response.status_code == 202
+    await delivered(app)
     [mail] = [m for m in outbox.to("reset@example.com") if "Reset" in m["Subject"]]
     assert "http://frontend.test/reset-password?token=" in text_of(mail)
     token = outbox.link_token("reset@example.com")
@@ -75,12 +90,14 @@ async def test_forgot_and_reset_password(client: AsyncClient, outbox: Outbox) ->
 
 
 async def test_forgot_password_never_tells_whether_an_account_exists(
-    client: AsyncClient, outbox: Outbox
+    app: FastAPI, client: AsyncClient, outbox: Outbox
 ) -> None:
     await register(client, "real@example.com")
+    await delivered(app)
     outbox.messages.clear()
     known = await client.post("/api/v1/auth/forgot-password", json={"email": "real@example.com"})
     unknown = await client.post("/api/v1/auth/forgot-password", json={"email": "ghost@example.com"})
+    await delivered(app)
     assert known.status_code == unknown.status_code == 202
     assert known.json() == unknown.json()
     assert len(outbox.to("real@example.com")) == 1
@@ -105,6 +122,7 @@ async def test_without_smtp_host_mail_goes_to_the_log(
 ) -> None:
     app.state.mailer = Mailer(EmailSettings(_env_file=None, smtp_host=None))
     await register(client, "logged@example.com")
+    await delivered(app)
     assert outbox.to("logged@example.com") == []
 
 

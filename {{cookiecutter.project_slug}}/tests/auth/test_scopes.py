@@ -27,6 +27,7 @@ from tests.auth.conftest import (
     Outbox,
     assert_problem,
     count,
+    delivered,
     login,
     mark_verified,
     register,
@@ -176,6 +177,7 @@ async def test_an_email_change_waits_for_the_new_address(
         401,
     )
     # The old address is told, without a link that could complete the change.
+    await delivered(app)
     [notice] = outbox.to("old@example.com")[-1:]
     assert "new@example.com" in text_of(notice)
     assert "token=" not in text_of(notice)
@@ -197,6 +199,7 @@ async def test_an_email_change_needs_the_current_password(
     assert_problem(missing, 422)
     wrong = {"email": "x@example.com", "current_password": "not my password"}
     assert_problem(await client.post(CHANGE_EMAIL, json=wrong, headers=headers), 400)
+    await delivered(app)
     assert outbox.to("x@example.com") == []
     # PATCH /users/me no longer changes the email at all.
     assert_problem(await client.patch(ME, json={"email": "x@example.com"}, headers=headers), 422)
@@ -209,6 +212,7 @@ async def test_a_password_change_voids_a_pending_email_change(
     headers = await verified_signed_in(app, client, "victim@example.com")
     body = {"email": "attacker@example.com", "current_password": PASSWORD}
     assert (await client.post(CHANGE_EMAIL, json=body, headers=headers)).status_code == 202
+    await delivered(app)
     token = outbox.link_token("attacker@example.com")
     change = {"password": NEW_PASSWORD, "current_password": PASSWORD}
     assert (await client.patch(ME, json=change, headers=headers)).status_code == 200
@@ -226,6 +230,7 @@ async def test_an_email_change_to_a_taken_address_is_409(
     # Taken between the request and the link: still 409, and nothing changes.
     body = {"email": "later@example.com", "current_password": PASSWORD}
     assert (await client.post(CHANGE_EMAIL, json=body, headers=headers)).status_code == 202
+    await delivered(app)
     token = outbox.link_token("later@example.com")
     await register(client, "later@example.com")
     assert_problem(await client.post("/api/v1/auth/verify-email", json={"token": token}), 409)

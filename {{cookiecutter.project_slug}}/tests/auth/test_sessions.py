@@ -25,6 +25,7 @@ from tests.auth.conftest import (
     age_rotations,
     api_key_for,
     assert_problem,
+    delivered,
     login,
     make_auth_settings,
     register,
@@ -171,6 +172,7 @@ async def test_a_password_reset_ends_every_session_and_api_key(
     tokens = await login(client, "forgot@example.com")
     key = await api_key_for(app, "forgot@example.com")
     await client.post("/api/v1/auth/forgot-password", json={"email": "forgot@example.com"})
+    await delivered(app)
     reset = await client.post(
         "/api/v1/auth/reset-password",
         json={"token": outbox.link_token("forgot@example.com"), "password": "fresh long password"},

@@ -50,6 +50,14 @@ class AuthSettings(BaseSettings):
     refresh_reuse_grace_seconds: float = Field(default=5.0, ge=0, le=MAX_REFRESH_GRACE_SECONDS)
     verify_token_ttl: int = Field(default=2 * 24 * 3600, ge=60)
     reset_token_ttl: int = Field(default=3600, ge=60)
+    # Seconds after its request an account email (verification, reset, email change) may
+    # still go out; later (workers or SMTP away that long, a dead job replayed) it is dropped.
+    email_send_within_seconds: int = Field(default=24 * 3600, ge=60)
+    # Housekeeping (the daily auth.purge_expired job): days a refresh token's row is kept
+    # after it expired or was revoked, and days a revoked or expired API key still shows in
+    # the listing; then they are deleted.
+    refresh_token_retention_days: int = Field(default=7, ge=0)
+    api_key_retention_days: int = Field(default=90, ge=0)
     scopes: CommaList = ["read", "write"]
     frontend_url: str = "http://localhost:3000"
     # Tokens in httpOnly cookies for browser clients (plus a CSRF header on unsafe methods).

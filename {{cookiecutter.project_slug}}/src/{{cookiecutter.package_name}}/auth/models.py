@@ -115,10 +115,11 @@ class RefreshToken(Base):
     family_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     scope: Mapped[str] = mapped_column(String(1000), default="")
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Both indexed for the daily purge (auth.purge_expired).
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     # Set when the token was exchanged for a new one; presenting it again is reuse.
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )

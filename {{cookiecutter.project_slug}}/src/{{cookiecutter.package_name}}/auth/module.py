@@ -1,4 +1,4 @@
-"""The auth module's contribution: its routes and its runtime state."""
+"""The auth module's contribution: its routes, its runtime state and its jobs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from fastapi import FastAPI
 
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings, get_auth_settings
 from {{ cookiecutter.package_name }}.auth.dependencies import AuthState
+from {{ cookiecutter.package_name }}.auth.jobs import (
+    purge_expired,
+    send_email_change,
+    send_reset,
+    send_verification,
+)
 from {{ cookiecutter.package_name }}.auth.router import router
 from {{ cookiecutter.package_name }}.core.config import UnsafeSettingsError
 from {{ cookiecutter.package_name }}.core.plugin import Module
@@ -24,4 +30,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-module = Module("auth", routers=(router,), lifespan=lifespan)
+module = Module(
+    "auth",
+    routers=(router,),
+    lifespan=lifespan,
+    jobs=(send_verification, send_reset, send_email_change, purge_expired),
+)

@@ -9,14 +9,15 @@ from typing import Annotated, Any
 import httpx
 import structlog
 from authlib.integrations.starlette_client import OAuthError  # type: ignore[import-untyped]
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from joserfc.errors import JoseError
 from limits import RateLimitItem, parse
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from {{ cookiecutter.package_name }}.auth import emails, exceptions, service
+from {{ cookiecutter.package_name }}.auth import emails, exceptions, jobs, service
 from {{ cookiecutter.package_name }}.auth.dependencies import (
     ACCESS_COOKIE,
     CSRF_COOKIE,
@@ -31,7 +32,7 @@ from {{ cookiecutter.package_name }}.auth.dependencies import (
     require_scopes,
     require_session_scopes,
 )
-from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
+from {{ cookiecutter.package_name }}.auth.models import ApiKey, User, utcnow
 from {{ cookiecutter.package_name }}.auth.oauth import fetch_identity
 from {{ cookiecutter.package_name }}.auth.schemas import (
     ApiKeyCreate,
@@ -52,8 +53,9 @@ from {{ cookiecutter.package_name }}.auth.schemas import (
 from {{ cookiecutter.package_name }}.auth.security import InvalidTokenError
 from {{ cookiecutter.package_name }}.core.contract import declare, problems, public
 from {{ cookiecutter.package_name }}.core.db import ReadConnectionDep, SessionDep
-from {{ cookiecutter.package_name }}.core.email import get_mailer
+from {{ cookiecutter.package_name }}.core.email import send_email
 from {{ cookiecutter.package_name }}.core.errors import problem_response
+from {{ cookiecutter.package_name }}.core.jobs import enqueue
 from {{ cookiecutter.package_name }}.core.ratelimit import (
     LIMITER_DOWN,
     RATE_LIMITED,
@@ -215,26 +217,20 @@ async def register(
     request: Request,
     session: SessionDep,
     state: AuthStateDep,
-    background: BackgroundTasks,
 ) -> UserRead:
     check_origin(request, state)
     user = await service.create_user(session, body.email, body.password)
-    _send_verification(request, state, background, user)
+    await _send_verification(session, user)
     return _user_read(user)
 
 
-def _send_verification(
-    request: Request, state: AuthState, background: BackgroundTasks, user: User
-) -> None:
-    background.add_task(
-        emails.send_verification,
-        get_mailer(request.app),
-        user.email,
-        app_name=request.app.title,
-        frontend_url=state.settings.frontend_url,
-        token=service.verification_token(state.tokens, user),
-        ttl=state.settings.verify_token_ttl,
-    )
+# Emails are jobs in the request's transaction: sent once it commits, never if it rolls back.
+# Their arguments hold no token: the job signs the link when it runs (auth/jobs.py).
+
+
+async def _send_verification(session: AsyncSession, user: User) -> None:
+    args = jobs.SendVerification(user_id=user.id, requested_at=utcnow())
+    await enqueue(session, jobs.send_verification, args)
 
 
 @router.post(
@@ -332,12 +328,10 @@ async def logout(
         limited("forgot_limit_per_client", scope="auth:verify-email-request"),
     ],
 )
-async def request_verification(
-    request: Request, user: CurrentUser, state: AuthStateDep, background: BackgroundTasks
-) -> Message:
+async def request_verification(user: CurrentUser, session: SessionDep) -> Message:
     if user.is_verified:
         return Message(detail="The email address is already verified.")
-    _send_verification(request, state, background, user)
+    await _send_verification(session, user)
     return Message(detail="A verification link is on its way.")
 
 
@@ -361,25 +355,13 @@ async def verify_email(body: TokenRequest, session: SessionDep, state: AuthState
     ],
 )
 @public("always answers the same; the link goes to the account's inbox")
-async def forgot_password(
-    body: EmailRequest,
-    request: Request,
-    session: SessionDep,
-    state: AuthStateDep,
-    background: BackgroundTasks,
-) -> Message:
+async def forgot_password(body: EmailRequest, session: SessionDep, state: AuthStateDep) -> Message:
     """Always 202: the answer never tells whether an account exists."""
     user = await service.get_user_by_email(session, body.email)
     if user is not None and user.is_active:
-        background.add_task(
-            emails.send_reset,
-            get_mailer(request.app),
-            user.email,
-            app_name=request.app.title,
-            frontend_url=state.settings.frontend_url,
-            token=service.reset_token(state.tokens, user),
-            ttl=state.settings.reset_token_ttl,
-        )
+        binding = service.request_binding(state.tokens, user, jobs.RESET)
+        args = jobs.SendReset(user_id=user.id, binding=binding, requested_at=utcnow())
+        await enqueue(session, jobs.send_reset, args)
     return Message(detail="If an account exists for this email, a reset link is on its way.")
 
 
@@ -537,24 +519,21 @@ async def change_email(
     user: CurrentUser,
     session: SessionDep,
     state: AuthStateDep,
-    background: BackgroundTasks,
 ) -> Message:
     """Ask to change the email: a link to the new address confirms it, the old one is told.
 
     The account keeps its address until the link is opened (`POST /auth/verify-email`);
     changing the password first voids the link.
     """
-    token = await service.request_email_change(session, state.tokens, user, body)
-    background.add_task(
-        emails.send_email_change,
-        get_mailer(request.app),
-        service.normalize_email(body.email),
-        old_email=user.email,
-        app_name=request.app.title,
-        frontend_url=state.settings.frontend_url,
-        token=token,
-        ttl=state.settings.verify_token_ttl,
+    new_email = await service.request_email_change(session, user, body)
+    binding = service.request_binding(state.tokens, user, jobs.EMAIL_CHANGE)
+    args = jobs.SendEmailChange(
+        user_id=user.id, new_email=new_email, binding=binding, requested_at=utcnow()
     )
+    await enqueue(session, jobs.send_email_change, args)
+    # The notice holds no link: it goes as a plain message (core.send_email).
+    notice = emails.email_change_notice(user.email, new_email=new_email, app_name=request.app.title)
+    await enqueue(session, send_email, notice)
     return Message(detail="A confirmation link is on its way to the new address.")
 
 

@@ -426,14 +426,23 @@ async def update_user(session: AsyncSession, user: User, data: UserUpdate) -> No
 CHANGE_EMAIL = "change-email"
 
 
-async def request_email_change(
-    session: AsyncSession, tokens: Tokens, user: User, data: EmailChange
-) -> str:
-    """Check the password and the new address; the signed link that will make the change.
+def request_binding(tokens: Tokens, user: User, purpose: str) -> str:
+    """What a reset or email-change request is bound to: the account's address and password.
 
-    Nothing changes until the link is opened (`verify_email`). The link is bound to
-    the current address and password: a password change, or another email change
-    completed first, voids it.
+    A MAC (SECRET_KEY, a key of its own) of both, stored in the job that will send the
+    link: the job sends nothing if it differs then (the password or the address changed
+    since the request). It opens nothing: no route takes it, and it reveals neither.
+    """
+    fingerprint = password_fingerprint(user.hashed_password)
+    return tokens.signer.mac("email-request", f"{purpose}:{user.id}:{user.email}:{fingerprint}")
+
+
+async def request_email_change(session: AsyncSession, user: User, data: EmailChange) -> str:
+    """Check the password and the new address; the new address (normalized).
+
+    Nothing changes until the link sent to it is opened (`verify_email`). The link is
+    bound to the current address and password: a password change, or another email
+    change completed first, voids it (and a link not yet sent is not sent).
     """
     if user.hashed_password is None:
         raise ProblemError(
@@ -448,6 +457,11 @@ async def request_email_change(
         raise ProblemError(400, "This is already the account's email address.")
     if await get_user_by_email(session, new_email) is not None:
         raise exceptions.email_taken()
+    return new_email
+
+
+def email_change_token(tokens: Tokens, user: User, new_email: str) -> str:
+    """The signed link's token that makes `new_email` the account's address."""
     return tokens.signer.encode(
         CHANGE_EMAIL,
         {
