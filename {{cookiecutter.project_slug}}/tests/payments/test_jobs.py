@@ -129,7 +129,7 @@ async def test_an_event_dead_after_its_attempts_is_replayed_from_the_jobs_cli(
     parser = argparse.ArgumentParser()
     jobs_cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["jobs", "replay", job.id])  # python -m <package> jobs replay ID
-    printed = await jobs_cli.run(args, app.state.database, lambda: app)
+    printed = await jobs_cli.run(args, app.state.database, lambda _settings: app)
     assert printed == f"{job.id}: replayed"
     await drain(app)
 

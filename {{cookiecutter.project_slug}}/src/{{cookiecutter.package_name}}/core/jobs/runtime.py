@@ -200,8 +200,12 @@ class JobRuntime:
     async def relay_once(self) -> float:
         """Hand out due jobs once; returns how long to pause before the next round."""
         if self.broker is not None:
+            if not await self._any_due(JobRecord.status == JobStatus.PENDING):
+                return self.settings.jobs_poll_seconds
             sent = await self._publish_due()
             return 0 if sent == BATCH else self.settings.jobs_poll_seconds
+        if not await self._any_due(_runnable(now(), self.jobs)):
+            return self.settings.jobs_poll_seconds
         async with self._handing_out:
             free = self.settings.jobs_concurrency - len(self._running)
             if free <= 0 or self._stopping.is_set():
@@ -210,6 +214,16 @@ class JobRuntime:
             for item in claimed:
                 self._start_run(item)
         return 0 if len(claimed) == free else self.settings.jobs_poll_seconds
+
+    async def _any_due(self, condition: Any) -> bool:
+        """A read before the claiming write: most polls find nothing, and a read takes no lock
+        (on SQLite a write would hold the database's one write lock, however briefly)."""
+        at = now()
+        async with self.database.read_engine.connect() as connection:
+            found = await connection.scalar(
+                select(JobRecord.id).where(condition, JobRecord.run_at <= at).limit(1)
+            )
+        return found is not None
 
     def _start_run(self, item: Claimed) -> None:
         task = asyncio.ensure_future(self._run(item))
