@@ -210,6 +210,8 @@ def kind(statement: str) -> str:
         return "sweep"  # JobRuntime.sweep: queued too long, running past its timeout
     if statement.startswith("UPDATE jobs SET status") and "WHERE jobs.id IN (SELECT" in statement:
         return "relay"  # JobRuntime._publish_due (and claim_due)
+    if statement.startswith("SELECT jobs.id") and "jobs.run_at <=" in statement:
+        return "relay"  # JobRuntime._any_due: the read before the claiming write
     return "other"  # this script's own look-ups, the job's write
 
 
