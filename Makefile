@@ -27,7 +27,7 @@ help:
 	@echo "make demo   render the default project into ./demo/ and serve it on SQLite"
 	@echo "make docs   build the docs strictly into ./site/"
 	@echo "make lint   ruff check + format check of hooks/, tests/, scripts/"
-	@echo "make bench  benchmark the default project against bare FastAPI (needs wrk)"
+	@echo "make bench  benchmark the default project against bare FastAPI, and its jobs (needs wrk)"
 	@echo "make locks  write each missing or stale lock in .template/locks/ (needs PyPI)"
 	@echo "make pins   refresh pins.toml to the newest versions on PyPI, then make locks"
 	@echo "make clean  remove .venv, demo/, site/"
@@ -58,7 +58,7 @@ demo: $(STAMP)
 docs: $(STAMP)
 	$(VPY) -m mkdocs build --strict --site-dir site
 
-bench: $(STAMP) ## needs wrk (apt-get install wrk); BENCH_DATABASE_URL for PostgreSQL
+bench: $(STAMP) ## needs wrk (apt-get install wrk); BENCH_DATABASE_URL for PostgreSQL, BENCH_REDIS_URL (or redis-server) for jobs
 	$(VPY) bench/run.py $(BENCH_ARGS)
 
 lint: $(STAMP)

@@ -12,6 +12,11 @@ prints one markdown table, also written to docs/benchmark-results.md.
 The project runs from its source tree with the template's shared virtualenv,
 which holds exactly the versions the project pins. Scenarios that need a
 module (auth, ai) run when the default project has it.
+
+Scenario "jobs": background jobs through Redis (BENCH_REDIS_URL, else a
+redis-server of its own on a free port, else skipped) and 1 and 2 `worker`
+processes (bench/jobs_bench.py). The request path with and without the outbox
+is an A/B against an earlier commit: bench/ab.py.
 """
 
 from __future__ import annotations
@@ -140,6 +145,7 @@ def wrk(
         "WRK_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or {}).items()),
         "WRK_METHOD": method,
         "WRK_BODY": body,
+        "WRK_RUN": uuid.uuid4().hex[:8],  # a "{n}" in the body: unique across runs
     }
     threads = min(2, connections)
     cmd = [
@@ -247,6 +253,26 @@ def database_url(workdir: Path) -> tuple[str, str]:
     return f"{base}/{name}", f"PostgreSQL {version.split()[0]} (asyncpg)"
 
 
+def drop_database(url: str) -> None:
+    """Drop a database database_url() made (a SQLite file goes with its directory)."""
+    server = os.environ.get("BENCH_DATABASE_URL")
+    if not server or not url.startswith(server.rpartition("/")[0] + "/bench_"):
+        return
+    import asyncpg
+
+    name = url.rpartition("/")[2]
+    admin = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", server)
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
 def app_env(project: Path, url: str, **overrides: str) -> dict[str, str]:
     env = {
         "ENVIRONMENT": "production",
@@ -274,12 +300,34 @@ def migrate(project: Path, env: Mapping[str, str]) -> None:
 # --- scenarios that need the auth module -------------------------------------------
 
 
-def login(base_url: str, email: str) -> str:
+def login(base_url: str, email: str, *, verify_in: str | None = None) -> str:
+    """Register and sign in; with `verify_in` (a database URL), the address verified first."""
     with httpx.Client(base_url=base_url, timeout=30) as http:
         http.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+        if verify_in:
+            verify_email(verify_in, email)
         response = http.post("/api/v1/auth/login", data={"username": email, "password": PASSWORD})
         response.raise_for_status()
         return str(response.json()["access_token"])
+
+
+def verify_email(url: str, email: str) -> None:
+    """Mark an account's address verified in its database (API keys need one)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def update() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text("UPDATE users SET is_verified = :yes WHERE email = :email"),
+                    {"yes": True, "email": email},
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(update())
 
 
 def add_api_keys(base_url: str, token: str, count: int) -> None:
@@ -307,11 +355,13 @@ def statements_per_list(project: Path, package: str, url: str, sizes: tuple[int,
 # --- the run -------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> list[Result]:
+def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult]]:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     results: list[Result] = []
+    jobs: list[JobsResult] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    url = ""
     try:
         project, package = render(workdir)
         url, db_label = database_url(workdir)
@@ -322,13 +372,15 @@ def run(args: argparse.Namespace) -> list[Result]:
         app = f"{package}.main:app"
         print(f"project {project.name} ({package}) on {db_label}", flush=True)
 
-        with serve("bare_app:app", cwd=BENCH, env={}, app_dir=BENCH) as bare:
-            reference = measure("health, bare FastAPI", bare, "/health/live", 64, args)
-        with serve(app, cwd=project, env=env, app_dir=project / "src") as server:
-            health = measure("health", server, "/health/live", 64, args)
-            health.reference = reference
-            results += [reference, health]
-            if has_auth and "auth" in args.scenarios:
+        if "health" in args.scenarios:
+            with serve("bare_app:app", cwd=BENCH, env={}, app_dir=BENCH) as bare:
+                reference = measure("health, bare FastAPI", bare, "/health/live", 64, args)
+            with serve(app, cwd=project, env=env, app_dir=project / "src") as server:
+                health = measure("health", server, "/health/live", 64, args)
+                health.reference = reference
+                results += [reference, health]
+        if has_auth and "auth" in args.scenarios:
+            with serve(app, cwd=project, env=env, app_dir=project / "src") as server:
                 token = login(server.url, f"me-{uuid.uuid4().hex[:8]}@example.com")
                 bearer = {"Authorization": f"Bearer {token}"}
                 for connections in (64, 256):
@@ -336,7 +388,9 @@ def run(args: argparse.Namespace) -> list[Result]:
                         measure("users/me", server, "/api/v1/users/me", connections, args,
                                 headers=bearer)
                     )  # fmt: skip
-                lister = login(server.url, f"list-{uuid.uuid4().hex[:8]}@example.com")
+                lister = login(
+                    server.url, f"list-{uuid.uuid4().hex[:8]}@example.com", verify_in=url
+                )
                 add_api_keys(server.url, lister, 50)
                 listing = measure(
                     "list 50 API keys", server, "/api/v1/api-keys", 64, args,
@@ -346,9 +400,17 @@ def run(args: argparse.Namespace) -> list[Result]:
                 results.append(listing)
         if has_auth and "overload" in args.scenarios:
             results.append(overload(project, app, url, args))
+        if "jobs" in args.scenarios:
+            with bench_redis(workdir) as redis_url:
+                if redis_url is None:
+                    print("jobs: skipped (no BENCH_REDIS_URL and no redis-server)", flush=True)
+                else:
+                    jobs = jobs_scenario(project, package, url, redis_url, args)
     finally:
+        if url:
+            drop_database(url)
         shutil.rmtree(workdir, ignore_errors=True)
-    return results
+    return results, jobs
 
 
 def overload(project: Path, app: str, url: str, args: argparse.Namespace) -> Result:
@@ -372,16 +434,194 @@ def overload(project: Path, app: str, url: str, args: argparse.Namespace) -> Res
     return result
 
 
-def table(results: list[Result], args: argparse.Namespace, gen: list[float]) -> str:
+# --- background jobs through Redis and workers ---------------------------------------------
+
+
+@dataclass
+class JobsResult:
+    workers: int
+    phase: str  # "backlog", "burst" or "paced" (bench/jobs_bench.py)
+    data: dict[str, Any]
+    worker_cpu_ms: float  # the workers' CPU time over every phase and the warm-up, per job
+    busy_before: float  # share of the cores in use just before (by other work)
+
+
+@contextmanager
+def bench_redis(workdir: Path) -> Iterator[str | None]:
+    """BENCH_REDIS_URL, else a redis-server of our own on a free port, else None."""
+    given = os.environ.get("BENCH_REDIS_URL")
+    if given:
+        yield given
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_share(seconds: float = 1.0) -> float:
+    """Share of all cores in use over `seconds` (/proc/stat), whoever uses them."""
+
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def jobs_scenario(
+    project: Path, package: str, url: str, redis_url: str, args: argparse.Namespace
+) -> list[JobsResult]:
+    """Enqueue-to-done with 1 and 2 `worker` processes: bench/jobs_bench.py."""
+    results = []
+    script = str(BENCH / "jobs_bench.py")
+    # Rounds alternate the order (1 2, 2 1, ...) so that a busy machine weighs on both alike.
+    order = [
+        count
+        for round_ in range(args.jobs_rounds)
+        for count in (args.workers if round_ % 2 == 0 else args.workers[::-1])
+    ]
+    for count in order:
+        queue = f"bench-{uuid.uuid4().hex[:8]}:jobs"
+        env = {**os.environ, **app_env(project, url, REDIS_URL=redis_url, JOBS_QUEUE=queue)}
+        busy = busy_share()  # before anything of ours starts: other work
+        workers = [
+            subprocess.Popen([sys.executable, script, "worker", package], cwd=project, env=env)
+            for _ in range(count)
+        ]
+        try:
+            before = sum(cpu_seconds(w.pid) for w in workers)
+            done = subprocess.run(
+                [sys.executable, script, "drive", package, str(args.jobs), f"{args.duration:g}",
+                 f"{args.jobs_share:g}", str(args.enqueuers)],
+                cwd=project, env=env, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            cpu = sum(cpu_seconds(w.pid) for w in workers) - before
+        finally:
+            for w in workers:
+                w.send_signal(signal.SIGTERM)
+            for w in workers:
+                try:
+                    w.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+        line = next(li for li in done.stdout.splitlines() if li.startswith("BENCH_JOBS "))
+        phases = json.loads(line.removeprefix("BENCH_JOBS "))
+        ran = sum(p["jobs"] for p in phases.values()) + min(50, args.jobs)
+        for phase, data in phases.items():
+            results.append(JobsResult(count, phase, data, cpu * 1000 / ran, busy))
+            print(
+                f"  jobs, {count} worker(s), {phase}: {data['jobs_per_s']:,.0f} jobs/s "
+                f"p50 {data['p50_ms']:.0f} ms p99 {data['p99_ms']:.0f} ms "
+                f"not done {data['not_done']} runs per worker {data['by_process']}",
+                flush=True,
+            )
+        clear_queue(redis_url, queue)
+    return results
+
+
+def clear_queue(redis_url: str, queue: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(queue)
+    finally:
+        client.close()
+
+
+def jobs_table(results: list[JobsResult], args: argparse.Namespace) -> list[str]:
+    lines = [
+        "",
+        f"Background jobs ({args.db_label}, Redis): the job `bench.write` inserts one row, "
+        f"committed with its done mark. An app process enqueues one job per transaction from "
+        f"{args.enqueuers} concurrent tasks and publishes them to a Redis stream; `worker` "
+        f"processes run them. Latency: from the enqueue's commit to the job's done mark. "
+        f"Enqueued/s: commits per second of the burst's enqueueing. "
+        f"Backlog: {args.jobs:,} jobs enqueued held back, then due at once (jobs/s: the workers' "
+        f"own rate, first done mark to last; latency: from the release). Burst: {args.jobs:,} "
+        f"jobs enqueued as fast as they go while the workers run them. Paced: "
+        f"{args.jobs_share:.0%} of that run's burst rate for {args.duration:g} s: the latency "
+        f"of a queue that keeps up. {args.jobs_rounds} run(s) per number of workers, the order "
+        f"alternating; medians, (min-max) where there are several runs.",
+        "",
+        "| scenario | workers | enqueued/s | jobs/s | p50 ms | p99 ms | max ms | not done "
+        "| retried | runs per worker | worker CPU ms/job | app statements per job: relay / sweep "
+        "| cores busy before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(values: list[float], digits: int = 0) -> str:
+        median = f"{statistics.median(values):,.{digits}f}"
+        if len(values) == 1:
+            return median
+        return f"{median} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
+
+    for phase in ("backlog", "burst", "paced"):
+        for workers in args.workers:
+            runs = [r for r in results if r.phase == phase and r.workers == workers]
+            if not runs:
+                continue
+            data = [r.data for r in runs]
+            label = f"jobs, {phase}"
+            if phase == "paced":
+                label += f" at {cell([d['rate'] for d in data])}/s"
+            per_worker = "; ".join(" / ".join(str(n) for n in d["by_process"]) for d in data)
+            enqueued = cell([d["jobs"] / d["enqueue_s"] for d in data]) if phase == "burst" else ""
+            lines.append(
+                f"| {label} | {workers} | {enqueued} | {cell([d['jobs_per_s'] for d in data])} "
+                f"| {cell([d['p50_ms'] for d in data])} | {cell([d['p99_ms'] for d in data])} "
+                f"| {max(d['max_ms'] for d in data):,.0f} | {sum(d['not_done'] for d in data)} "
+                f"| {sum(d['retried'] for d in data)} | {per_worker} "
+                f"| {cell([r.worker_cpu_ms for r in runs], 1)} "
+                f"| {statistics.median(d['app_statements']['relay'] for d in data):.2f} / "
+                f"{statistics.median(d['app_statements']['sweep'] for d in data):.2f} "
+                f"| {cell([r.busy_before * 100 for r in runs])}% |"
+            )
+    return lines
+
+
+def table(
+    results: list[Result], jobs: list[JobsResult], args: argparse.Namespace, gen: list[float]
+) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, one uvicorn worker "
         f"(uvloop, httptools, no access log), {args.db_label}, wrk on loopback, "
         f"{args.duration:g} s runs after a {args.warmup:g} s warm-up, best of {args.runs}.",
-        "",
-        "| scenario | endpoint | connections | req/s | p50 ms | p99 ms | errors (non-2xx, socket) "
-        "| timeouts | peak RSS MB | vs bare |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if results:
+        lines += [
+            "",
+            "| scenario | endpoint | connections | req/s | p50 ms | p99 ms "
+            "| errors (non-2xx, socket) | timeouts | peak RSS MB | vs bare |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
     for r in results:
         lines.append(
             f"| {r.scenario} | `{r.endpoint}` | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.1f} "
@@ -396,6 +636,10 @@ def table(results: list[Result], args: argparse.Namespace, gen: list[float]) -> 
             f"- generation (`cookiecutter --no-input`, hooks included, offline): median "
             f"{statistics.median(gen):.2f} s over {len(gen)} runs"
         )
+    if jobs:
+        lines += jobs_table(jobs, args)
+    lines.append("")
+    lines.append(f"Load average after the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
     return "\n".join(lines) + "\n"
 
 
@@ -406,17 +650,29 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--generations", type=int, default=7)
     parser.add_argument(
-        "--scenarios", default="auth,overload", help="comma list: auth, overload (health always)"
+        "--scenarios",
+        default="health,auth,overload,jobs",
+        help="comma list: health, auth, overload, jobs",
+    )
+    parser.add_argument("--workers", default="1,2", help="jobs: worker processes, comma list")
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs: the burst's size")
+    parser.add_argument(
+        "--jobs-share", type=float, default=0.5, help="jobs: paced rate, share of the burst's"
+    )
+    parser.add_argument("--enqueuers", type=int, default=16, help="jobs: enqueueing tasks")
+    parser.add_argument(
+        "--jobs-rounds", type=int, default=2, help="jobs: runs per number of workers"
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="markdown file to write")
     args = parser.parse_args()
     args.scenarios = set(args.scenarios.split(","))
+    args.workers = [int(w) for w in args.workers.split(",")]
     if not shutil.which("wrk"):
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
     gen = generation_times(args.generations) if args.generations else []
-    results = run(args)
-    report = table(results, args, gen)
+    results, jobs = run(args)
+    report = table(results, jobs, args, gen)
     print()
     print(report)
     if args.output:

@@ -1,4 +1,6 @@
 -- Prints one JSON line with what the harness needs; headers come from WRK_HEADERS.
+-- A "{n}" in WRK_BODY becomes a number unique to each request of the run (with WRK_RUN,
+-- unique across runs too): e.g. a new email address per registration.
 local headers = os.getenv("WRK_HEADERS")
 if headers and #headers > 0 then
   for pair in string.gmatch(headers, "[^\n]+") do
@@ -10,6 +12,22 @@ local method = os.getenv("WRK_METHOD")
 if method and #method > 0 then wrk.method = method end
 local body = os.getenv("WRK_BODY")
 if body and #body > 0 then wrk.body = body end
+
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+
+if body and body:find("{n}", 1, true) then
+  local run = os.getenv("WRK_RUN") or ""
+  local counter = 0
+  request = function()
+    counter = counter + 1
+    local n = run .. "t" .. tostring(tid) .. "n" .. tostring(counter)
+    return wrk.format(nil, nil, nil, (body:gsub("{n}", n)))
+  end
+end
 
 function done(summary, latency, requests)
   local non2xx = summary.errors.status
