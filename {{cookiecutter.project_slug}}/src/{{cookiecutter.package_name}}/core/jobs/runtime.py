@@ -171,16 +171,24 @@ class JobRuntime:
     def healthy(self) -> bool:
         return all(not task.done() for task in self._tasks)
 
-    async def _pause(self, seconds: float) -> None:
+    @staticmethod
+    async def _pause(seconds: float, until: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        self._wake.clear()
+                await until.wait()
 
-    async def _guarded(self, step: Callable[[], Awaitable[float]], what: str) -> None:
-        """Repeat `step` (it returns how long to pause); a failing step is logged and retried."""
+    async def _guarded(
+        self, step: Callable[[], Awaitable[float]], what: str, wake: asyncio.Event
+    ) -> None:
+        """Repeat `step` (it returns how long to pause, or `wake` ends the pause sooner).
+
+        A failing step is logged and retried with backoff. `wake` is cleared before each
+        step, so a wake-up that comes while the step runs is not lost.
+        """
         failures = 0
         while not self._stopping.is_set():
+            if wake is not self._stopping:
+                wake.clear()
             try:
                 pause = await step()
                 failures = 0
@@ -190,12 +198,12 @@ class JobRuntime:
                 if failures in (1, 10) or failures % 100 == 0:
                     log.warning(f"jobs_{what}_failed", error=repr(error), failures=failures)
             if pause > 0:
-                await self._pause(pause)
+                await self._pause(pause, wake)
 
     # --- handing out -------------------------------------------------------------------------
 
     async def _relay_loop(self) -> None:
-        await self._guarded(self.relay_once, "relay")
+        await self._guarded(self.relay_once, "relay", self._wake)
 
     async def relay_once(self) -> float:
         """Hand out due jobs once; returns how long to pause before the next round."""
@@ -436,7 +444,8 @@ class JobRuntime:
     # --- what dead processes left ------------------------------------------------------------
 
     async def _sweep_loop(self) -> None:
-        await self._guarded(self._sweep_step, "sweep")
+        # On its own clock: only stopping ends its pause (commits wake the relay alone).
+        await self._guarded(self._sweep_step, "sweep", self._stopping)
 
     async def _sweep_step(self) -> float:
         await self.sweep()
