@@ -16,7 +16,6 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from {{ cookiecutter.package_name }}.core.jobs import JobRecord
 from {{ cookiecutter.package_name }}.payments import service
 from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
 from tests.auth.conftest import assert_problem, count, signed_in
