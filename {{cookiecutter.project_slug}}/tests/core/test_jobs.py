@@ -76,6 +76,32 @@ async def count_jobs(app: FastAPI) -> int:
         return int((await connection.scalar(select(func.count()).select_from(JobRecord))) or 0)
 
 
+async def put_job(
+    app: FastAPI,
+    job_id: str,
+    *,
+    name: str = "tests.effect",
+    args: dict[str, object] | None = None,
+    attempts: int = 0,
+    started_ago: timedelta | None = None,
+) -> None:
+    """A row written as another process would have left it: pending, or running since then."""
+    at = datetime.now(UTC) - (started_ago or timedelta(0))
+    async with database(app).engine.begin() as connection:
+        await connection.execute(
+            insert(JobRecord).values(
+                id=job_id,
+                name=name,
+                args=Effect(tag="x").model_dump() if args is None else args,
+                status=JobStatus.PENDING if started_ago is None else JobStatus.RUNNING,
+                attempts=attempts,
+                max_attempts=4,
+                run_at=at,
+                started_at=None if started_ago is None else at,
+            )
+        )
+
+
 async def is_status(app: FastAPI, job_id: str, status: JobStatus) -> bool:
     return bool((await job_row(database(app), job_id))["status"] == status)
 
@@ -176,18 +202,7 @@ async def test_a_failing_job_is_retried_with_backoff_then_dead_then_replayed(
 
 
 async def test_arguments_that_no_longer_fit_are_dead_at_once(jobs_app: FastAPI) -> None:
-    async with database(jobs_app).engine.begin() as connection:
-        await connection.execute(
-            insert(JobRecord).values(
-                id="old-shape",
-                name="tests.effect",
-                args={"label": "a field this job no longer has"},
-                status=JobStatus.PENDING,
-                attempts=0,
-                max_attempts=4,
-                run_at=datetime.now(UTC),
-            )
-        )
+    await put_job(jobs_app, "old-shape", args={"label": "a field this job no longer has"})
     await get_jobs(jobs_app).drain()
     row = await job_row(database(jobs_app), "old-shape")
     assert row["status"] == JobStatus.DEAD
@@ -196,18 +211,7 @@ async def test_arguments_that_no_longer_fit_are_dead_at_once(jobs_app: FastAPI) 
 
 
 async def test_a_job_another_version_declares_is_left_alone(jobs_app: FastAPI) -> None:
-    async with database(jobs_app).engine.begin() as connection:
-        await connection.execute(
-            insert(JobRecord).values(
-                id="from-a-newer-release",
-                name="billing.a_job_this_version_does_not_have",
-                args={},
-                status=JobStatus.PENDING,
-                attempts=0,
-                max_attempts=4,
-                run_at=datetime.now(UTC),
-            )
-        )
+    await put_job(jobs_app, "from-a-newer-release", name="billing.a_job_this_version_does_not_have")
     assert await get_jobs(jobs_app).drain() == 0
     row = await job_row(database(jobs_app), "from-a-newer-release")
     assert (row["status"], row["attempts"]) == (JobStatus.PENDING, 0)
@@ -244,20 +248,7 @@ async def test_stopping_gives_a_running_job_back_and_the_next_start_runs_it(
 
 
 async def test_a_job_whose_process_died_is_run_again_once(jobs_app: FastAPI) -> None:
-    lost_at = datetime.now(UTC) - timedelta(minutes=5)
-    async with database(jobs_app).engine.begin() as connection:
-        await connection.execute(
-            insert(JobRecord).values(
-                id="left-running",
-                name="tests.effect",
-                args=Effect(tag="recovered").model_dump(),
-                status=JobStatus.RUNNING,
-                attempts=1,
-                max_attempts=4,
-                run_at=lost_at,
-                started_at=lost_at,
-            )
-        )
+    await put_job(jobs_app, "left-running", attempts=1, started_ago=timedelta(minutes=5))
     runtime = get_jobs(jobs_app)
     await runtime.sweep()  # (or the app's own sweeper, every ten polls, got there first)
     await wait_for(lambda: is_status(jobs_app, "left-running", JobStatus.DONE), what="the rerun")
@@ -268,20 +259,7 @@ async def test_a_job_whose_process_died_is_run_again_once(jobs_app: FastAPI) -> 
 
 
 async def test_a_lost_job_out_of_attempts_is_dead(jobs_app: FastAPI) -> None:
-    lost_at = datetime.now(UTC) - timedelta(minutes=5)
-    async with database(jobs_app).engine.begin() as connection:
-        await connection.execute(
-            insert(JobRecord).values(
-                id="lost-for-good",
-                name="tests.effect",
-                args=Effect(tag="x").model_dump(),
-                status=JobStatus.RUNNING,
-                attempts=4,
-                max_attempts=4,
-                run_at=lost_at,
-                started_at=lost_at,
-            )
-        )
+    await put_job(jobs_app, "lost-for-good", attempts=4, started_ago=timedelta(minutes=5))
     await get_jobs(jobs_app).sweep()  # (or the app's own sweeper got there first)
     row = await job_row(database(jobs_app), "lost-for-good")
     assert row["status"] == JobStatus.DEAD
@@ -289,20 +267,7 @@ async def test_a_lost_job_out_of_attempts_is_dead(jobs_app: FastAPI) -> None:
 
 
 async def test_a_running_job_within_its_time_is_not_taken_away(jobs_app: FastAPI) -> None:
-    recent = datetime.now(UTC) - timedelta(seconds=1)
-    async with database(jobs_app).engine.begin() as connection:
-        await connection.execute(
-            insert(JobRecord).values(
-                id="still-running",
-                name="tests.effect",
-                args=Effect(tag="x").model_dump(),
-                status=JobStatus.RUNNING,
-                attempts=1,
-                max_attempts=4,
-                run_at=recent,
-                started_at=recent,
-            )
-        )
+    await put_job(jobs_app, "still-running", attempts=1, started_ago=timedelta(seconds=1))
     assert await get_jobs(jobs_app).sweep() == 0
     assert await get_jobs(jobs_app).drain() == 0
 
