@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Insert, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,6 +43,14 @@ def _after_commit(session: Session) -> None:
     if session.info.pop(_ENQUEUED, False):
         for waker in list(_WAKERS):
             waker.wake()
+
+
+def insert_ignoring_duplicates(dialect: str, values: list[dict[str, Any]]) -> Insert:
+    """INSERT INTO jobs that leaves alone a row whose id is taken (a key, a schedule's tick)."""
+    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - the template's two
+        raise RuntimeError(f"jobs with a key are not written for {dialect}")
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(JobRecord).values(values).on_conflict_do_nothing()
 
 
 def now() -> datetime:
@@ -83,14 +91,10 @@ async def enqueue(
     """
     when = run_at or (now() + timedelta(seconds=delay) if delay else None)
     values = job_values(job, args, key=key, run_at=when)
-    dialect = session.get_bind().dialect.name
     if key is None:
         session.add(JobRecord(**values))
-    elif dialect == "postgresql":
-        await session.execute(pg_insert(JobRecord).values(values).on_conflict_do_nothing())
-    elif dialect == "sqlite":
-        await session.execute(sqlite_insert(JobRecord).values(values).on_conflict_do_nothing())
-    else:  # pragma: no cover - the template supports SQLite and PostgreSQL
-        raise RuntimeError(f"enqueue with a key is not written for {dialect}")
+    else:
+        dialect = session.get_bind().dialect.name
+        await session.execute(insert_ignoring_duplicates(dialect, [values]))
     session.sync_session.info[_ENQUEUED] = True
     return str(values["id"])

@@ -34,15 +34,12 @@ from croniter import croniter
 from fastapi import FastAPI
 from pydantic import ValidationError
 from sqlalchemy import and_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
 
 from .models import JobRecord, JobStatus
-from .outbox import job_values, now, on_commit
+from .outbox import insert_ignoring_duplicates, job_values, now, on_commit
 from .registry import Job, JobContext, RetryLater, Tick
 
 if TYPE_CHECKING:
@@ -85,11 +82,6 @@ def _runnable(at: datetime, names: Iterable[str]) -> Any:
         JobRecord.run_at <= at,
         JobRecord.name.in_(list(names)),
     )
-
-
-def insert_ignoring_duplicates(connection: AsyncConnection, values: list[dict[str, Any]]) -> Any:
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    return connection.execute(insert(JobRecord).values(values).on_conflict_do_nothing())
 
 
 class JobRuntime:
@@ -533,7 +525,7 @@ class JobRuntime:
         if not values:
             return
         async with self.database.engine.begin() as connection:
-            await insert_ignoring_duplicates(connection, values)
+            await connection.execute(insert_ignoring_duplicates(connection.dialect.name, values))
         self._wake.set()
 
 
