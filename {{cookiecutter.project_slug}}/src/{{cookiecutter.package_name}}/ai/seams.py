@@ -69,10 +69,10 @@ PLAN_CACHE_SIZE = 100_000
 async def monthly_quota(request: Request, subject: uuid.UUID, settings: AISettings) -> int | None:
     """The allowance of the subject's plan (the free plan's without a subscription).
 
-    {%- if cookiecutter.use_orgs %}
-    The subject is an organization: its plan's allowance is shared by its members.
-    {%- endif %}
     A plan whose `ai_monthly_tokens` is null has no limit (see docs/payments.md).
+{%- if cookiecutter.use_orgs %}
+    The subject is an organization: its members share its plan's allowance.
+{%- endif %}
     One short read of the subscription in a session of its own (the chat endpoint
     holds no pooled connection while it waits on the upstream), remembered per
     process for AI_QUOTA_CACHE_SECONDS like the usage totals.
