@@ -19,11 +19,7 @@ from typing import Annotated{% if cookiecutter.use_orgs %}, cast{% endif %}
 from fastapi import Depends, Request
 {% if cookiecutter.use_auth %}
 {%- if cookiecutter.use_orgs %}
-from {{ cookiecutter.package_name }}.auth.dependencies import (
-    ReleasedPrincipal,
-    get_auth_state,
-    method_scope,
-)
+from {{ cookiecutter.package_name }}.auth.dependencies import ReleasedPrincipal, get_auth_state
 {%- else %}
 from {{ cookiecutter.package_name }}.auth.dependencies import ReleasedUser
 {%- endif %}
@@ -184,9 +180,10 @@ declare(
     get_caller,
     problems={403: "An API key of an organization its creator has left"},
 )
+# The scope is ReleasedPrincipal's (declared with it).
 declare(
     get_org_caller,
-    requires=lambda method: f"org member, scopes: {' '.join(sorted(method_scope(method)))}",
+    requires="org member",
     problems={404: "No such organization, or the caller is not a member"},
 )
 OrgCallerDep = Annotated[Caller, Depends(get_org_caller)]
