@@ -88,7 +88,7 @@ BATCH_STATEMENT = """
                               request_id)
         SELECT * FROM unnest(
             CAST(:created_at AS timestamptz[]), CAST(:user_id AS uuid[]),
-            CAST(:subject AS uuid[]),
+            CAST(:row_subject AS uuid[]),
             CAST(:model AS varchar[]), CAST(:prompt_tokens AS int[]),
             CAST(:completion_tokens AS int[]), CAST(:total_tokens AS int[]),
             CAST(:latency_ms AS int[]), CAST(:outcome AS varchar[]),
@@ -570,6 +570,7 @@ class Metering:
         the same for any batch and is compiled and prepared once.
         """
         params: dict[str, Any] = {c: [row[c] for row in rows] for c in LEDGER_COLUMNS}
+        params["row_subject"] = params.pop("subject")  # `subject` is the totals' array
         params["subject"] = [subject for subject, _period in changes]
         params["period"] = [period for _subject, period in changes]
         params["tokens"] = [c.tokens for c in changes.values()]
