@@ -148,8 +148,10 @@ async def get_caller(request: Request, principal: ReleasedPrincipal) -> Caller:
     cache = cast(HomeOrgs, _recent(request, "ai_home_orgs"))
     (org_id,) = await cache.fetch((user.id, key_id), read)
     if org_id is None:
+        if key_id is not None:
+            raise ProblemError(403, "The API key's creator is no longer in its organization.")
         raise ProblemError(
-            403, "This API key's organization no longer has its creator as a member."
+            403, "No personal organization; chat in one: POST /api/v1/orgs/{org_id}/ai/chat."
         )
     return await pool_caller(request, user.id, org_id)
 
@@ -178,7 +180,7 @@ async def get_org_caller(
 
 declare(
     get_caller,
-    problems={403: "An API key of an organization its creator has left"},
+    problems={403: "An API key of an organization its creator has left, or no personal one"},
 )
 # The scope is ReleasedPrincipal's (declared with it).
 declare(
