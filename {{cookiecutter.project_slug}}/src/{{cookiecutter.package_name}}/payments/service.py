@@ -415,7 +415,7 @@ async def _lock_subscription(session: AsyncSession, subscription_id: str) -> Non
     PostgreSQL: a transaction-scoped advisory lock on the id (the row may not exist yet).
     SQLite: the database's write lock, taken now by a write that changes nothing (a
     transaction that has written already holds it), which serializes every writer; so
-    no call to Stripe may follow it in the same transaction.
+    `sync_subscription` takes it there only once Stripe has answered.
     """
     if _is_postgresql(session):
         key = func.hashtextextended(subscription_id, 0)
