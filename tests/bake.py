@@ -244,7 +244,13 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "tests/conftest.py",
     ]
     absent = [".template"]
-    docker = ["Dockerfile", "compose.yaml"]
+    docker = [
+        "Dockerfile",
+        "compose.yaml",
+        "deploy/compose/Caddyfile",
+        "deploy/kubernetes/base/kustomization.yaml",
+        "deploy/kubernetes/overlays/production/kustomization.yaml",
+    ]
     (present if opts["use_docker"] in (True, "True", "true", "yes", "y") else absent).extend(docker)
     ai = [
         f"src/{package}/ai",
