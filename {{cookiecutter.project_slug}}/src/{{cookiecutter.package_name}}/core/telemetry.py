@@ -291,6 +291,9 @@ def start_sentry(settings: TelemetrySettings, environment: str) -> None:
         traces_sample_rate=settings.sentry_traces_sample_rate,
         # Breadcrumbs hold log lines; ours may name an address (e.g. email_sent to=...).
         max_breadcrumbs=0,
+        # A frame's local variables hold the request's headers (cookies, credentials) and
+        # whatever the code was handling: the stack trace is sent without them.
+        include_local_variables=False,
     )
 
 
