@@ -277,9 +277,10 @@ def current() -> Telemetry | None:
 def start_sentry(settings: TelemetrySettings, environment: str) -> None:
     """Unhandled errors (and a share of requests, SENTRY_TRACES_SAMPLE_RATE) to Sentry.
 
-    No personal data: no user ids, addresses, cookies or request bodies
-    (send_default_pii False, the default); the integrations for FastAPI, Starlette,
-    SQLAlchemy, Redis and logging are enabled by sentry_sdk on its own.
+    No personal data: no user ids, addresses, cookies, credentials, request bodies or
+    frame locals (the SDK's default, which is send_default_pii off, and local variables
+    off); the integrations for FastAPI, Starlette, SQLAlchemy, Redis and logging are
+    enabled by sentry_sdk on its own.
     """
     import sentry_sdk
 
@@ -287,7 +288,7 @@ def start_sentry(settings: TelemetrySettings, environment: str) -> None:
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         environment=environment,
-        send_default_pii=False,
+        # No `send_default_pii`/`data_collection`: the SDK's default sends no personal data.
         traces_sample_rate=settings.sentry_traces_sample_rate,
         # Breadcrumbs hold log lines; ours may name an address (e.g. email_sent to=...).
         max_breadcrumbs=0,
