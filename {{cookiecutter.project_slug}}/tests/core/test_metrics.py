@@ -31,7 +31,7 @@ from {{ cookiecutter.package_name }}.core.db import SessionDep
 from {{ cookiecutter.package_name }}.core.jobs import JobContext, JobRecord, JobStatus, enqueue, get_jobs, job
 from {{ cookiecutter.package_name }}.core.metrics import Metrics
 from {{ cookiecutter.package_name }}.core.plugin import Module
-from {{ cookiecutter.package_name }}.core.telemetry import Telemetry
+from {{ cookiecutter.package_name }}.core.telemetry import Telemetry, observe
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.modules import MODULES
 from tests.conftest import PROJECT_ROOT, clear_tables
@@ -130,6 +130,17 @@ async def test_requests_jobs_and_the_pool_are_scraped(settings: Settings, migrat
     assert value(samples, "db_pool_connections_limit") == limit
     assert value(samples, "db_pool_connections_in_use") == 0
     assert value(samples, "db_pool_waiting") == 0
+
+
+async def test_a_module_observes_its_own_durations(settings: Settings, migrated: object) -> None:
+    observe("tests_lag_seconds", "A module's own duration", 1.0)  # metrics off: nothing
+    async with measured_app(settings) as (_app, _http, port):
+        observe("tests_lag_seconds", "A module's own duration", 2.0)
+        observe("tests_lag_seconds", "A module's own duration", 0.2)
+        samples = await scrape(port)
+    assert value(samples, "tests_lag_seconds_count") == 2
+    assert value(samples, "tests_lag_seconds_sum") == 2.2
+    assert value(samples, "tests_lag_seconds_bucket", le="0.5") == 1
 
 
 async def test_a_wait_for_a_pooled_connection_is_measured(

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import pytest
 import sentry_sdk
+from pydantic import SecretStr
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter
 from httpx import ASGITransport, AsyncClient
@@ -74,7 +75,7 @@ async def test_an_unhandled_error_reaches_sentry_without_personal_data(
         raise RuntimeError("the planned failure of a test route")
 
     telemetry = Telemetry.from_settings(
-        TelemetrySettings(_env_file=None, sentry_dsn=dsn),  # type: ignore[call-arg]
+        TelemetrySettings(_env_file=None, sentry_dsn=SecretStr(dsn)),
         environment="test",
     )
     app = create_app(

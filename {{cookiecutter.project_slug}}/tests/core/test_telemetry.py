@@ -229,8 +229,10 @@ async def test_a_job_joins_the_trace_of_the_request_that_enqueued_it(
     modules = (*MODULES, Module("t", routers=(router,), jobs=(traced_note,)))
     verbose = settings.model_copy(update={"log_level": "INFO"})
     app = create_app(verbose, modules=modules, telemetry=traced(exporter))
-    smtp = {"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_security": "none"}
-    app.state.mailer = Mailer(EmailSettings(_env_file=None, **smtp))  # type: ignore[call-arg, arg-type]
+    smtp = EmailSettings(
+        _env_file=None, smtp_host="127.0.0.1", smtp_port=port, smtp_security="none"
+    )
+    app.state.mailer = Mailer(smtp)
     try:
         async with served(app) as http:
             capsys.readouterr()

@@ -10,7 +10,9 @@ What is measured:
   table at each scrape), `jobs_run_duration_seconds{job,outcome}` (per run: done, retry,
   dead, lost, given_back);
 - `gen_ai_tokens_total{model,outcome,type}` (input and output tokens of model calls);
-- what a module adds with `register_collector`.
+- what a module adds: durations with `telemetry.observe` (e.g. the payments module's
+  `payments_webhook_lag_seconds`, from a webhook's arrival to its processing), or numbers
+  computed at scrape time with `register_collector`.
 
 The port is its own so the public API never serves it: in Kubernetes, Prometheus scrapes
 the pod's port and no Service or Ingress publishes it. Each process serves it with
@@ -54,6 +56,8 @@ if TYPE_CHECKING:
 SAMPLE_SECONDS = 1.0  # how often the pool gauges are sampled
 SCRAPE_QUERY_SECONDS = 2.0  # the jobs table's numbers are left out of a scrape after this
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Module durations (`observe`): from a fraction of a second to an hour.
+SECONDS_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -116,6 +120,7 @@ class Metrics:
             registry=self.registry,
         )
         self._collectors: list[Collector] = []
+        self._histograms: dict[str, Histogram] = {}
         self._database: Database | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: _ReusePortServer | None = None
@@ -140,6 +145,15 @@ class Metrics:
     def model_tokens(self, model: str, outcome: str, input_tokens: int, output_tokens: int) -> None:
         self.tokens.labels(model, outcome, "input").inc(input_tokens)
         self.tokens.labels(model, outcome, "output").inc(output_tokens)
+
+    def observe(self, name: str, documentation: str, seconds: float) -> None:
+        histogram = self._histograms.get(name)
+        if histogram is None:
+            histogram = Histogram(
+                name, documentation, buckets=SECONDS_BUCKETS, registry=self.registry
+            )
+            self._histograms[name] = histogram
+        histogram.observe(seconds)
 
     def job_run(self, job: str, outcome: str, seconds: float) -> None:
         self.job_runs.labels(job, outcome).observe(seconds)

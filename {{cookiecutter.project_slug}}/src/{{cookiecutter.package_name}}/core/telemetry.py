@@ -406,6 +406,17 @@ def model_call(
             )
 
 
+def observe(name: str, documentation: str, seconds: float) -> None:
+    """A module's own duration (a histogram, in seconds), when metrics are on.
+
+    E.g. how long after its arrival a webhook was processed; `name` is the metric's name,
+    prefixed with the module's (`<module>_<what>_seconds`).
+    """
+    telemetry = _current
+    if telemetry is not None and telemetry.metrics is not None:
+        telemetry.metrics.observe(name, documentation, seconds)
+
+
 def add_trace_ids(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:

@@ -38,6 +38,7 @@ from {{ cookiecutter.package_name }}.auth.models import utcnow
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.jobs import JobContext, RetryLater, enqueue, job
 from {{ cookiecutter.package_name }}.core.jobs.dead import forget
+from {{ cookiecutter.package_name }}.core.telemetry import observe
 from {{ cookiecutter.package_name }}.payments import exceptions, service
 from {{ cookiecutter.package_name }}.payments.client import PaymentsState, get_payments_state
 from {{ cookiecutter.package_name }}.payments.models import StripeEvent
@@ -184,6 +185,11 @@ async def apply(
     )
     row.processed_at = utcnow()
     row.outcome = outcome
+    observe(
+        "payments_webhook_lag_seconds",
+        "From a webhook's arrival to its processing",
+        (row.processed_at - _aware(row.received_at)).total_seconds(),  # SQLite: naive, UTC
+    )
     row.last_error = None
     await session.flush()
     return outcome
@@ -283,3 +289,7 @@ async def replay(database: Database, payments: PaymentsState, event_id: str) -> 
     async with database.engine.begin() as connection:
         await forget(connection, [job_id(event_id)])
     return outcome
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
