@@ -11,10 +11,10 @@ from typing import ClassVar
 
 import pytest
 import sentry_sdk
-from pydantic import SecretStr
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter
 from httpx import ASGITransport, AsyncClient
+from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.contract import public
