@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,7 +33,9 @@ from {{ cookiecutter.package_name }}.core.plugin import Module
 from {{ cookiecutter.package_name }}.core.telemetry import Telemetry, TelemetrySettings
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.modules import MODULES
-from tests.conftest import PROJECT_ROOT, clear_tables
+from tests.conftest import PROJECT_ROOT, clear_tables, make_settings
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL")
 
 # What tracing, metrics and error reports load; none of it may be imported when they are off.
 # (`opentelemetry` itself, the API, is imported by FastAPI: its no-op tracer is what runs.)
@@ -161,6 +164,28 @@ async def test_a_request_and_its_sql_are_one_trace(
     [select] = [s for s in sql_spans(spans) if "SELECT 1" in str(dict(s.attributes or {}))]
     assert select.context.trace_id == server.context.trace_id
     assert parent_id(select) == server.context.span_id
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="set TEST_REDIS_URL to test with a real Redis")
+async def test_redis_commands_are_spans_of_the_request(
+    settings: Settings, migrated: object, exporter: InMemorySpanExporter
+) -> None:
+    with_redis = make_settings(
+        settings.database_url,
+        redis_url=REDIS_URL,
+        jobs_backend="inprocess",
+        jobs_queue=f"test-traced-{uuid.uuid4().hex}",
+    )
+    app = create_app(with_redis, telemetry=traced(exporter))
+    async with served(app) as http:
+        ready = await http.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["redis"] == "ok"
+    spans = exporter.get_finished_spans()
+    server = by_name(spans, "GET /health/ready")
+    commands = [s for s in spans if (s.attributes or {}).get("db.system") == "redis"]
+    assert commands, [(s.name, s.attributes) for s in spans]
+    assert all(parent_id(c) == server.context.span_id for c in commands)
 
 
 async def test_excluded_urls_are_not_traced(
