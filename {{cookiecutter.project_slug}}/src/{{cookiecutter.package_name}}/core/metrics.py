@@ -10,9 +10,9 @@ What is measured:
   table at each scrape), `jobs_run_duration_seconds{job,outcome}` (per run: done, retry,
   dead, lost, given_back);
 - `gen_ai_tokens_total{model,outcome,type}` (input and output tokens of model calls);
-- what a module adds: durations with `telemetry.observe` (e.g. the payments module's
-  `payments_webhook_lag_seconds`, from a webhook's arrival to its processing), or numbers
-  computed at scrape time with `register_collector`.
+- what a module adds: durations with `telemetry.observe` (e.g. how long after its
+  arrival a webhook was processed), or numbers computed at scrape time with
+  `register_collector`.
 
 The port is its own so the public API never serves it: in Kubernetes, Prometheus scrapes
 the pod's port and no Service or Ingress publishes it. Each process serves it with
