@@ -4,14 +4,18 @@ SMTP send) are spans of one trace, exported here to memory; log lines carry the 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from asgi_lifespan import LifespanManager
@@ -147,6 +151,51 @@ def test_the_standard_variables_turn_tracing_on_and_off() -> None:
     full = settings(otel_exporter_otlp_traces_endpoint="http://collector:4318/custom")
     assert full.tracing
     assert full.traces_endpoint == "http://collector:4318/custom"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver on loopback: keeps what is posted to /v1/traces."""
+
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.received.append((self.path, self.headers.get("Content-Type", ""), body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+async def test_the_environment_sends_spans_to_an_otlp_receiver(
+    settings: Settings, migrated: object
+) -> None:
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    Receiver.received.clear()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{receiver.server_address[1]}"
+        telemetry = Telemetry.from_settings(
+            TelemetrySettings(_env_file=None, otel_exporter_otlp_endpoint=endpoint),
+            environment="test",
+        )
+        app = create_app(settings, telemetry=telemetry)
+        async with served(app) as http:
+            assert (await http.get("/health/live")).status_code == 200
+        # Stopping the app flushed the batch.
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    paths = {path for path, _, _ in Receiver.received}
+    assert paths == {"/v1/traces"}
+    assert {kind for _, kind, _ in Receiver.received} == {"application/x-protobuf"}
+    sent = b"".join(body for _, _, body in Receiver.received)
+    assert b"GET /health/live" in sent
+    assert b"{{ cookiecutter.package_name }}" in sent  # the service's name
 
 
 async def test_a_request_and_its_sql_are_one_trace(
