@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
+import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
@@ -167,8 +168,50 @@ class Receiver(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/x-protobuf")
         self.end_headers()
 
+    def do_GET(self) -> None:
+        self.received.append((self.path, "", str(dict(self.headers)).encode()))
+        self.send_response(204)
+        self.end_headers()
+
     def log_message(self, *_args: object) -> None:
         pass
+
+
+async def test_an_outgoing_httpx_call_is_a_client_span_of_the_request(
+    settings: Settings, migrated: object, exporter: InMemorySpanExporter
+) -> None:
+    """What the payments module's Stripe client does (httpx), here against a loopback server."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    Receiver.received.clear()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/outgoing"
+    router = APIRouter()
+
+    @router.get("/test-outgoing")
+    @public("a test route")
+    async def outgoing() -> dict[str, int]:
+        async with httpx.AsyncClient() as client:
+            return {"status": (await client.get(url)).status_code}
+
+    app = create_app(
+        settings, modules=(*MODULES, Module("t", routers=(router,))), telemetry=traced(exporter)
+    )
+    try:
+        async with served(app) as http:
+            assert (await http.get("/test-outgoing")).json() == {"status": 204}
+    finally:
+        server.shutdown()
+        server.server_close()
+    spans = exporter.get_finished_spans()
+    request = by_name(spans, "GET /test-outgoing")
+    [call] = [s for s in spans if s.kind is SpanKind.CLIENT and s.name.startswith("GET")]
+    assert parent_id(call) == request.context.span_id
+    assert call.attributes is not None
+    assert call.attributes.get("url.full", call.attributes.get("http.url")) == url
+    # The server called is told the trace (W3C traceparent).
+    [(path, _, headers)] = Receiver.received
+    assert path == "/outgoing"
+    assert f"{request.context.trace_id:032x}".encode() in headers
 
 
 async def test_the_environment_sends_spans_to_an_otlp_receiver(
