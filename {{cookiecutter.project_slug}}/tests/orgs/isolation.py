@@ -137,10 +137,13 @@ def calls(app: FastAPI, a_org: uuid.UUID, b_org: uuid.UUID, b_ids: dict[str, obj
             label = f"{method} {path}"
             body = request_body(document, path, method, label)
             for org in orgs:
-                values = {**b_ids, ORG_PARAM: str(org)}
-                url = PATH_PARAM.sub(lambda m: str(values[m.group(1)]), path)
+                url = fill(path, {**b_ids, ORG_PARAM: str(org)})
                 out.append(Call(label, method, url, body))
     return out
+
+
+def fill(path: str, values: dict[str, object]) -> str:
+    return PATH_PARAM.sub(lambda m: str(values[m.group(1)]), path)
 
 
 async def walk(
@@ -170,7 +173,9 @@ async def snapshot(app: FastAPI, b: Tenant) -> dict[str, list[tuple[Any, ...]]]:
     out: dict[str, list[tuple[Any, ...]]] = {}
     async with database.sessionmaker() as session, session.begin():
         await bypass_row_security(session)
-        org = await session.execute(select(Organization.__table__).where(Organization.id == b.org_id))
+        org = await session.execute(
+            select(Organization.__table__).where(Organization.id == b.org_id)
+        )
         out["organizations"] = [tuple(row) for row in org]
         for table in Base.metadata.sorted_tables:
             if "org_id" in table.c:
@@ -197,7 +202,9 @@ def request_body(document: dict[str, Any], path: str, method: str, label: str) -
         return None
     content = body.get("content", {})
     if "application/json" not in content:
-        raise WalkError(f"{label} takes a non-JSON body: add one to BODIES in tests/orgs/isolation.py")
+        raise WalkError(
+            f"{label} takes a non-JSON body: add one to BODIES in tests/orgs/isolation.py"
+        )
     return sample(content["application/json"]["schema"], document, label)
 
 
