@@ -434,21 +434,34 @@ def orgs_scenario(project: Path, package: str, url: str, args: argparse.Namespac
 
     app = f"{package}.main:app"
     role_url = make_role(url)
+    env = app_env(project, url)  # one SECRET_KEY: the token works on both servers
     try:
-        with serve(app, cwd=project, env=app_env(project, url), app_dir=project / "src") as server:
-            paths = httpx.get(server.url + "/openapi.json").json()["paths"]
-            path = next((p for p in ORG_READS if "get" in paths.get(p, {})), ORG_FALLBACK)
+        with serve(app, cwd=project, env=env, app_dir=project / "src") as server:
             token = login(server.url, f"org-{uuid.uuid4().hex[:8]}@example.com")
             bearer = {"Authorization": f"Bearer {token}"}
             org = httpx.post(server.url + "/api/v1/orgs", json={"name": "Bench"}, headers=bearer)
             org_id = org.raise_for_status().json()["id"]
+            path = next(
+                (p for p in ORG_READS if httpx.get(
+                    server.url + p.replace("{org_id}", org_id), headers=bearer
+                ).status_code == 200),
+                ORG_FALLBACK,
+            )  # fmt: skip
         seed(url, org_id, ORG_MEMBERS - 1, ORG_MEMBERS - 1, 1)
         read = path.replace("{org_id}", org_id)
-        out: list[Result] = []
-        for label, as_url in (("RLS off (superuser)", url), ("RLS on (app role)", role_url)):
-            env = app_env(project, as_url)
-            with serve(app, cwd=project, env=env, app_dir=project / "src") as server:
-                out.append(measure(f"org read, {label}", server, read, 64, args, headers=bearer))
+        # Off and on take turns, one run each per round, so a busy machine weighs on both alike.
+        once = argparse.Namespace(**{**vars(args), "runs": 1})
+        rounds: dict[str, list[Result]] = {}
+        for _ in range(args.runs):
+            for label, as_url in (("RLS off (superuser)", url), ("RLS on (app role)", role_url)):
+                as_env = {**env, "DATABASE_URL": as_url}
+                with serve(app, cwd=project, env=as_env, app_dir=project / "src") as server:
+                    rounds.setdefault(label, []).append(
+                        measure(f"org read, {label}", server, read, 64, once, headers=bearer)
+                    )
+        out = [max(runs, key=lambda r: r.rps) for runs in rounds.values()]
+        for result, runs in zip(out, rounds.values(), strict=True):
+            result.notes = [f"runs: {[round(r.rps) for r in runs]} req/s"]
         out[1].reference = out[0]
         out[1].notes.append(f"{out[1].rps / out[0].rps:.0%} of RLS off (target at least 85%)")
         done = subprocess.run(
