@@ -228,8 +228,9 @@ def as_dicts(result: Result[*tuple[Any, ...]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in result]
 
 
-# Row-level security (PostgreSQL). Tables a module puts under a policy (the orgs module's,
-# docs/orgs.md) show a transaction only the rows its settings allow, and none by default.
+# Row-level security (PostgreSQL). Tables a module puts under a policy (its migration does,
+# and its docs say how) show a transaction only the rows of the tenant its settings name,
+# and none by default.
 # Code that acts for no single tenant (jobs, the admin, CLIs, webhooks) sets this
 # transaction-local switch first. It guards against a query that forgets its filter, not
 # against SQL injection: any SQL the app's role runs could set it too.
