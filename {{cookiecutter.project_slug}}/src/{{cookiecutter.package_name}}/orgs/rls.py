@@ -22,8 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from {{ cookiecutter.package_name }}.core.config import UnsafeSettingsError
 from {{ cookiecutter.package_name }}.core.db import Database
 
-log = structlog.get_logger(__name__)
-
 
 class RlsSettings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -71,5 +69,5 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings: RlsSettings = getattr(app.state, "rls_settings", None) or get_rls_settings()
             if settings.rls_required:
                 raise UnsafeSettingsError([f"ORGS_RLS_REQUIRED=true: {problem}"])
-            log.warning("row_level_security_bypassed", problem=problem)
+            structlog.get_logger(__name__).warning("row_level_security_bypassed", problem=problem)
     yield
