@@ -145,6 +145,12 @@ OPTIONS: tuple[Option, ...] = (
         paths=("src/{package}/orgs", "tests/orgs"),
         migration="migrations/versions/0011_orgs.py",
     ),
+    # Row-level security on the org-scoped tables (PostgreSQL), and the orgs admin views.
+    Option(
+        "use_orgs",
+        paths=("src/{package}/admin/views_orgs.py", "tests/admin/test_views_orgs.py"),
+        migration="migrations/versions/0012_orgs_rls.py",
+    ),
     # Observability (issue 17): installed always, imported only when switched on; a job
     # keeps the trace of the request that enqueued it.
     Option(

@@ -286,7 +286,12 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "migrations/versions/0008_payments_order.py",
     ]
     (present if is_on(opts.get("use_payments")) else absent).extend(payments)
-    orgs = [f"src/{package}/orgs", "tests/orgs", "migrations/versions/0011_orgs.py"]
+    orgs = [
+        f"src/{package}/orgs",
+        "tests/orgs",
+        "migrations/versions/0011_orgs.py",
+        "migrations/versions/0012_orgs_rls.py",
+    ]
     (present if is_on(opts.get("use_orgs")) else absent).extend(orgs)
     return present, absent
 
