@@ -8,7 +8,7 @@ walk cannot fill fails it, naming the id.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 from fastapi import APIRouter, FastAPI
@@ -24,8 +24,6 @@ from tests.orgs.conftest import ORGS, new_org
 from tests.orgs.isolation import Tenant, WalkError, walk
 
 WALKED = "/api/v1/orgs/{org_id}/walked-invitations/{invitation_id}"
-# get_scoped's type variable does not accept a model class as mypy sees it (orgs/scoping.py).
-SCOPED_INVITATION: Any = Invitation
 
 
 class RoleChange(BaseModel):
@@ -39,14 +37,14 @@ def scoped_routes() -> APIRouter:
 
     @router.get(WALKED.removeprefix("/api/v1"))
     async def read(invitation_id: uuid.UUID, access: OrgMember, session: SessionDep) -> str:
-        found: Invitation = await get_scoped(session, SCOPED_INVITATION, invitation_id, access)
+        found: Invitation = await get_scoped(session, Invitation, invitation_id, access)
         return found.email
 
     @router.patch(WALKED.removeprefix("/api/v1"))
     async def change(
         invitation_id: uuid.UUID, body: RoleChange, access: OrgAdmin, session: SessionDep
     ) -> str:
-        invitation: Invitation = await get_scoped(session, SCOPED_INVITATION, invitation_id, access)
+        invitation: Invitation = await get_scoped(session, Invitation, invitation_id, access)
         invitation.role = body.role
         return invitation.role
 
