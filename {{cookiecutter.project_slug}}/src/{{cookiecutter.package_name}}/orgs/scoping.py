@@ -37,8 +37,8 @@ class _Scope(Protocol):
     def org_id(self) -> uuid.UUID: ...
 
 
-# A mapped class with an `org_id` column (and a one-column primary key for get_scoped): checked when the
-# statement is built, since mapped classes don't satisfy a typing protocol of columns.
+# A mapped class with an `org_id` column (and a one-column primary key, for get_scoped):
+# checked when the statement is built (mapped classes satisfy no typing protocol of columns).
 M = TypeVar("M")
 
 
