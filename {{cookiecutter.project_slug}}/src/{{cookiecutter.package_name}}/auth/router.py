@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import httpx
 import structlog
-from authlib.integrations.starlette_client import OAuthError  # type: ignore[import-untyped]
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -381,7 +380,7 @@ async def reset_password(body: ResetPassword, session: SessionDep, state: AuthSt
 
 
 def _oauth_client(state: AuthState, provider: str) -> Any:
-    client = state.oauth.create_client(provider) if state.oauth is not None else None
+    client = state.oauth.create_client(provider)
     if client is None:
         raise exceptions.unknown_provider(provider)
     return client
@@ -440,6 +439,8 @@ async def oauth_callback(
     provider: str, request: Request, session: SessionDep, state: AuthStateDep
 ) -> Response:
     client = _oauth_client(state, provider)
+    from authlib.integrations.starlette_client import OAuthError  # type: ignore[import-untyped]
+
     stored: dict[str, Any] = {}
     if raw := request.cookies.get(STATE_COOKIE):
         try:

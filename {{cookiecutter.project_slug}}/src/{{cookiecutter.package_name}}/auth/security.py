@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import argon2
 from anyio import to_thread
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -23,9 +24,30 @@ from {{ cookiecutter.package_name }}.core.cache import Recent
 ALGORITHM = "HS256"
 API_KEY_PREFIX = "sk_"
 
-_password_hash = PasswordHash.recommended()  # Argon2id with the library's current parameters
-# Verified against when the email is unknown, so a login costs the same either way.
-_DUMMY_HASH = _password_hash.hash(secrets.token_urlsafe(16))
+_password_hash = PasswordHash.recommended()  # Argon2id with argon2-cffi's default parameters
+
+
+def _unmatchable_hash() -> str:
+    """An Argon2id hash with the parameters of new hashes, which no password matches.
+
+    Verified against when the email is unknown, so a login costs the same either way: the
+    check runs the whole Argon2 computation, then compares with a random digest. Written
+    out rather than hashed at import, which cost every process about 0.15 s of CPU and
+    64 MiB (Argon2's memory) before it could answer (docs/benchmarks.md, start-up).
+    """
+
+    def b64(size: int) -> str:
+        return base64.b64encode(secrets.token_bytes(size)).rstrip(b"=").decode()
+
+    return (
+        f"$argon2id$v={argon2.low_level.ARGON2_VERSION}"
+        f"$m={argon2.DEFAULT_MEMORY_COST},t={argon2.DEFAULT_TIME_COST},"
+        f"p={argon2.DEFAULT_PARALLELISM}"
+        f"${b64(argon2.DEFAULT_RANDOM_SALT_LENGTH)}${b64(argon2.DEFAULT_HASH_LENGTH)}"
+    )
+
+
+_DUMMY_HASH = _unmatchable_hash()
 
 
 class InvalidTokenError(Exception):

@@ -1,0 +1,248 @@
+"""Start-up time and memory of one instance, all modules on, against bare FastAPI + SQLAlchemy.
+
+    .venv/bin/python bench/startup.py                          # renders the default project
+    .venv/bin/python bench/startup.py --project demo/my-saas    # a project already rendered
+    BENCH_ARGS="--scenarios startup --generations 0" make bench
+
+Each run starts one uvicorn worker the way bench/run.py serves the app (uvloop,
+httptools, no access log, `ENVIRONMENT=production`) and times it from just before the
+process is started to the first 200 from `GET /health/live` over HTTP: the interpreter's
+start, every import, the app's build, the lifespan (database engine, the modules'
+start-up, the jobs runtime) and the first request. Right after that answer it reads the
+worker's peak resident memory (`VmHWM` in /proc), then stops it. The reference,
+bench/bare_db_app.py (FastAPI, an SQLAlchemy asyncio engine on the same DATABASE_URL, one
+route), is served and measured the same way. One warm-up of each, then the runs alternate
+(R A, A R, ...) so that other work on the machine weighs on both alike; medians.
+
+Targets (issue 17): start-up and peak memory each within 1.6x of the reference. PASS or
+FAIL is printed per target; like the other bench scripts, a miss does not change the exit
+status (the figures are what is reported; a busy machine moves them).
+
+Python writes no .pyc with PYTHONDONTWRITEBYTECODE set, and then compiles every module at
+every start: the variable is removed from the servers' environment and the project is
+compiled once first, so neither side measures compilation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import http.client
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from run import BENCH, app_env, database_url, drop_database, free_port, migrate, render
+
+TARGET_RATIO = 1.6
+REFERENCE = "bare_db_app:app"
+# Every module configured, as in production: a module without its key would not even try
+# to build its client. Nothing is called with them (no request reaches a provider).
+CONFIGURED = {
+    "OPENAI_API_KEY": "sk-bench-not-a-key",
+    "STRIPE_SECRET_KEY": "sk_test_bench_not_a_key",
+    "STRIPE_WEBHOOK_SECRET": "whsec_bench_not_a_secret",
+    "GOOGLE_CLIENT_ID": "bench.apps.googleusercontent.com",
+    "GOOGLE_CLIENT_SECRET": "bench-not-a-secret",
+}
+
+
+@dataclass
+class Sample:
+    seconds: float  # process start to the first 200 from /health/live
+    peak_rss_mb: float  # VmHWM right after that answer
+    rss_mb: float  # VmRSS at the same moment
+
+
+@dataclass
+class StartupResult:
+    reference: list[Sample] = field(default_factory=list)
+    app: list[Sample] = field(default_factory=list)
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def median(self, side: str, attr: str) -> float:
+        return statistics.median(getattr(s, attr) for s in getattr(self, side))
+
+    def ratio(self, attr: str) -> float:
+        return self.median("app", attr) / self.median("reference", attr)
+
+
+def server_env(env: dict[str, str]) -> dict[str, str]:
+    merged = {**os.environ, **env}
+    merged.pop("PYTHONDONTWRITEBYTECODE", None)
+    return merged
+
+
+def first_answer(port: int, process: subprocess.Popen[bytes], seconds: float = 60.0) -> None:
+    """Poll GET /health/live every 5 ms until a 200 (the process exiting is an error)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before answering")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/health/live")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.005)
+    raise RuntimeError(f"no answer from port {port} in {seconds:.0f} s")
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(peak, current) resident memory of a process, MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+
+    def field_mb(name: str) -> float:
+        match = re.search(rf"{name}:\s+(\d+) kB", status)
+        return int(match.group(1)) / 1024 if match else 0.0
+
+    return field_mb("VmHWM"), field_mb("VmRSS")
+
+
+@dataclass(frozen=True)
+class Side:
+    app: str  # module:attribute, for uvicorn
+    cwd: Path
+    app_dir: Path
+    env: dict[str, str]
+
+
+def start_once(side: Side) -> Sample:
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "uvicorn", side.app,
+        "--app-dir", str(side.app_dir),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools",
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    process = subprocess.Popen(cmd, cwd=side.cwd, env=side.env)
+    try:
+        first_answer(port, process)
+        elapsed = time.perf_counter() - started
+        peak, current = memory_mb(process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return Sample(elapsed, peak, current)
+
+
+def measure_startup(
+    project: Path, package: str, url: str, runs: int, *, log: bool = True
+) -> StartupResult:
+    """`runs` start-ups of the project and of the reference, alternating, after a warm-up."""
+    compileall.compile_dir(project / "src", quiet=1)
+    compileall.compile_file(BENCH / "bare_db_app.py", quiet=1)
+    sides = {
+        "reference": Side(REFERENCE, BENCH, BENCH, server_env({"DATABASE_URL": url})),
+        "app": Side(
+            f"{package}.main:app",
+            project,
+            project / "src",
+            server_env(app_env(project, url, **CONFIGURED)),
+        ),
+    }
+    result = StartupResult(load_before=os.getloadavg())
+    # The warm-up: caches (the page cache, .pyc files of anything not compiled yet) filled.
+    start_once(sides["reference"])
+    start_once(sides["app"])
+    for run in range(runs):
+        order = ("reference", "app") if run % 2 == 0 else ("app", "reference")
+        for side in order:
+            sample = start_once(sides[side])
+            getattr(result, side).append(sample)
+            if log:
+                print(
+                    f"  startup {side}: {sample.seconds:.2f} s, peak RSS "
+                    f"{sample.peak_rss_mb:.0f} MB",
+                    flush=True,
+                )
+    result.load_after = os.getloadavg()
+    return result
+
+
+def verdict(ratio: float) -> str:
+    return "PASS" if ratio <= TARGET_RATIO else "FAIL"
+
+
+def startup_table(result: StartupResult) -> list[str]:
+    """Markdown lines: the medians, the ratios against the targets, PASS or FAIL."""
+
+    def cell(side: str, attr: str, unit: str, digits: int) -> str:
+        values = [getattr(s, attr) for s in getattr(result, side)]
+        return (
+            f"{statistics.median(values):.{digits}f} {unit} "
+            f"({min(values):.{digits}f}-{max(values):.{digits}f})"
+        )
+
+    time_ratio, memory_ratio = result.ratio("seconds"), result.ratio("peak_rss_mb")
+    runs = len(result.app)
+    return [
+        "",
+        f"Start-up of one instance (uvicorn, one worker): from the process's start to the first "
+        f"200 from `GET /health/live` over HTTP, and the worker's peak resident memory (VmHWM) "
+        f"right after it. Reference: bare FastAPI + an SQLAlchemy asyncio engine, one route "
+        f"(`bench/bare_db_app.py`), served the same way. {runs} runs each after a warm-up, "
+        f"alternating; medians (min-max). Load average before/after: "
+        f"{', '.join(f'{x:.1f}' for x in result.load_before)} / "
+        f"{', '.join(f'{x:.1f}' for x in result.load_after)}.",
+        "",
+        "| | start-up to first answer | peak RSS | RSS after the answer |",
+        "|---|---|---|---|",
+        f"| reference: FastAPI + SQLAlchemy asyncio | {cell('reference', 'seconds', 's', 2)} "
+        f"| {cell('reference', 'peak_rss_mb', 'MB', 0)} "
+        f"| {cell('reference', 'rss_mb', 'MB', 0)} |",
+        f"| the project, all modules on | {cell('app', 'seconds', 's', 2)} "
+        f"| {cell('app', 'peak_rss_mb', 'MB', 0)} | {cell('app', 'rss_mb', 'MB', 0)} |",
+        f"| ratio (target at most {TARGET_RATIO}x) | {time_ratio:.2f}x {verdict(time_ratio)} "
+        f"| {memory_ratio:.2f}x {verdict(memory_ratio)} | |",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, help="a rendered project (default: render one)")
+    parser.add_argument("--runs", type=int, default=7, help="start-ups of each side")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    url = ""
+    try:
+        if args.project:
+            project = args.project.resolve()
+            package = next(
+                p.name for p in (project / "src").iterdir() if (p / "__init__.py").exists()
+            )
+        else:
+            project, package = render(workdir)
+        url, label = database_url(workdir)
+        migrate(project, app_env(project, url))
+        print(f"project {project.name} ({package}) on {label}", flush=True)
+        result = measure_startup(project, package, url, args.runs)
+    finally:
+        if url:
+            drop_database(url)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("\n".join(startup_table(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
