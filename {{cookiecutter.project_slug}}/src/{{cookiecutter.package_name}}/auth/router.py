@@ -6,7 +6,6 @@ import uuid
 from functools import lru_cache
 from typing import Annotated, Any
 
-import httpx
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.params import Depends as DependsParam
@@ -402,6 +401,8 @@ async def oauth_authorize(provider: str, request: Request, state: AuthStateDep) 
     redirect_uri = str(request.url_for("oauth_callback", provider=provider))
     session: dict[str, Any] = {}
     request.scope["session"] = session  # Authlib keeps state there; we sign it into a cookie
+    import httpx  # social login's own: not imported before the first one
+
     try:
         response: Response = await client.authorize_redirect(request, redirect_uri)
     except (httpx.HTTPError, ValueError) as exc:
@@ -439,6 +440,7 @@ async def oauth_callback(
     provider: str, request: Request, session: SessionDep, state: AuthStateDep
 ) -> Response:
     client = _oauth_client(state, provider)
+    import httpx
     from authlib.integrations.starlette_client import OAuthError  # type: ignore[import-untyped]
 
     stored: dict[str, Any] = {}
