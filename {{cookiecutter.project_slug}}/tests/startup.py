@@ -20,7 +20,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 SCRIPT = """
-import asyncio, json, sys
+import asyncio, gc, json, sys
 
 from asgi_lifespan import LifespanManager
 from httpx import ASGITransport, AsyncClient
@@ -36,6 +36,7 @@ async def main() -> None:
                 response = await http.get(path)
                 assert response.status_code == 200, (path, response.text)
     print(json.dumps(sorted(sys.modules)))
+    print(json.dumps(gc.isenabled()))
 
 
 asyncio.run(main())
@@ -71,5 +72,7 @@ def imported_at_start(database_url: str, env: Mapping[str, str]) -> set[str]:
             check=False,
         )
     assert done.returncode == 0, done.stderr
-    names: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    *_, modules, collector_on = done.stdout.strip().splitlines()
+    assert json.loads(collector_on) is True  # main.py turned the collector back on
+    names: list[str] = json.loads(modules)
     return {name.partition(".")[0] for name in names}
