@@ -139,6 +139,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("core", migration="migrations/versions/0009_jobs.py"),
     # Indexes for the daily purge of expired and revoked refresh tokens (issue 14).
     Option("use_auth", migration="migrations/versions/0010_auth_purge.py"),
+    # Organizations, roles and invitations (issue 15).
+    Option(
+        "use_orgs",
+        paths=("src/{package}/orgs", "tests/orgs"),
+        migration="migrations/versions/0011_orgs.py",
+    ),
 )
 
 # CI provider -> its files; the others' files are removed.

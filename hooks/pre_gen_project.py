@@ -83,7 +83,11 @@ CHOICES = {
 }
 
 # Options that only make sense with another one: option -> the option it needs.
-REQUIRES: dict[str, str] = {"use_payments": "use_auth", "use_admin": "use_auth"}
+REQUIRES: dict[str, str] = {
+    "use_orgs": "use_auth",
+    "use_payments": "use_auth",
+    "use_admin": "use_auth",
+}
 
 
 def is_on(value: Any) -> bool:

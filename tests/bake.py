@@ -39,6 +39,7 @@ COMBOS: list[dict[str, Any]] = [
             "ci": "gitlab",
             "use_docker": False,
             "use_auth": False,
+            "use_orgs": False,
             "use_payments": False,
             "use_ai": False,
             "use_admin": False,
@@ -52,6 +53,7 @@ COMBOS: list[dict[str, Any]] = [
             "project_name": "Bake Open Model",
             "ci": "none",
             "use_auth": False,
+            "use_orgs": False,
             "use_payments": False,
             "use_admin": False,
             "license": "Proprietary",
@@ -59,9 +61,9 @@ COMBOS: list[dict[str, Any]] = [
             "init_git": False,
         },
     },
-    # accounts only
+    # accounts and organizations only
     {
-        "id": "auth-only-github-apache-py311",
+        "id": "auth-orgs-github-apache-py311",
         "context": {
             "project_name": "Bake Accounts Only",
             "ci": "github",
@@ -82,11 +84,22 @@ COMBOS: list[dict[str, Any]] = [
         "id": "auth-payments-admin-noai-nodocker",
         "context": {"project_name": "Bake Billing", "use_ai": False, "use_docker": False},
     },
+    # plans and AI billed per user: payments, AI and the admin without organizations
+    {
+        "id": "auth-payments-ai-admin-noorgs-sqlite-gitlab",
+        "context": {
+            "project_name": "Bake Per User",
+            "database": "sqlite",
+            "ci": "gitlab",
+            "use_orgs": False,
+        },
+    },
 ]
 
 # Words that name an optional module: with the option off, no rendered file may hold
 # them (case-insensitive), so nothing refers to the dropped module.
 MODULE_WORDS: dict[str, tuple[str, ...]] = {
+    "use_orgs": ("orgs", "organization"),
     "use_payments": ("payments", "stripe"),
     "use_ai": ("openai", "ai_usage"),
 }
@@ -266,6 +279,8 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "migrations/versions/0008_payments_order.py",
     ]
     (present if is_on(opts.get("use_payments")) else absent).extend(payments)
+    orgs = [f"src/{package}/orgs", "tests/orgs", "migrations/versions/0011_orgs.py"]
+    (present if is_on(opts.get("use_orgs")) else absent).extend(orgs)
     return present, absent
 
 

@@ -15,6 +15,9 @@ from .auth import module as auth
 {% endif -%}
 from .core import module as core
 from .core.plugin import Module
+{% if cookiecutter.use_orgs -%}
+from .orgs import module as orgs
+{% endif -%}
 {% if cookiecutter.use_payments -%}
 from .payments import module as payments
 {% endif %}
@@ -23,6 +26,9 @@ MODULES: tuple[Module, ...] = (
     # the optional modules, each after the modules it builds on; lifespans start in this order
 {%- if cookiecutter.use_auth %}
     auth.module,
+{%- endif %}
+{%- if cookiecutter.use_orgs %}
+    orgs.module,
 {%- endif %}
 {%- if cookiecutter.use_payments %}
     payments.module,

@@ -17,6 +17,7 @@ from sqlalchemy.orm import joinedload, make_transient_to_detached
 
 from {{ cookiecutter.package_name }}.auth import exceptions
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings
+from {{ cookiecutter.package_name }}.auth.events import user_created
 from {{ cookiecutter.package_name }}.auth.models import (
     ApiKey,
     OAuthAccount,
@@ -89,6 +90,11 @@ async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
     return result.scalar_one_or_none()
 
 
+async def _flush_new_user(session: AsyncSession, user: User) -> None:
+    await _flush_user(session, user)
+    await user_created(session, user)
+
+
 async def _flush_user(session: AsyncSession, user: User) -> None:
     session.add(user)
     try:
@@ -114,7 +120,7 @@ async def create_user(
         is_verified=is_verified,
         is_superuser=is_superuser,
     )
-    await _flush_user(session, user)
+    await _flush_new_user(session, user)
     return user
 
 
@@ -542,7 +548,7 @@ async def oauth_login(
                 is_verified=email_verified,
                 is_superuser=False,
             )
-            await _flush_user(session, user)
+            await _flush_new_user(session, user)
         elif not email_verified or not link_by_email:
             raise exceptions.oauth_failed(
                 "an account with this email exists; sign in with your password instead."

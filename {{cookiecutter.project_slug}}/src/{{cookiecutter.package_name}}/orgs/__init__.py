@@ -1,0 +1,1 @@
+"""Organizations: teams with owner, admin and member roles, invitations by email."""

@@ -1,0 +1,10 @@
+"""The orgs module's contribution: its routes (and, through service.py, a personal
+organization for every new account)."""
+
+from __future__ import annotations
+
+from {{ cookiecutter.package_name }}.core.plugin import Module
+
+from .router import router
+
+module = Module("orgs", routers=(router,))
