@@ -9,10 +9,12 @@ httptools, no access log, `ENVIRONMENT=production`) and times it from just befor
 process is started to the first 200 from `GET /health/live` over HTTP: the interpreter's
 start, every import, the app's build, the lifespan (database engine, the modules'
 start-up, the jobs runtime) and the first request. Right after that answer it reads the
-worker's peak resident memory (`VmHWM` in /proc), then stops it. The reference,
-bench/bare_db_app.py (FastAPI, an SQLAlchemy asyncio engine on the same DATABASE_URL, one
-route), is served and measured the same way. One warm-up of each, then the runs alternate
-(R A, A R, ...) so that other work on the machine weighs on both alike; medians.
+worker's CPU time (user + system: the steady figure when other work keeps the cores busy,
+which the wall time is not) and its peak resident memory (`VmHWM` in /proc), then stops
+it. The reference, bench/bare_db_app.py (FastAPI, an SQLAlchemy asyncio engine on the
+same DATABASE_URL, one route), is served and measured the same way. One warm-up of each,
+then the runs alternate (R A, A R, ...) so that other work on the machine weighs on both
+alike; medians.
 
 Targets (issue 17): start-up and peak memory each within 1.6x of the reference. PASS or
 FAIL is printed per target; like the other bench scripts, a miss does not change the exit
