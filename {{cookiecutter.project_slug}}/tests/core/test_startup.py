@@ -1,5 +1,6 @@
 """Starting the app leaves the garbage collector on, with the frozen heap and thresholds of
-`main.tune_gc` (it is off only while the app is imported)."""
+`main.tune_gc` (it is off only while the app is imported); SMTP's client waits for the
+first message."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.startup import imported_at_start
 def test_the_collector_is_back_on_after_the_import(database_url: str, migrated: Config) -> None:
     loaded = imported_at_start(database_url, {})  # asserts gc.isenabled() there
     assert "fastapi" in loaded
+    assert "aiosmtplib" not in loaded
 
 
 def test_this_process_too() -> None:
