@@ -145,6 +145,23 @@ OPTIONS: tuple[Option, ...] = (
         paths=("src/{package}/orgs", "tests/orgs"),
         migration="migrations/versions/0011_orgs.py",
     ),
+    # Observability (issue 17): installed always, imported only when switched on; a job
+    # keeps the trace of the request that enqueued it.
+    Option(
+        "core",
+        requires=(
+            "opentelemetry-api",
+            "opentelemetry-sdk",
+            "opentelemetry-exporter-otlp-proto-http",
+            "opentelemetry-instrumentation-sqlalchemy",
+            "opentelemetry-instrumentation-redis",
+            "opentelemetry-instrumentation-httpx",
+            "opentelemetry-instrumentation-aiohttp-client",
+            "prometheus-client",
+            "sentry-sdk",
+        ),
+        migration="migrations/versions/0016_jobs_trace.py",
+    ),
 )
 
 # CI provider -> its files; the others' files are removed.

@@ -241,6 +241,7 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         f"src/{package}/core",
         f"src/{package}/core/jobs",
         "migrations/versions/0009_jobs.py",
+        "migrations/versions/0016_jobs_trace.py",
         "tests/conftest.py",
     ]
     absent = [".template"]

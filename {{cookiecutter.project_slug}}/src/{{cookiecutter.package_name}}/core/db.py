@@ -15,8 +15,9 @@ Two ways to reach the database share one connection pool:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -121,19 +122,26 @@ class FairQueuePool(AsyncAdaptedQueuePool):
     def __init__(self, creator: Any, **kw: Any) -> None:
         super().__init__(creator, **kw)
         self._turns = _Turns(self.size() + max(self._max_overflow, 0))
+        # Told how long each wait for a connection took (metrics, when on).
+        self.wait_observer: Callable[[float], None] | None = None
 
     def _do_get(self) -> ConnectionPoolEntry:
         if self._max_overflow < 0:  # no limit, nothing to wait for
             return super()._do_get()
         if not self._turns.take_now():
+            started = time.perf_counter()
             try:
                 await_(self._turns.take(self._timeout))
             except TimeoutError:
+                if self.wait_observer is not None:
+                    self.wait_observer(time.perf_counter() - started)
                 raise PoolTimeout(
                     f"QueuePool limit of size {self.size()} overflow {self._max_overflow} "
                     f"reached, connection timed out, timeout {self._timeout:0.2f}",
                     code="3o7r",
                 ) from None
+            if self.wait_observer is not None:
+                self.wait_observer(time.perf_counter() - started)
         try:
             return super()._do_get()
         except BaseException:
