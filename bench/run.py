@@ -13,6 +13,9 @@ The project runs from its source tree with the template's shared virtualenv,
 which holds exactly the versions the project pins. Scenarios that need a
 module (auth, ai) run when the default project has it.
 
+Scenario "startup": start-up time and peak memory of one instance against bare FastAPI +
+SQLAlchemy, several alternating starts each, PASS/FAIL against the targets (bench/startup.py).
+
 Scenario "jobs": background jobs through Redis (BENCH_REDIS_URL, else a
 redis-server of its own on a free port, else skipped) and 1 and 2 `worker`
 processes (bench/jobs_bench.py). The request path with and without the outbox
@@ -355,11 +358,12 @@ def statements_per_list(project: Path, package: str, url: str, sizes: tuple[int,
 # --- the run -------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult]]:
+def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult], list[str]]:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     results: list[Result] = []
     jobs: list[JobsResult] = []
+    startup: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     url = ""
     try:
@@ -402,6 +406,10 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult]]:
             results.append(overload(project, app, url, args))
         if (project / "src" / package / "orgs").is_dir() and "orgs" in args.scenarios:
             results += orgs_scenario(project, package, url, args)
+        if "startup" in args.scenarios:
+            from startup import measure_startup, startup_table  # it imports this file
+
+            startup = startup_table(measure_startup(project, package, url, args.startup_runs))
         if "jobs" in args.scenarios:
             with bench_redis(workdir) as redis_url:
                 if redis_url is None:
@@ -412,7 +420,7 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult]]:
         if url:
             drop_database(url)
         shutil.rmtree(workdir, ignore_errors=True)
-    return results, jobs
+    return results, jobs, startup
 
 
 ORG_READS = ("/api/v1/orgs/{org_id}/invitations", "/api/v1/orgs/{org_id}/members")
@@ -674,7 +682,11 @@ def jobs_table(results: list[JobsResult], args: argparse.Namespace) -> list[str]
 
 
 def table(
-    results: list[Result], jobs: list[JobsResult], args: argparse.Namespace, gen: list[float]
+    results: list[Result],
+    jobs: list[JobsResult],
+    args: argparse.Namespace,
+    gen: list[float],
+    startup: list[str],
 ) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, one uvicorn worker "
@@ -704,6 +716,7 @@ def table(
         )
     if jobs:
         lines += jobs_table(jobs, args)
+    lines += startup
     lines.append("")
     lines.append(f"Load average after the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
     return "\n".join(lines) + "\n"
@@ -717,8 +730,8 @@ def main() -> int:
     parser.add_argument("--generations", type=int, default=7)
     parser.add_argument(
         "--scenarios",
-        default="health,auth,overload,orgs,jobs",
-        help="comma list: health, auth, overload, orgs, jobs",
+        default="health,auth,overload,orgs,jobs,startup",
+        help="comma list: health, auth, overload, orgs, jobs, startup",
     )
     parser.add_argument("--workers", default="1,2", help="jobs: worker processes, comma list")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs: the burst's size")
@@ -729,16 +742,17 @@ def main() -> int:
     parser.add_argument(
         "--jobs-rounds", type=int, default=2, help="jobs: runs per number of workers"
     )
+    parser.add_argument("--startup-runs", type=int, default=7, help="startup: starts of each side")
     parser.add_argument("--output", type=Path, default=RESULTS, help="markdown file to write")
     args = parser.parse_args()
     args.scenarios = set(args.scenarios.split(","))
     args.workers = [int(w) for w in args.workers.split(",")]
-    if not shutil.which("wrk"):
+    if args.scenarios & {"health", "auth", "overload", "orgs"} and not shutil.which("wrk"):
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
     gen = generation_times(args.generations) if args.generations else []
-    results, jobs = run(args)
-    report = table(results, jobs, args, gen)
+    results, jobs, startup = run(args)
+    report = table(results, jobs, args, gen, startup)
     print()
     print(report)
     if args.output:

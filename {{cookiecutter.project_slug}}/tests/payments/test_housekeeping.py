@@ -205,7 +205,7 @@ async def test_reconcile_corrects_drift_and_leaves_correct_subscriptions_alone(
 async def test_reconcile_without_stripe_keys_does_nothing(
     app: FastAPI, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unconfigured = PaymentsState(app.state.payments.settings, StripeClientHolder(None, None))
+    unconfigured = PaymentsState(app.state.payments.settings, StripeClientHolder(None))
     monkeypatch.setattr(app.state, "payments", unconfigured)
     await run_scheduled(app, housekeeping.reconcile_subscriptions)  # done, not failed
     assert fake_stripe.calls == []

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from authlib.integrations.starlette_client import OAuth  # type: ignore[import-untyped]
-
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings
 
 GOOGLE_DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configuration"
@@ -25,7 +23,11 @@ class Identity:
     email_verified: bool
 
 
-def build_oauth(settings: AuthSettings) -> OAuth:
+def build_oauth(settings: AuthSettings) -> Any:
+    """Authlib's registry of the configured providers. Authlib is imported here, at the first
+    social login (`AuthState.oauth`), not when the app starts."""
+    from authlib.integrations.starlette_client import OAuth  # type: ignore[import-untyped]
+
     oauth = OAuth()
     if settings.google_client_id and settings.google_client_secret:
         oauth.register(

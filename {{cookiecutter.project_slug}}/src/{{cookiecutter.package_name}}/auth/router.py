@@ -6,9 +6,7 @@ import uuid
 from functools import lru_cache
 from typing import Annotated, Any
 
-import httpx
 import structlog
-from authlib.integrations.starlette_client import OAuthError  # type: ignore[import-untyped]
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -381,7 +379,7 @@ async def reset_password(body: ResetPassword, session: SessionDep, state: AuthSt
 
 
 def _oauth_client(state: AuthState, provider: str) -> Any:
-    client = state.oauth.create_client(provider) if state.oauth is not None else None
+    client = state.oauth.create_client(provider)
     if client is None:
         raise exceptions.unknown_provider(provider)
     return client
@@ -403,6 +401,8 @@ async def oauth_authorize(provider: str, request: Request, state: AuthStateDep) 
     redirect_uri = str(request.url_for("oauth_callback", provider=provider))
     session: dict[str, Any] = {}
     request.scope["session"] = session  # Authlib keeps state there; we sign it into a cookie
+    import httpx  # social login's own: not imported before the first one
+
     try:
         response: Response = await client.authorize_redirect(request, redirect_uri)
     except (httpx.HTTPError, ValueError) as exc:
@@ -440,6 +440,9 @@ async def oauth_callback(
     provider: str, request: Request, session: SessionDep, state: AuthStateDep
 ) -> Response:
     client = _oauth_client(state, provider)
+    import httpx
+    from authlib.integrations.starlette_client import OAuthError  # type: ignore[import-untyped]
+
     stored: dict[str, Any] = {}
     if raw := request.cookies.get(STATE_COOKIE):
         try:

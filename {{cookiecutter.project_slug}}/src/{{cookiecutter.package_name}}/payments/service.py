@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import stripe
 import structlog
 from sqlalchemy import false, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,6 +29,7 @@ from {{ cookiecutter.package_name }}.payments.models import (
     StripeCustomer,
     Subscription,
 )
+from {{ cookiecutter.package_name }}.payments.sdk import stripe
 
 log = structlog.get_logger(__name__)
 

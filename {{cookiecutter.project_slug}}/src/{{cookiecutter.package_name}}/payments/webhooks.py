@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import stripe
 import structlog
 from pydantic import BaseModel, Field
 from sqlalchemy import update
@@ -44,6 +43,7 @@ from {{ cookiecutter.package_name }}.core.telemetry import observe
 from {{ cookiecutter.package_name }}.payments import exceptions, service
 from {{ cookiecutter.package_name }}.payments.client import PaymentsState, get_payments_state
 from {{ cookiecutter.package_name }}.payments.models import StripeEvent
+from {{ cookiecutter.package_name }}.payments.sdk import stripe
 
 log = structlog.get_logger(__name__)
 
