@@ -90,3 +90,20 @@ async def fetch_identity(provider: str, client: Any, token: dict[str, Any]) -> I
         email=str(email) if email else None,
         email_verified=_is_true(merged.get("email_verified")),
     )
+
+
+def transport_errors() -> tuple[type[Exception], ...]:
+    """The errors of Authlib's HTTP client when a provider cannot be reached.
+
+    Authlib uses httpx2 where it is installed (another module may bring it), else httpx;
+    their exception classes are unrelated, so a handler catches both.
+    """
+    import importlib
+
+    import httpx
+
+    try:
+        httpx2 = importlib.import_module("httpx2")
+    except ImportError:
+        return (httpx.HTTPError,)
+    return (httpx.HTTPError, httpx2.HTTPError)

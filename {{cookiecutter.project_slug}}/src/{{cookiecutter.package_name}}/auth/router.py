@@ -31,7 +31,7 @@ from {{ cookiecutter.package_name }}.auth.dependencies import (
     require_session_scopes,
 )
 from {{ cookiecutter.package_name }}.auth.models import ApiKey, User, utcnow
-from {{ cookiecutter.package_name }}.auth.oauth import fetch_identity
+from {{ cookiecutter.package_name }}.auth.oauth import fetch_identity, transport_errors
 from {{ cookiecutter.package_name }}.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -401,11 +401,10 @@ async def oauth_authorize(provider: str, request: Request, state: AuthStateDep) 
     redirect_uri = str(request.url_for("oauth_callback", provider=provider))
     session: dict[str, Any] = {}
     request.scope["session"] = session  # Authlib keeps state there; we sign it into a cookie
-    import httpx  # social login's own: not imported before the first one
-
+    unreachable: tuple[type[Exception], ...] = (*transport_errors(), ValueError)
     try:
         response: Response = await client.authorize_redirect(request, redirect_uri)
-    except (httpx.HTTPError, ValueError) as exc:
+    except unreachable as exc:
         raise exceptions.oauth_failed("the provider cannot be reached.") from exc
     cookie = state.tokens.signer.encode(
         "oauth-state", {"sub": provider, "data": session}, state.settings.oauth_state_ttl
@@ -440,7 +439,6 @@ async def oauth_callback(
     provider: str, request: Request, session: SessionDep, state: AuthStateDep
 ) -> Response:
     client = _oauth_client(state, provider)
-    import httpx
     from authlib.integrations.starlette_client import OAuthError  # type: ignore[import-untyped]
 
     stored: dict[str, Any] = {}
@@ -462,7 +460,7 @@ async def oauth_callback(
     except (JoseError, ValueError, KeyError, TypeError) as exc:
         log.warning("oauth_bad_answer", provider=provider, error=repr(exc))
         raise exceptions.oauth_failed("the provider's answer could not be verified.") from exc
-    except httpx.HTTPError as exc:
+    except transport_errors() as exc:
         log.warning("oauth_provider_unreachable", provider=provider, error=repr(exc))
         raise exceptions.oauth_failed("the provider cannot be reached.") from exc
     user = await service.oauth_login(
