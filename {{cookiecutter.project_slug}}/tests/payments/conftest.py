@@ -9,6 +9,7 @@ import hmac
 import itertools
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,10 +28,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings
+from {{ cookiecutter.package_name }}.auth.models import User
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.jobs import JobRecord, get_jobs
 from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.payments import subjects
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
 from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
 from tests.auth.conftest import signed_in
@@ -155,7 +158,7 @@ class FakeStripe:
                 "id": f"cus_fake{n}",
                 "object": "customer",
                 "email": call.form.get("email"),
-                "metadata": {"user_id": call.form.get("metadata[user_id]")},
+                "metadata": metadata(call.form),
             },
         )
 
@@ -321,7 +324,17 @@ async def app(
 class Customer:
     headers: dict[str, str]
     user_id: str
+    subject_id: str  # who pays for the user (payments/subjects.py)
     customer_id: str
+
+
+async def subject_of(app: FastAPI, user_id: str) -> str:
+    """The billing subject the user-level routes act on for this user."""
+    database: Database = app.state.database
+    async with database.sessionmaker() as session:
+        user = await session.get(User, uuid.UUID(user_id))
+        assert user is not None
+        return str(await subjects.current().of_user(session, user))
 
 
 async def customer(app: FastAPI, client: AsyncClient, email: str) -> Customer:
@@ -333,9 +346,19 @@ async def customer(app: FastAPI, client: AsyncClient, email: str) -> Customer:
     database: Database = app.state.database
     async with database.sessionmaker() as session:
         rows = (await session.execute(select(StripeCustomer))).scalars().all()
-    ids = [r.customer_id for r in rows if str(r.user_id) == me.json()["id"]]
+    subject_id = await subject_of(app, me.json()["id"])
+    ids = [r.customer_id for r in rows if str(r.subject_id) == subject_id]
     assert len(ids) == 1
-    return Customer(headers, me.json()["id"], ids[0])
+    return Customer(headers, me.json()["id"], subject_id, ids[0])
+
+
+def metadata(form: dict[str, str], prefix: str = "metadata") -> dict[str, str]:
+    """The `metadata[...]` fields of a form-encoded Stripe request."""
+    return {
+        key[len(prefix) + 1 : -1]: value
+        for key, value in form.items()
+        if key.startswith(f"{prefix}[") and key.endswith("]") and "][" not in key
+    }
 
 
 # --- webhook events, signed like Stripe -------------------------------------------------------
