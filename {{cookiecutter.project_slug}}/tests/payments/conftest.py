@@ -84,6 +84,8 @@ class FakeStripe:
                 Route("/v1/billing_portal/sessions", self.portal, methods=["POST"]),
                 Route("/v1/subscriptions", self.list_subscriptions, methods=["GET"]),
                 Route("/v1/subscriptions/{id}", self.get_subscription, methods=["GET"]),
+                Route("/v1/subscriptions/{id}", self.cancel_subscription, methods=["DELETE"]),
+                Route("/v1/subscription_items/{id}", self.update_item, methods=["POST"]),
             ]
         )
 
@@ -213,6 +215,36 @@ class FakeStripe:
             if found is None:
                 return self._missing("no such subscription")
             return self._subscription_body(found, "latest_invoice" in call.form.values())
+
+        return await self._answer(request, make)
+
+    async def cancel_subscription(self, request: Request) -> Response:
+        """Cancel now, like Stripe: a canceled one cannot be canceled again (400)."""
+
+        def make(call: Call, n: int) -> dict[str, Any] | Response:
+            found = self.subscriptions.get(request.path_params["id"])
+            if found is None:
+                return self._missing("no such subscription")
+            if found["status"] in ("canceled", "incomplete_expired"):
+                error = {"type": "invalid_request_error", "message": "already canceled"}
+                return JSONResponse({"error": error}, status_code=400)
+            found.update(status="canceled", canceled_at=int(time.time()))
+            return self._subscription_body(found, False)
+
+        return await self._answer(request, make)
+
+    async def update_item(self, request: Request) -> Response:
+        """A subscription item's new quantity (the subscription keeps it)."""
+
+        def make(call: Call, n: int) -> dict[str, Any] | Response:
+            item_id = request.path_params["id"]
+            for sub in self.subscriptions.values():
+                for item in sub["items"]["data"]:
+                    if item["id"] == item_id:
+                        if "quantity" in call.form:
+                            item["quantity"] = int(call.form["quantity"])
+                        return dict(item, subscription=sub["id"])
+            return self._missing("no such subscription item")
 
         return await self._answer(request, make)
 
@@ -411,6 +443,7 @@ def subscription(
     cancel_at_period_end: bool = False,
     metadata: dict[str, str] | None = None,
     latest_invoice: dict[str, Any] | None = None,
+    quantity: int = 1,
 ) -> dict[str, Any]:
     return {
         "id": sub_id,
@@ -428,7 +461,7 @@ def subscription(
                     "object": "subscription_item",
                     "current_period_end": period_end,
                     "price": {"id": price, "object": "price"},
-                    "quantity": 1,
+                    "quantity": quantity,
                 }
             ],
         },
