@@ -281,6 +281,13 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     (present if is_on(opts.get("use_payments")) else absent).extend(payments)
     orgs = [f"src/{package}/orgs", "tests/orgs", "migrations/versions/0011_orgs.py"]
     (present if is_on(opts.get("use_orgs")) else absent).extend(orgs)
+    billed = [  # the organization pays: with both payments and orgs
+        f"src/{package}/payments/orgs.py",
+        "tests/payments/test_orgs_billing.py",
+        "migrations/versions/0013_payments_orgs.py",
+    ]
+    both = is_on(opts.get("use_payments")) and is_on(opts.get("use_orgs"))
+    (present if both else absent).extend(billed)
     return present, absent
 
 
