@@ -400,6 +400,8 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult]]:
                 results.append(listing)
         if has_auth and "overload" in args.scenarios:
             results.append(overload(project, app, url, args))
+        if (project / "src" / package / "orgs").is_dir() and "orgs" in args.scenarios:
+            results += orgs_scenario(project, package, url, args)
         if "jobs" in args.scenarios:
             with bench_redis(workdir) as redis_url:
                 if redis_url is None:
@@ -411,6 +413,70 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult]]:
             drop_database(url)
         shutil.rmtree(workdir, ignore_errors=True)
     return results, jobs
+
+
+ORG_READS = ("/api/v1/orgs/{org_id}/invitations", "/api/v1/orgs/{org_id}/members")
+ORG_FALLBACK = "/api/v1/orgs/{org_id}"
+ORG_MEMBERS = 20
+
+
+def orgs_scenario(project: Path, package: str, url: str, args: argparse.Namespace) -> list[Result]:
+    """An org-scoped read with row-level security holding the app, and without (PostgreSQL).
+
+    The first of ORG_READS the app has (else `GET /orgs/{org_id}`), for an organization of
+    20 members and 19 pending invitations: the app as a role the policies hold ("RLS on")
+    against the same app as the superuser, whom they never hold ("RLS off").
+    """
+    if not url.startswith("postgresql"):
+        print("orgs: skipped (row-level security needs BENCH_DATABASE_URL)", flush=True)
+        return []
+    from orgs_bench import drop_role, make_role, seed
+
+    app = f"{package}.main:app"
+    role_url = make_role(url)
+    env = app_env(project, url)  # one SECRET_KEY: the token works on both servers
+    try:
+        with serve(app, cwd=project, env=env, app_dir=project / "src") as server:
+            token = login(server.url, f"org-{uuid.uuid4().hex[:8]}@example.com")
+            bearer = {"Authorization": f"Bearer {token}"}
+            org = httpx.post(server.url + "/api/v1/orgs", json={"name": "Bench"}, headers=bearer)
+            org_id = org.raise_for_status().json()["id"]
+            path = next(
+                (p for p in ORG_READS if httpx.get(
+                    server.url + p.replace("{org_id}", org_id), headers=bearer
+                ).status_code == 200),
+                ORG_FALLBACK,
+            )  # fmt: skip
+        seed(url, org_id, ORG_MEMBERS - 1, ORG_MEMBERS - 1, 1)
+        read = path.replace("{org_id}", org_id)
+        # Off and on take turns, one run each per round, so a busy machine weighs on both alike.
+        once = argparse.Namespace(**{**vars(args), "runs": 1})
+        rounds: dict[str, list[Result]] = {}
+        for _ in range(args.runs):
+            for label, as_url in (("RLS off (superuser)", url), ("RLS on (app role)", role_url)):
+                as_env = {**env, "DATABASE_URL": as_url}
+                with serve(app, cwd=project, env=as_env, app_dir=project / "src") as server:
+                    rounds.setdefault(label, []).append(
+                        measure(f"org read, {label}", server, read, 64, once, headers=bearer)
+                    )
+        out = [max(runs, key=lambda r: r.rps) for runs in rounds.values()]
+        for result, runs in zip(out, rounds.values(), strict=True):
+            result.notes = [f"runs: {[round(r.rps) for r in runs]} req/s"]
+        out[1].reference = out[0]
+        out[1].notes.append(f"{out[1].rps / out[0].rps:.0%} of RLS off (target at least 85%)")
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "orgs_bench.py"), str(project / "src"), package, url,
+             role_url, path, "1", "10", str(ORG_MEMBERS)],
+            cwd=project, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        counts = json.loads(done.stdout.strip().splitlines()[-1])
+        out[1].notes.append(
+            ", ".join(f"{members} members: {n} statements" for members, n in counts)
+            + " (RLS on, per request)"
+        )
+        return out
+    finally:
+        drop_role(url, role_url)
 
 
 def overload(project: Path, app: str, url: str, args: argparse.Namespace) -> Result:
@@ -651,8 +717,8 @@ def main() -> int:
     parser.add_argument("--generations", type=int, default=7)
     parser.add_argument(
         "--scenarios",
-        default="health,auth,overload,jobs",
-        help="comma list: health, auth, overload, jobs",
+        default="health,auth,overload,orgs,jobs",
+        help="comma list: health, auth, overload, orgs, jobs",
     )
     parser.add_argument("--workers", default="1,2", help="jobs: worker processes, comma list")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs: the burst's size")

@@ -115,7 +115,7 @@ OPTIONS: tuple[Option, ...] = (
         requires=("openai[aiohttp]", "aiohttp", "httpx2"),
         migration="migrations/versions/0004_ai.py",
     ),
-    Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml")),
+    Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml", "deploy")),
     Option(
         "use_admin",
         paths=("src/{package}/admin", "tests/admin"),
@@ -147,6 +147,29 @@ OPTIONS: tuple[Option, ...] = (
         "use_orgs",
         paths=("src/{package}/orgs", "tests/orgs"),
         migration="migrations/versions/0011_orgs.py",
+    ),
+    # Row-level security on the org-scoped tables (PostgreSQL), and the orgs admin views.
+    Option(
+        "use_orgs",
+        paths=("src/{package}/admin/views_orgs.py", "tests/admin/test_views_orgs.py"),
+        migration="migrations/versions/0012_orgs_rls.py",
+    ),
+    # Observability (issue 17): installed always, imported only when switched on; a job
+    # keeps the trace of the request that enqueued it.
+    Option(
+        "core",
+        requires=(
+            "opentelemetry-api",
+            "opentelemetry-sdk",
+            "opentelemetry-exporter-otlp-proto-http",
+            "opentelemetry-instrumentation-sqlalchemy",
+            "opentelemetry-instrumentation-redis",
+            "opentelemetry-instrumentation-httpx",
+            "opentelemetry-instrumentation-aiohttp-client",
+            "prometheus-client",
+            "sentry-sdk",
+        ),
+        migration="migrations/versions/0016_jobs_trace.py",
     ),
     # Payments bill the organization (issue 15): its seam files, and the customers,
     # subscriptions and checkouts moved from the user to the organization.

@@ -241,10 +241,17 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         f"src/{package}/core",
         f"src/{package}/core/jobs",
         "migrations/versions/0009_jobs.py",
+        "migrations/versions/0016_jobs_trace.py",
         "tests/conftest.py",
     ]
     absent = [".template"]
-    docker = ["Dockerfile", "compose.yaml"]
+    docker = [
+        "Dockerfile",
+        "compose.yaml",
+        "deploy/compose/Caddyfile",
+        "deploy/kubernetes/base/kustomization.yaml",
+        "deploy/kubernetes/overlays/production/kustomization.yaml",
+    ]
     (present if opts["use_docker"] in (True, "True", "true", "yes", "y") else absent).extend(docker)
     ai = [
         f"src/{package}/ai",
@@ -279,7 +286,12 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "migrations/versions/0008_payments_order.py",
     ]
     (present if is_on(opts.get("use_payments")) else absent).extend(payments)
-    orgs = [f"src/{package}/orgs", "tests/orgs", "migrations/versions/0011_orgs.py"]
+    orgs = [
+        f"src/{package}/orgs",
+        "tests/orgs",
+        "migrations/versions/0011_orgs.py",
+        "migrations/versions/0012_orgs_rls.py",
+    ]
     (present if is_on(opts.get("use_orgs")) else absent).extend(orgs)
     billed = [  # the organization pays: with both payments and orgs
         f"src/{package}/payments/orgs.py",
@@ -304,7 +316,8 @@ AUTH_MENTION = re.compile(r"\.auth\b|\bauth\.|\bauth/|AUTH_|use_auth")
 
 
 # What mentions the admin module: its package, SQLAdmin, the browser test's tools.
-ADMIN_MENTION = re.compile(r"sqladmin|playwright|chromium|\.admin\b|\badmin\.|use_admin", re.I)
+# The module's package path is lowercase (`Role.ADMIN`, a role, is not the module).
+ADMIN_MENTION = re.compile(r"(?i:sqladmin|playwright|chromium|use_admin)|\.admin\b|\badmin\.")
 
 
 # Files that record every answer, the "no" ones included (cruft's record of the

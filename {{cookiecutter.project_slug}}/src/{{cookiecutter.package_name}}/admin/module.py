@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from {{ cookiecutter.package_name }}.admin.auth import BASE_URL, AdminAuth
 from {{ cookiecutter.package_name }}.admin.registry import VIEWS
 from {{ cookiecutter.package_name }}.core.contract import declare
-from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.core.db import Database, RowSecurityBypassSession
 from {{ cookiecutter.package_name }}.core.plugin import Module
 
 
@@ -19,7 +19,10 @@ def install(app: FastAPI) -> None:
     admin = Admin(
         app,
         # Its own sessionmaker on the app's engine: SQLAdmin reconfigures the one it gets.
-        session_maker=async_sessionmaker(database.engine, expire_on_commit=False),
+        # The admin acts for no single tenant: its transactions pass row-level security.
+        session_maker=async_sessionmaker(
+            database.engine, expire_on_commit=False, sync_session_class=RowSecurityBypassSession
+        ),
         base_url=BASE_URL,
         title=f"{app.title} admin",
         authentication_backend=backend,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from {{ cookiecutter.package_name }}.core.plugin import Module
 
+from .rls import lifespan
 from .router import router
 
-module = Module("orgs", routers=(router,))
+module = Module("orgs", routers=(router,), lifespan=lifespan)
