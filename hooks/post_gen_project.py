@@ -48,6 +48,9 @@ class Option:
     requires: tuple[str, ...] = ()  # runtime requirements, "name" or "name[extra]"
     dev_requires: tuple[str, ...] = ()  # dev-group requirements
     migration: str | None = None  # its Alembic revision file; chained in table order
+    # Other options this row needs as well: its paths and migration stay only when all are on
+    # (what one module brings when another is there too).
+    needs: tuple[str, ...] = ()
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -168,6 +171,14 @@ OPTIONS: tuple[Option, ...] = (
         ),
         migration="migrations/versions/0016_jobs_trace.py",
     ),
+    # Payments bill the organization (issue 15): its seam files, and the customers,
+    # subscriptions and checkouts moved from the user to the organization.
+    Option(
+        "use_payments",
+        needs=("use_orgs",),
+        paths=("src/{package}/payments/orgs.py", "tests/payments/test_orgs_billing.py"),
+        migration="migrations/versions/0013_payments_orgs.py",
+    ),
 )
 
 # CI provider -> its files; the others' files are removed.
@@ -192,7 +203,12 @@ def is_on(value: Any) -> bool:
 
 
 def selected(answers: Mapping[str, Any]) -> list[Option]:
-    return [o for o in OPTIONS if o.name == "core" or is_on(answers.get(o.name))]
+    return [
+        o
+        for o in OPTIONS
+        if (o.name == "core" or is_on(answers.get(o.name)))
+        and all(is_on(answers.get(name)) for name in o.needs)
+    ]
 
 
 def remove(root: Path, paths: Iterable[str], package: str) -> None:
@@ -206,9 +222,9 @@ def remove(root: Path, paths: Iterable[str], package: str) -> None:
 
 def remove_unselected(root: Path, answers: Mapping[str, Any]) -> None:
     package = str(answers["package_name"])
-    keep = {o.name for o in selected(answers)}
+    keep = selected(answers)
     for option in OPTIONS:
-        if option.name not in keep:
+        if option not in keep:
             remove(root, option.paths, package)
             if option.migration:
                 remove(root, [option.migration], package)

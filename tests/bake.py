@@ -293,6 +293,13 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "migrations/versions/0012_orgs_rls.py",
     ]
     (present if is_on(opts.get("use_orgs")) else absent).extend(orgs)
+    billed = [  # the organization pays: with both payments and orgs
+        f"src/{package}/payments/orgs.py",
+        "tests/payments/test_orgs_billing.py",
+        "migrations/versions/0013_payments_orgs.py",
+    ]
+    both = is_on(opts.get("use_payments")) and is_on(opts.get("use_orgs"))
+    (present if both else absent).extend(billed)
     return present, absent
 
 

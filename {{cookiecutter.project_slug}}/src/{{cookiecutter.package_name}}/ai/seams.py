@@ -19,6 +19,7 @@ from {{ cookiecutter.package_name }}.auth.dependencies import ReleasedUser
 {%- if cookiecutter.use_payments %}
 from {{ cookiecutter.package_name }}.core.cache import Recent
 from {{ cookiecutter.package_name }}.core.db import get_database
+from {{ cookiecutter.package_name }}.payments import subjects
 from {{ cookiecutter.package_name }}.payments.client import get_payments_state
 from {{ cookiecutter.package_name }}.payments.service import get_entitlements
 {%- endif %}
@@ -62,7 +63,9 @@ async def monthly_quota(request: Request, user: ReleasedUser, settings: AISettin
     async def read() -> tuple[int | None]:
         async with get_database(request).sessionmaker() as session:
             plan = await get_entitlements(
-                session, user.id, settings=get_payments_state(request.app).settings
+                session,
+                await subjects.current().of_user(session, user),  # who pays for the user
+                settings=get_payments_state(request.app).settings,
             )
         return (plan.ai_monthly_tokens,)
 
