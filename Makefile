@@ -27,7 +27,7 @@ help:
 	@echo "make demo   render the default project into ./demo/ and serve it on SQLite"
 	@echo "make docs   build the docs strictly into ./site/"
 	@echo "make lint   ruff check + format check of hooks/, tests/, scripts/"
-	@echo "make bench  benchmark the default project against bare FastAPI, and its jobs (needs wrk)"
+	@echo "make bench  benchmark the default project against bare FastAPI (throughput, start-up, memory), and its jobs (needs wrk)"
 	@echo "make locks  write each missing or stale lock in .template/locks/ (needs PyPI)"
 	@echo "make pins   refresh pins.toml to the newest versions on PyPI, then make locks"
 	@echo "make clean  remove .venv, demo/, site/"

@@ -14,6 +14,10 @@ and `GET /api/v1/users/me`. Prints, per scenario and side, every run, the median
 spread, and B against A per round; also how busy the machine was (CPU use by others, a
 1 s sample in each pause, and the load average). Needs wrk (apt-get install wrk).
 
+With --trace-b, side B exports traces (OpenTelemetry, OTLP over HTTP) to a receiver on
+127.0.0.1 that this script runs (it takes POST /v1/traces and drops them): with --baseline
+HEAD that measures tracing on against off on the same code.
+
 Without --redis (or BENCH_REDIS_URL) there is no Redis: jobs run in the app process, whose
 CPU then includes them. With it, both sides keep their rate limits in Redis and a side
 with background jobs hands them to a `worker` process of its own (its CPU is shown apart).
@@ -33,7 +37,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +110,21 @@ def render(template: Path, output: Path) -> tuple[Path, str]:
 
 
 class Side:
-    def __init__(self, label: str, template: Path, workdir: Path, redis_url: str | None) -> None:
+    def __init__(
+        self,
+        label: str,
+        template: Path,
+        workdir: Path,
+        redis_url: str | None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.label = label
         here = workdir / label
         here.mkdir()
         self.project, self.package = render(template, here)
         self.url, self.db_label = database_url(here)
         package, url = self.package, self.url
-        env = app_env(self.project, url, **LIMITS)
+        env = app_env(self.project, url, **LIMITS, **(extra_env or {}))
         migrate(self.project, env)
         self.worker: subprocess.Popen[bytes] | None = None
         self.redis_url, self.queue = redis_url, f"bench-ab-{secrets.token_hex(4)}:jobs"
@@ -167,6 +180,29 @@ class Side:
             clear_queue(self.redis_url, self.queue)
 
 
+class _Receiver(BaseHTTPRequestHandler):
+    """Takes OTLP/HTTP exports and drops them (counting what arrived)."""
+
+    received = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).received += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def otlp_receiver() -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def ms(value: float) -> str:
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
@@ -220,6 +256,11 @@ def report(
     statements: list[str],
 ) -> str:
     candidate = f"template at {args.candidate}" if args.candidate else "this tree"
+    if args.trace_b:
+        candidate += (
+            f", tracing every request to an OTLP receiver on 127.0.0.1 "
+            f"({_Receiver.received} exports received)"
+        )
     where_jobs = (
         "Redis for both sides (rate limits; jobs, if any, go to one worker process)"
         if args.redis
@@ -297,6 +338,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--scenarios", default="register,users/me")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--trace-b",
+        action="store_true",
+        help="side B traces every request to an OTLP receiver on 127.0.0.1 run by this script",
+    )
     args = parser.parse_args()
     args.scenarios = args.scenarios.split(",")
     if not shutil.which("wrk"):
@@ -309,7 +355,11 @@ def main() -> int:
     try:
         sides.append(Side("A", template_at(args.baseline, workdir), workdir, args.redis))
         candidate = template_at(args.candidate, workdir) if args.candidate else ROOT
-        sides.append(Side("B", candidate, workdir, args.redis))
+        extra = {}
+        if args.trace_b:
+            receiver = otlp_receiver()
+            extra["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver.server_port}"
+        sides.append(Side("B", candidate, workdir, args.redis, extra))
         a, b = sides
         for name in args.scenarios:
             for side in sides:

@@ -13,6 +13,9 @@ The project runs from its source tree with the template's shared virtualenv,
 which holds exactly the versions the project pins. Scenarios that need a
 module (auth, ai) run when the default project has it.
 
+Scenario "startup": start-up time and peak memory of one instance against bare FastAPI +
+SQLAlchemy, several alternating starts each, PASS/FAIL against the targets (bench/startup.py).
+
 Scenario "jobs": background jobs through Redis (BENCH_REDIS_URL, else a
 redis-server of its own on a free port, else skipped) and 1 and 2 `worker`
 processes (bench/jobs_bench.py). The request path with and without the outbox
@@ -355,11 +358,12 @@ def statements_per_list(project: Path, package: str, url: str, sizes: tuple[int,
 # --- the run -------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult]]:
+def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult], list[str]]:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     results: list[Result] = []
     jobs: list[JobsResult] = []
+    startup: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     url = ""
     try:
@@ -400,6 +404,12 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult]]:
                 results.append(listing)
         if has_auth and "overload" in args.scenarios:
             results.append(overload(project, app, url, args))
+        if (project / "src" / package / "orgs").is_dir() and "orgs" in args.scenarios:
+            results += orgs_scenario(project, package, url, args)
+        if "startup" in args.scenarios:
+            from startup import measure_startup, startup_table  # it imports this file
+
+            startup = startup_table(measure_startup(project, package, url, args.startup_runs))
         if "jobs" in args.scenarios:
             with bench_redis(workdir) as redis_url:
                 if redis_url is None:
@@ -410,7 +420,71 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult]]:
         if url:
             drop_database(url)
         shutil.rmtree(workdir, ignore_errors=True)
-    return results, jobs
+    return results, jobs, startup
+
+
+ORG_READS = ("/api/v1/orgs/{org_id}/invitations", "/api/v1/orgs/{org_id}/members")
+ORG_FALLBACK = "/api/v1/orgs/{org_id}"
+ORG_MEMBERS = 20
+
+
+def orgs_scenario(project: Path, package: str, url: str, args: argparse.Namespace) -> list[Result]:
+    """An org-scoped read with row-level security holding the app, and without (PostgreSQL).
+
+    The first of ORG_READS the app has (else `GET /orgs/{org_id}`), for an organization of
+    20 members and 19 pending invitations: the app as a role the policies hold ("RLS on")
+    against the same app as the superuser, whom they never hold ("RLS off").
+    """
+    if not url.startswith("postgresql"):
+        print("orgs: skipped (row-level security needs BENCH_DATABASE_URL)", flush=True)
+        return []
+    from orgs_bench import drop_role, make_role, seed
+
+    app = f"{package}.main:app"
+    role_url = make_role(url)
+    env = app_env(project, url)  # one SECRET_KEY: the token works on both servers
+    try:
+        with serve(app, cwd=project, env=env, app_dir=project / "src") as server:
+            token = login(server.url, f"org-{uuid.uuid4().hex[:8]}@example.com")
+            bearer = {"Authorization": f"Bearer {token}"}
+            org = httpx.post(server.url + "/api/v1/orgs", json={"name": "Bench"}, headers=bearer)
+            org_id = org.raise_for_status().json()["id"]
+            path = next(
+                (p for p in ORG_READS if httpx.get(
+                    server.url + p.replace("{org_id}", org_id), headers=bearer
+                ).status_code == 200),
+                ORG_FALLBACK,
+            )  # fmt: skip
+        seed(url, org_id, ORG_MEMBERS - 1, ORG_MEMBERS - 1, 1)
+        read = path.replace("{org_id}", org_id)
+        # Off and on take turns, one run each per round, so a busy machine weighs on both alike.
+        once = argparse.Namespace(**{**vars(args), "runs": 1})
+        rounds: dict[str, list[Result]] = {}
+        for _ in range(args.runs):
+            for label, as_url in (("RLS off (superuser)", url), ("RLS on (app role)", role_url)):
+                as_env = {**env, "DATABASE_URL": as_url}
+                with serve(app, cwd=project, env=as_env, app_dir=project / "src") as server:
+                    rounds.setdefault(label, []).append(
+                        measure(f"org read, {label}", server, read, 64, once, headers=bearer)
+                    )
+        out = [max(runs, key=lambda r: r.rps) for runs in rounds.values()]
+        for result, runs in zip(out, rounds.values(), strict=True):
+            result.notes = [f"runs: {[round(r.rps) for r in runs]} req/s"]
+        out[1].reference = out[0]
+        out[1].notes.append(f"{out[1].rps / out[0].rps:.0%} of RLS off (target at least 85%)")
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "orgs_bench.py"), str(project / "src"), package, url,
+             role_url, path, "1", "10", str(ORG_MEMBERS)],
+            cwd=project, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        counts = json.loads(done.stdout.strip().splitlines()[-1])
+        out[1].notes.append(
+            ", ".join(f"{members} members: {n} statements" for members, n in counts)
+            + " (RLS on, per request)"
+        )
+        return out
+    finally:
+        drop_role(url, role_url)
 
 
 def overload(project: Path, app: str, url: str, args: argparse.Namespace) -> Result:
@@ -608,7 +682,11 @@ def jobs_table(results: list[JobsResult], args: argparse.Namespace) -> list[str]
 
 
 def table(
-    results: list[Result], jobs: list[JobsResult], args: argparse.Namespace, gen: list[float]
+    results: list[Result],
+    jobs: list[JobsResult],
+    args: argparse.Namespace,
+    gen: list[float],
+    startup: list[str],
 ) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, one uvicorn worker "
@@ -638,6 +716,7 @@ def table(
         )
     if jobs:
         lines += jobs_table(jobs, args)
+    lines += startup
     lines.append("")
     lines.append(f"Load average after the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
     return "\n".join(lines) + "\n"
@@ -651,8 +730,8 @@ def main() -> int:
     parser.add_argument("--generations", type=int, default=7)
     parser.add_argument(
         "--scenarios",
-        default="health,auth,overload,jobs",
-        help="comma list: health, auth, overload, jobs",
+        default="health,auth,overload,orgs,jobs,startup",
+        help="comma list: health, auth, overload, orgs, jobs, startup",
     )
     parser.add_argument("--workers", default="1,2", help="jobs: worker processes, comma list")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs: the burst's size")
@@ -663,16 +742,17 @@ def main() -> int:
     parser.add_argument(
         "--jobs-rounds", type=int, default=2, help="jobs: runs per number of workers"
     )
+    parser.add_argument("--startup-runs", type=int, default=7, help="startup: starts of each side")
     parser.add_argument("--output", type=Path, default=RESULTS, help="markdown file to write")
     args = parser.parse_args()
     args.scenarios = set(args.scenarios.split(","))
     args.workers = [int(w) for w in args.workers.split(",")]
-    if not shutil.which("wrk"):
+    if args.scenarios & {"health", "auth", "overload", "orgs"} and not shutil.which("wrk"):
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
     gen = generation_times(args.generations) if args.generations else []
-    results, jobs = run(args)
-    report = table(results, jobs, args, gen)
+    results, jobs, startup = run(args)
+    report = table(results, jobs, args, gen, startup)
     print()
     print(report)
     if args.output:

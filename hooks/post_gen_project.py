@@ -48,6 +48,9 @@ class Option:
     requires: tuple[str, ...] = ()  # runtime requirements, "name" or "name[extra]"
     dev_requires: tuple[str, ...] = ()  # dev-group requirements
     migration: str | None = None  # its Alembic revision file; chained in table order
+    # Other options this row needs as well: its paths and migration stay only when all are on
+    # (what one module brings when another is there too).
+    needs: tuple[str, ...] = ()
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -145,6 +148,37 @@ OPTIONS: tuple[Option, ...] = (
         paths=("src/{package}/orgs", "tests/orgs"),
         migration="migrations/versions/0011_orgs.py",
     ),
+    # Row-level security on the org-scoped tables (PostgreSQL), and the orgs admin views.
+    Option(
+        "use_orgs",
+        paths=("src/{package}/admin/views_orgs.py", "tests/admin/test_views_orgs.py"),
+        migration="migrations/versions/0012_orgs_rls.py",
+    ),
+    # Observability (issue 17): installed always, imported only when switched on; a job
+    # keeps the trace of the request that enqueued it.
+    Option(
+        "core",
+        requires=(
+            "opentelemetry-api",
+            "opentelemetry-sdk",
+            "opentelemetry-exporter-otlp-proto-http",
+            "opentelemetry-instrumentation-sqlalchemy",
+            "opentelemetry-instrumentation-redis",
+            "opentelemetry-instrumentation-httpx",
+            "opentelemetry-instrumentation-aiohttp-client",
+            "prometheus-client",
+            "sentry-sdk",
+        ),
+        migration="migrations/versions/0016_jobs_trace.py",
+    ),
+    # Payments bill the organization (issue 15): its seam files, and the customers,
+    # subscriptions and checkouts moved from the user to the organization.
+    Option(
+        "use_payments",
+        needs=("use_orgs",),
+        paths=("src/{package}/payments/orgs.py", "tests/payments/test_orgs_billing.py"),
+        migration="migrations/versions/0013_payments_orgs.py",
+    ),
     # AI pools per organization (issue 15): each ledger row names the totals it was charged to;
     # the org-scoped AI routes and their tests go with the orgs module.
     Option("use_ai", migration="migrations/versions/0014_ai_subject.py"),
@@ -175,7 +209,12 @@ def is_on(value: Any) -> bool:
 
 
 def selected(answers: Mapping[str, Any]) -> list[Option]:
-    return [o for o in OPTIONS if o.name == "core" or is_on(answers.get(o.name))]
+    return [
+        o
+        for o in OPTIONS
+        if (o.name == "core" or is_on(answers.get(o.name)))
+        and all(is_on(answers.get(name)) for name in o.needs)
+    ]
 
 
 def remove(root: Path, paths: Iterable[str], package: str) -> None:
@@ -189,9 +228,9 @@ def remove(root: Path, paths: Iterable[str], package: str) -> None:
 
 def remove_unselected(root: Path, answers: Mapping[str, Any]) -> None:
     package = str(answers["package_name"])
-    keep = {o.name for o in selected(answers)}
+    keep = selected(answers)
     for option in OPTIONS:
-        if option.name not in keep:
+        if option not in keep:
             remove(root, option.paths, package)
             if option.migration:
                 remove(root, [option.migration], package)

@@ -241,6 +241,7 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         f"src/{package}/core",
         f"src/{package}/core/jobs",
         "migrations/versions/0009_jobs.py",
+        "migrations/versions/0016_jobs_trace.py",
         "tests/conftest.py",
     ]
     absent = [".template"]
@@ -290,9 +291,17 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         f"src/{package}/orgs",
         "tests/orgs",
         "migrations/versions/0011_orgs.py",
+        "migrations/versions/0012_orgs_rls.py",
         "migrations/versions/0015_org_api_keys.py",
     ]
     (present if is_on(opts.get("use_orgs")) else absent).extend(orgs)
+    billed = [  # the organization pays: with both payments and orgs
+        f"src/{package}/payments/orgs.py",
+        "tests/payments/test_orgs_billing.py",
+        "migrations/versions/0013_payments_orgs.py",
+    ]
+    both = is_on(opts.get("use_payments")) and is_on(opts.get("use_orgs"))
+    (present if both else absent).extend(billed)
     ai_orgs = [f"src/{package}/ai/orgs.py", "tests/ai/test_orgs.py"]
     both = is_on(opts.get("use_ai")) and is_on(opts.get("use_orgs"))
     (present if both else absent).extend(ai_orgs)

@@ -24,6 +24,7 @@ JINJA_STATEMENTS_ALLOWED = {
     "src/{{cookiecutter.package_name}}/modules.py",  # the one wiring file
     "src/{{cookiecutter.package_name}}/admin/registry.py",  # the admin views of each module
     "src/{{cookiecutter.package_name}}/ai/seams.py",  # the ai module's one auth/payments seam
+    "src/{{cookiecutter.package_name}}/payments/models.py",  # whose id the billing tables hold
     ".env.example",  # each module's settings
     "compose.yaml",  # the chosen database
     ".gitlab-ci.yml",  # docker job only with use_docker

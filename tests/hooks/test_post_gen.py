@@ -77,6 +77,39 @@ def test_auth_on_keeps_it_and_pins_its_requirements(post_gen: ModuleType, tree: 
     assert 'down_revision: str | None = "0001_baseline"' in auth
 
 
+def test_a_row_that_needs_another_option_stays_only_with_both(
+    post_gen: ModuleType, tree: Path
+) -> None:
+    seam = tree / "src" / "acme" / "payments" / "orgs.py"
+    migration = tree / "migrations" / "versions" / "0013_payments_orgs.py"
+    post_gen.remove_unselected(tree, answers(use_payments=True, use_orgs=False))
+    assert not seam.exists() and not migration.exists()
+    assert (tree / "src" / "acme" / "payments" / "service.py").exists()
+    assert (tree / "migrations" / "versions" / "0003_payments.py").exists()
+    rows = post_gen.selected(answers(use_payments=True, use_orgs=False))
+    assert all(o.migration != "migrations/versions/0013_payments_orgs.py" for o in rows)
+
+
+def test_a_row_that_needs_another_option_is_chained_with_both(
+    post_gen: ModuleType, tree: Path
+) -> None:
+    both = answers(use_payments=True, use_orgs=True)
+    post_gen.remove_unselected(tree, both)
+    assert (tree / "src" / "acme" / "payments" / "orgs.py").exists()
+    post_gen.chain_migrations(tree, both)
+    kept = [o.migration for o in post_gen.selected(both) if o.migration]
+    before = kept[kept.index("migrations/versions/0013_payments_orgs.py") - 1]
+    assert kept.index("migrations/versions/0011_orgs.py") <= kept.index(before)
+    previous = post_gen.REVISION.search((tree / before).read_text()).group(1)
+    text = (tree / "migrations" / "versions" / "0013_payments_orgs.py").read_text()
+    assert f'down_revision: str | None = "{previous}"' in text
+    # Without payments the row goes too, though orgs is on.
+    assert all(
+        o.migration != "migrations/versions/0013_payments_orgs.py"
+        for o in post_gen.selected(answers(use_payments=False, use_orgs=True))
+    )
+
+
 def test_ci_none_keeps_no_provider(post_gen: ModuleType, tree: Path) -> None:
     post_gen.remove_unselected(tree, answers(ci="none"))
     assert not (tree / ".github").exists()

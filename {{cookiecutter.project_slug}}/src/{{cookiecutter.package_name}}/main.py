@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import gc
+
+# No collections while the app is imported: they would scan the few hundred thousand
+# objects being made, all of them alive, at about a fifth of the start-up's CPU
+# (docs/benchmarks.md, start-up). tune_gc(), at the end of this file, turns it back on.
+gc.disable()
+
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -18,18 +24,32 @@ from .core.logging import RequestContextMiddleware, configure_logging
 from .core.plugin import Module
 from .core.ratelimit import RateLimiter
 from .core.security import install_http_security, install_trusted_proxies, security_headers
+from .core.telemetry import Telemetry, TelemetrySettings
 from .modules import MODULES
 
 
-def create_app(settings: Settings | None = None, modules: Sequence[Module] = MODULES) -> FastAPI:
-    """The app of these modules (tests add a module of their own, e.g. with test jobs)."""
+def create_app(
+    settings: Settings | None = None,
+    modules: Sequence[Module] = MODULES,
+    telemetry: Telemetry | None = None,
+) -> FastAPI:
+    """The app of these modules (tests add a module of their own, e.g. with test jobs).
+
+    Traces, metrics and error reports follow the environment (core/telemetry.py) unless
+    `telemetry` says otherwise (tests).
+    """
     settings = settings or get_settings()
-    configure_logging(settings)
+    if telemetry is None:
+        telemetry = Telemetry.from_settings(
+            TelemetrySettings(), environment=settings.environment, workers=settings.web_concurrency
+        )
+    configure_logging(settings, trace_ids=telemetry.tracing)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(app.state.database.engine.dispose)
+            await stack.enter_async_context(telemetry.running(app))
             for module in modules:
                 if module.lifespan is not None:
                     await stack.enter_async_context(module.lifespan(app))
@@ -43,8 +63,10 @@ def create_app(settings: Settings | None = None, modules: Sequence[Module] = MOD
         version="0.1.0",
         lifespan=lifespan,
         openapi_url=None if settings.is_production else "/openapi.json",
+        telemetry=telemetry.fastapi_options(),
     )
     app.state.settings = settings
+    app.state.telemetry = telemetry
     app.state.database = Database.from_settings(settings)
     app.state.rate_limiter = RateLimiter(settings.redis_url)
 
@@ -57,6 +79,7 @@ def create_app(settings: Settings | None = None, modules: Sequence[Module] = MOD
         access_log=logging.getLevelName(settings.log_level) <= logging.INFO,
     )
     install_trusted_proxies(app, settings)
+    telemetry.install(app)
     for module in modules:
         for router in module.routers:
             app.include_router(router)
@@ -73,10 +96,14 @@ def tune_gc() -> None:
     generation makes collections rarer. Measured with many concurrent requests (see
     the AI docs' benchmark): collections took ~20% of the CPU and paused the loop for
     up to 300 ms before, a few percent and far shorter pauses after.
+
+    The collector was off while the app was imported (top of this file); it is frozen
+    without a full collection first, which would scan all of it for the little garbage
+    an import leaves (the peak and resident memory come out the same).
     """
-    gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 10)
+    gc.enable()
 
 
 app = create_app()

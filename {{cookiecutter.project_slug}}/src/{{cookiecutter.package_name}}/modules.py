@@ -23,6 +23,9 @@ from .orgs import module as orgs
 {% endif -%}
 {% if cookiecutter.use_payments -%}
 from .payments import module as payments
+{% endif -%}
+{% if cookiecutter.use_payments and cookiecutter.use_orgs -%}
+from .payments import orgs as payments_orgs
 {% endif %}
 MODULES: tuple[Module, ...] = (
     core.module,
@@ -35,6 +38,9 @@ MODULES: tuple[Module, ...] = (
 {%- endif %}
 {%- if cookiecutter.use_payments %}
     payments.module,
+{%- endif %}
+{%- if cookiecutter.use_payments and cookiecutter.use_orgs %}
+    payments_orgs.module,  # the organization pays
 {%- endif %}
 {%- if cookiecutter.use_ai %}
     ai.module,

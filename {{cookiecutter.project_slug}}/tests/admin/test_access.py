@@ -98,7 +98,7 @@ async def test_session_cookie_is_secure_in_production(database_url: str) -> None
         database_url, environment="production", allowed_hosts=["api.example.com"]
     )
     app = create_app(settings)
-    (middleware,) = app.state.admin.authentication_backend.middlewares
+    (middleware,) = app.state.admin.sqladmin.authentication_backend.middlewares
     assert middleware.kwargs["https_only"] is True
     assert middleware.kwargs["same_site"] == "lax"
     await app.state.database.engine.dispose()

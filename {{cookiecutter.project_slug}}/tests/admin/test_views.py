@@ -52,7 +52,7 @@ async def add_refresh_token(app: FastAPI, user: User) -> None:
 
 
 def identities(app: FastAPI) -> set[str]:
-    return {view.identity for view in app.state.admin.views}
+    return {view.identity for view in app.state.admin.sqladmin.views}
 
 
 async def test_the_views_of_the_enabled_modules_are_there(app: FastAPI) -> None:

@@ -9,6 +9,7 @@ from httpx import AsyncClient
 
 from {{ cookiecutter.package_name }}.auth.models import User
 from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.payments import subjects
 from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
 from tests.admin.conftest import make_user
 
@@ -51,11 +52,12 @@ async def test_customers_and_subscriptions_are_listed(
     user = await make_user(app, "payer@example.com")
     database: Database = app.state.database
     async with database.sessionmaker() as session:
-        session.add(StripeCustomer(user_id=user.id, customer_id="cus_admin_1"))
+        payer = await subjects.current().of_user(session, user)  # who pays for the user
+        session.add(StripeCustomer(subject_id=payer, customer_id="cus_admin_1"))
         session.add(
             Subscription(
                 id="sub_admin_1",
-                user_id=user.id,
+                subject_id=payer,
                 customer_id="cus_admin_1",
                 status="active",
                 price_id="price_pro",

@@ -195,6 +195,9 @@ async def test_a_refused_connection_is_retried(make_app: MakeApp, upstream: Fake
         await asyncio.sleep(0.1)  # after the first attempt, before the first retry
         runner = await start(upstream, port)
 
+    # The client is built at the first chat: now, so that its first attempt comes well
+    # inside the 0.1 s below even on a busy machine.
+    assert app.state.ai.backend is not None
     try:
         async with http(app) as client:
             listening = asyncio.create_task(listen_soon())

@@ -5,20 +5,26 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from alembic.config import Config
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import select
 
 from {{ cookiecutter.package_name }}.auth.models import OAuthAccount, User
+from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.main import create_app
 from tests.auth.conftest import (
     FakeProvider,
     assert_problem,
     count,
     login,
+    make_auth_settings,
     register,
     set_verified,
 )
+from tests.loopback import free_port
 
 AUTHORIZE = "/api/v1/auth/oauth/oidc/authorize"
 
@@ -164,3 +170,15 @@ async def test_unverified_email_for_a_new_user_stays_unverified(
         "/api/v1/users/me", headers={"Authorization": f"Bearer {response.json()['access_token']}"}
     )
     assert me.json()["is_verified"] is False
+
+
+async def test_an_unreachable_provider_is_a_clear_400(settings: Settings, migrated: Config) -> None:
+    """Nothing listens at the provider's address: a problem, not a 500 (whichever httpx
+    package Authlib uses: httpx2 where installed, else httpx)."""
+    application = create_app(settings)
+    application.state.auth_settings = make_auth_settings(f"http://127.0.0.1:{free_port()}")
+    async with LifespanManager(application):
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with AsyncClient(transport=transport, base_url="http://testserver") as http:
+            problem = assert_problem(await http.get(AUTHORIZE), 400)
+    assert "cannot be reached" in problem["detail"]

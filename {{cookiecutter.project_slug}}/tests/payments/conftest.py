@@ -11,6 +11,7 @@ import itertools
 import json
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,10 +30,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings
+from {{ cookiecutter.package_name }}.auth.models import User
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.jobs import JobRecord, get_jobs
 from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.payments import subjects
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
 from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
 from tests.auth.conftest import signed_in
@@ -88,6 +91,8 @@ class FakeStripe:
                 Route("/v1/billing_portal/sessions", self.portal, methods=["POST"]),
                 Route("/v1/subscriptions", self.list_subscriptions, methods=["GET"]),
                 Route("/v1/subscriptions/{id}", self.get_subscription, methods=["GET"]),
+                Route("/v1/subscriptions/{id}", self.cancel_subscription, methods=["DELETE"]),
+                Route("/v1/subscription_items/{id}", self.update_item, methods=["POST"]),
             ]
         )
 
@@ -166,7 +171,7 @@ class FakeStripe:
                 "id": f"cus_fake{n}",
                 "object": "customer",
                 "email": call.form.get("email"),
-                "metadata": {"user_id": call.form.get("metadata[user_id]")},
+                "metadata": metadata(call.form),
             },
         )
 
@@ -228,6 +233,36 @@ class FakeStripe:
             self.holding.set()
             await asyncio.to_thread(hold.wait, HOLD_SECONDS)
         return answer
+
+    async def cancel_subscription(self, request: Request) -> Response:
+        """Cancel now, like Stripe: a canceled one cannot be canceled again (400)."""
+
+        def make(call: Call, n: int) -> dict[str, Any] | Response:
+            found = self.subscriptions.get(request.path_params["id"])
+            if found is None:
+                return self._missing("no such subscription")
+            if found["status"] in ("canceled", "incomplete_expired"):
+                error = {"type": "invalid_request_error", "message": "already canceled"}
+                return JSONResponse({"error": error}, status_code=400)
+            found.update(status="canceled", canceled_at=int(time.time()))
+            return self._subscription_body(found, False)
+
+        return await self._answer(request, make)
+
+    async def update_item(self, request: Request) -> Response:
+        """A subscription item's new quantity (the subscription keeps it)."""
+
+        def make(call: Call, n: int) -> dict[str, Any] | Response:
+            item_id = request.path_params["id"]
+            for sub in self.subscriptions.values():
+                for item in sub["items"]["data"]:
+                    if item["id"] == item_id:
+                        if "quantity" in call.form:
+                            item["quantity"] = int(call.form["quantity"])
+                        return dict(item, subscription=sub["id"])
+            return self._missing("no such subscription item")
+
+        return await self._answer(request, make)
 
     async def list_subscriptions(self, request: Request) -> Response:
         """Like Stripe: `limit`, `starting_after`, `status` (default: all but canceled)."""
@@ -337,7 +372,17 @@ async def app(
 class Customer:
     headers: dict[str, str]
     user_id: str
+    subject_id: str  # who pays for the user (payments/subjects.py)
     customer_id: str
+
+
+async def subject_of(app: FastAPI, user_id: str) -> str:
+    """The billing subject the user-level routes act on for this user."""
+    database: Database = app.state.database
+    async with database.sessionmaker() as session:
+        user = await session.get(User, uuid.UUID(user_id))
+        assert user is not None
+        return str(await subjects.current().of_user(session, user))
 
 
 async def customer(app: FastAPI, client: AsyncClient, email: str) -> Customer:
@@ -349,9 +394,19 @@ async def customer(app: FastAPI, client: AsyncClient, email: str) -> Customer:
     database: Database = app.state.database
     async with database.sessionmaker() as session:
         rows = (await session.execute(select(StripeCustomer))).scalars().all()
-    ids = [r.customer_id for r in rows if str(r.user_id) == me.json()["id"]]
+    subject_id = await subject_of(app, me.json()["id"])
+    ids = [r.customer_id for r in rows if str(r.subject_id) == subject_id]
     assert len(ids) == 1
-    return Customer(headers, me.json()["id"], ids[0])
+    return Customer(headers, me.json()["id"], subject_id, ids[0])
+
+
+def metadata(form: dict[str, str], prefix: str = "metadata") -> dict[str, str]:
+    """The `metadata[...]` fields of a form-encoded Stripe request."""
+    return {
+        key[len(prefix) + 1 : -1]: value
+        for key, value in form.items()
+        if key.startswith(f"{prefix}[") and key.endswith("]") and "][" not in key
+    }
 
 
 # --- webhook events, signed like Stripe -------------------------------------------------------
@@ -404,6 +459,7 @@ def subscription(
     cancel_at_period_end: bool = False,
     metadata: dict[str, str] | None = None,
     latest_invoice: dict[str, Any] | None = None,
+    quantity: int = 1,
 ) -> dict[str, Any]:
     return {
         "id": sub_id,
@@ -421,7 +477,7 @@ def subscription(
                     "object": "subscription_item",
                     "current_period_end": period_end,
                     "price": {"id": price, "object": "price"},
-                    "quantity": 1,
+                    "quantity": quantity,
                 }
             ],
         },

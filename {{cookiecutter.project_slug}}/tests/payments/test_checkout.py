@@ -6,7 +6,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from {{ cookiecutter.package_name }}.payments.models import StripeCustomer
+from {{ cookiecutter.package_name }}.payments.models import SUBJECT_KEY, StripeCustomer
 from tests.auth.conftest import assert_problem, count, signed_in, verified_signed_in
 from tests.payments.conftest import (
     PRO_PRICE,
@@ -16,6 +16,7 @@ from tests.payments.conftest import (
     apply,
     customer,
     stripe_event,
+    subject_of,
 )
 
 CHECKOUT = "/api/v1/payments/checkout"
@@ -38,6 +39,7 @@ async def test_checkout_carries_customer_price_and_reference(
 ) -> None:
     headers = await signed_in(client, "buyer@example.com")
     user_id = (await client.get("/api/v1/users/me", headers=headers)).json()["id"]
+    subject_id = await subject_of(app, user_id)  # who pays for the user
 
     response = await client.post(CHECKOUT, json={"plan": "pro"}, headers=headers)
 
@@ -45,16 +47,16 @@ async def test_checkout_carries_customer_price_and_reference(
     assert response.json()["url"].startswith("https://checkout.stripe.test/")
     [made] = fake_stripe.to("/v1/customers")
     assert made.form["email"] == "buyer@example.com"
-    assert made.form["metadata[user_id]"] == user_id
-    assert made.headers["idempotency-key"] == f"customer-{user_id}"
+    assert made.form[f"metadata[{SUBJECT_KEY}]"] == subject_id
+    assert made.headers["idempotency-key"] == f"customer-{subject_id}"
     assert made.headers["authorization"] == f"Bearer {SECRET_KEY}"
     [session] = fake_stripe.to("/v1/checkout/sessions")
     assert session.form["mode"] == "subscription"
     assert session.form["customer"] == "cus_fake1"
-    assert session.form["client_reference_id"] == user_id
+    assert session.form["client_reference_id"] == subject_id
     assert session.form["line_items[0][price]"] == PRO_PRICE
     assert session.form["line_items[0][quantity]"] == "1"
-    assert session.form["subscription_data[metadata][user_id]"] == user_id
+    assert session.form[f"subscription_data[metadata][{SUBJECT_KEY}]"] == subject_id
     assert session.form["success_url"] == "http://frontend.test/billing/done"
     assert session.form["cancel_url"] == "http://frontend.test/billing"
     assert session.headers["idempotency-key"].startswith("checkout-")

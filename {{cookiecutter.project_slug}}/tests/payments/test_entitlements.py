@@ -59,7 +59,7 @@ async def test_plans_gate_routes_and_tell_the_ai_allowance(
     buyer = await customer(app, client, "gated@example.com")
     cid = buyer.customer_id
 
-    free = await entitlements_of(app, buyer.user_id, payments_settings)
+    free = await entitlements_of(app, buyer.subject_id, payments_settings)
     assert (free.plan, free.active, free.status, free.ai_monthly_tokens) == (
         "free",
         False,
@@ -72,7 +72,7 @@ async def test_plans_gate_routes_and_tell_the_ai_allowance(
     await apply(
         app, client, stripe_event(fake_stripe, "e1", "customer.subscription.created", cid, T0)
     )
-    pro = await entitlements_of(app, buyer.user_id, payments_settings)
+    pro = await entitlements_of(app, buyer.subject_id, payments_settings)
     assert (pro.plan, pro.active, pro.ai_monthly_tokens) == ("pro", True, 1_000_000)
     assert (await client.get("/gated/any", headers=buyer.headers)).status_code == 200
     body = assert_problem(await client.get("/gated/team", headers=buyer.headers), 402)
@@ -82,7 +82,7 @@ async def test_plans_gate_routes_and_tell_the_ai_allowance(
         fake_stripe, "e2", "customer.subscription.updated", cid, T0 + 5, price=TEAM_PRICE
     )
     await apply(app, client, upgrade)
-    team = await entitlements_of(app, buyer.user_id, payments_settings)
+    team = await entitlements_of(app, buyer.subject_id, payments_settings)
     assert (team.plan, team.ai_monthly_tokens, team.features) == ("team", None, frozenset({"sso"}))
     assert (await client.get("/gated/team", headers=buyer.headers)).json() == {"plan": "team"}
 
@@ -96,7 +96,7 @@ async def test_plans_gate_routes_and_tell_the_ai_allowance(
         status="unpaid",
     )
     await apply(app, client, unpaid)
-    assert (await entitlements_of(app, buyer.user_id, payments_settings)).plan == "free"
+    assert (await entitlements_of(app, buyer.subject_id, payments_settings)).plan == "free"
     assert_problem(await client.get("/gated/any", headers=buyer.headers), 402)
 
 
@@ -111,7 +111,7 @@ async def test_past_due_keeps_the_plan_while_stripe_retries(
         fake_stripe, "e1", "customer.subscription.created", buyer.customer_id, T0, status="past_due"
     )
     await apply(app, client, event)
-    assert (await entitlements_of(app, buyer.user_id, payments_settings)).plan == "pro"
+    assert (await entitlements_of(app, buyer.subject_id, payments_settings)).plan == "pro"
 
 
 async def test_a_price_no_plan_declares_gives_the_free_plan(
@@ -130,5 +130,5 @@ async def test_a_price_no_plan_declares_gives_the_free_plan(
         price="price_retired",
     )
     await apply(app, client, event)
-    found = await entitlements_of(app, buyer.user_id, payments_settings)
+    found = await entitlements_of(app, buyer.subject_id, payments_settings)
     assert (found.plan, found.active, found.status) == ("free", False, "active")

@@ -28,6 +28,7 @@ from tests.payments.conftest import (
     ledger,
     make_due,
     stripe_event,
+    subject_of,
     subscription,
     subscriptions,
 )
@@ -215,6 +216,7 @@ async def test_an_event_before_its_customer_is_linked_is_retried_not_dropped(
     checkout.session.completed, which may arrive after the subscription's events."""
     headers = await signed_in(client, "linkless@example.com")
     user_id = (await client.get("/api/v1/users/me", headers=headers)).json()["id"]
+    subject_id = await subject_of(app, user_id)  # who pays for the user
     early = stripe_event(fake_stripe, "evt_early", "customer.subscription.created", "cus_new", T0)
 
     assert await apply(app, client, early) is None  # not yet: its job waits for a retry
@@ -227,7 +229,7 @@ async def test_an_event_before_its_customer_is_linked_is_retried_not_dropped(
             "object": "checkout.session",
             "mode": "subscription",
             "customer": "cus_new",
-            "client_reference_id": user_id,
+            "client_reference_id": subject_id,
             "subscription": "sub_1",
         },
         T0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ from tests.payments.conftest import (
     jobs,
     ledger,
     stripe_event,
+    subject_of,
     subscription,
     subscriptions,
 )
@@ -67,6 +69,7 @@ async def test_the_purge_deletes_only_old_processed_events_and_stale_checkouts(
         await signed_in(client, email)
     async with database.sessionmaker() as session:
         users = list((await session.execute(select(User.id).order_by(User.email))).scalars())
+    payers = [uuid.UUID(await subject_of(app, str(user_id))) for user_id in users]
     ages = {  # event id: (days since received, processed?)
         "evt_old_done": (100, True),
         "evt_kept_done": (80, True),  # PAYMENTS_EVENT_RETENTION_DAYS is 90
@@ -99,14 +102,14 @@ async def test_the_purge_deletes_only_old_processed_events_and_stale_checkouts(
                     finished_at=at,
                 )
             )
-        open_user, recent_user, stale_user = users  # by email
+        open_user, recent_user, stale_user = payers  # by email
         for user_id, expires in (
             (stale_user, now - timedelta(days=2)),  # expired two days ago
             (recent_user, now - timedelta(hours=1)),  # expired, kept a day
             (open_user, now + timedelta(minutes=30)),  # still payable
         ):
             session.add(
-                StripeCheckout(user_id=user_id, session_id=f"cs_{user_id}", expires_at=expires)
+                StripeCheckout(subject_id=user_id, session_id=f"cs_{user_id}", expires_at=expires)
             )
 
     await run_scheduled(app, housekeeping.purge_ledger)
@@ -116,7 +119,7 @@ async def test_the_purge_deletes_only_old_processed_events_and_stale_checkouts(
     assert job_id("evt_old_done") not in left  # its finished job went with it
     assert {job_id("evt_kept_done"), job_id("evt_old_waiting")} <= set(left)
     async with database.sessionmaker() as session:
-        kept = set((await session.execute(select(StripeCheckout.user_id))).scalars())
+        kept = set((await session.execute(select(StripeCheckout.subject_id))).scalars())
     assert kept == {open_user, recent_user}
 
 
@@ -174,7 +177,7 @@ async def test_reconcile_corrects_drift_and_leaves_correct_subscriptions_alone(
     assert after["sub_c"].status == "canceled"
     assert after["sub_e"].status == "canceled"
     assert after["sub_d"].status == "active"
-    assert str(after["sub_d"].user_id) == lost.user_id
+    assert str(after["sub_d"].subject_id) == lost.subject_id
     assert "sub_x" not in after
     assert after["sub_b"].updated_at == stored["sub_b"].updated_at  # left alone
     assert after["sub_b"].state_as_of == stored["sub_b"].state_as_of
@@ -205,7 +208,7 @@ async def test_reconcile_corrects_drift_and_leaves_correct_subscriptions_alone(
 async def test_reconcile_without_stripe_keys_does_nothing(
     app: FastAPI, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unconfigured = PaymentsState(app.state.payments.settings, StripeClientHolder(None, None))
+    unconfigured = PaymentsState(app.state.payments.settings, StripeClientHolder(None))
     monkeypatch.setattr(app.state, "payments", unconfigured)
     await run_scheduled(app, housekeeping.reconcile_subscriptions)  # done, not failed
     assert fake_stripe.calls == []

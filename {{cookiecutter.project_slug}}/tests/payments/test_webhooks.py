@@ -17,7 +17,12 @@ from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from {{ cookiecutter.package_name }}.payments import service
-from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
+from {{ cookiecutter.package_name }}.payments.models import (
+    SUBJECT_KEY,
+    StripeCustomer,
+    StripeEvent,
+    Subscription,
+)
 from tests.auth.conftest import assert_problem, count, signed_in
 from tests.payments.conftest import (
     PRO_PRICE,
@@ -33,6 +38,7 @@ from tests.payments.conftest import (
     make_due,
     sign,
     stripe_event,
+    subject_of,
     subscription,
     subscriptions,
 )
@@ -78,7 +84,7 @@ async def test_a_signed_event_is_recorded_and_applied(
 
     [sub] = (await subscriptions(app)).values()
     assert (sub.id, sub.status, sub.price_id) == ("sub_1", "active", PRO_PRICE)
-    assert str(sub.user_id) == buyer.user_id
+    assert str(sub.subject_id) == buyer.subject_id
     assert sub.current_period_end == datetime.fromtimestamp(1_900_000_000, UTC)
     assert sub.cancel_at_period_end is True
 
@@ -195,7 +201,7 @@ async def test_a_failing_handler_rolls_back_and_its_job_retries(
     async def broken(
         session: AsyncSession, event: Mapping[str, Any], context: service.EventContext
     ) -> str:
-        row = await session.get(StripeCustomer, uuid.UUID(buyer.user_id))
+        row = await session.get(StripeCustomer, uuid.UUID(buyer.subject_id))
         assert row is not None
         row.customer_id = "cus_partial"
         await session.flush()  # a partial write, then the bug
@@ -215,7 +221,7 @@ async def test_a_failing_handler_rolls_back_and_its_job_retries(
     assert row.last_error == "RuntimeError: the handler has a bug"
     assert await count(app, Subscription) == 0
     async with app.state.database.sessionmaker() as session:
-        kept = await session.get(StripeCustomer, uuid.UUID(buyer.user_id))
+        kept = await session.get(StripeCustomer, uuid.UUID(buyer.subject_id))
     assert kept is not None
     assert kept.customer_id == buyer.customer_id  # the partial write was rolled back
 
@@ -242,7 +248,7 @@ async def test_an_unknown_customer_is_retried_then_acknowledged(
     row = (await ledger(app))["evt_stranger"]
     assert row.processed_at is None
     assert row.last_error is not None
-    assert "no user is linked" in row.last_error
+    assert "linked to the customer yet" in row.last_error
     assert await count(app, Subscription) == 0
 
     an_hour_ago = int(time.time()) - 3601  # PAYMENTS_UNKNOWN_CUSTOMER_RETRY_SECONDS
@@ -266,6 +272,7 @@ async def test_checkout_completed_links_the_customer_and_stores_the_subscription
 ) -> None:
     headers = await signed_in(client, "linked@example.com")
     user_id = (await client.get("/api/v1/users/me", headers=headers)).json()["id"]
+    subject_id = await subject_of(app, user_id)  # who pays for the user
     fake_stripe.set_subscription(subscription("cus_elsewhere", sub_id="sub_7"))
     completed = event(
         "evt_cs",
@@ -275,7 +282,7 @@ async def test_checkout_completed_links_the_customer_and_stores_the_subscription
             "object": "checkout.session",
             "mode": "subscription",
             "customer": "cus_elsewhere",
-            "client_reference_id": user_id,
+            "client_reference_id": subject_id,
             "subscription": "sub_7",
         },
         T0,
@@ -293,13 +300,14 @@ async def test_subscription_metadata_links_a_customer_we_never_stored(
 ) -> None:
     headers = await signed_in(client, "meta@example.com")
     user_id = (await client.get("/api/v1/users/me", headers=headers)).json()["id"]
+    subject_id = await subject_of(app, user_id)  # who pays for the user
     created = stripe_event(
         fake_stripe,
         "evt_meta",
         "customer.subscription.created",
         "cus_lost",
         T0,
-        metadata={"user_id": user_id},
+        metadata={SUBJECT_KEY: subject_id},
     )
     assert await apply(app, client, created) == "applied"
     assert await count(app, StripeCustomer) == 1

@@ -25,6 +25,7 @@ from sqladmin.authentication import AuthenticationBackend
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from {{ cookiecutter.package_name }}.admin.module import BASE_URL
 from {{ cookiecutter.package_name }}.auth.config import PASSWORD_MAX_LENGTH
 from {{ cookiecutter.package_name }}.auth.dependencies import get_auth_state
 from {{ cookiecutter.package_name }}.auth.models import User
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-BASE_URL = "/admin"
 SESSION_COOKIE = "admin_session"
 SESSION_MAX_AGE = 8 * 3600  # seconds; the cookie's signature carries its age
 # Requests that change something come from the admin's own pages, never from another site.

@@ -20,7 +20,13 @@ from {{ cookiecutter.package_name }}.admin.views import app_database, back_to_li
 from {{ cookiecutter.package_name }}.payments import webhooks
 from {{ cookiecutter.package_name }}.payments.client import PaymentsState, build_stripe_client
 from {{ cookiecutter.package_name }}.payments.config import get_payments_settings
-from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
+from {{ cookiecutter.package_name }}.payments.models import (
+    SUBJECT_KEY,
+    SUBJECT_LABEL,
+    StripeCustomer,
+    StripeEvent,
+    Subscription,
+)
 
 # Events handled again per click: replay is synchronous, so keep a request short.
 REPLAY_MAX = 50
@@ -55,17 +61,17 @@ class StripeCustomerAdmin(ModelView, model=StripeCustomer):
 
     column_list: ClassVar[Sequence[Any]] = [
         StripeCustomer.customer_id,
-        StripeCustomer.user_id,
+        SUBJECT_KEY,  # whose: the billing subject
         StripeCustomer.created_at,
     ]
     column_labels: ClassVar[dict[Any, str]] = {
         StripeCustomer.customer_id: "Stripe customer",
-        StripeCustomer.user_id: "User ID",
+        SUBJECT_KEY: SUBJECT_LABEL,
         StripeCustomer.created_at: "Created",
     }
     column_searchable_list: ClassVar[Sequence[Any]] = [
         StripeCustomer.customer_id,
-        StripeCustomer.user_id,
+        SUBJECT_KEY,  # whose: the billing subject
     ]
     column_default_sort: ClassVar[Any] = (StripeCustomer.created_at, True)
     can_create = False
@@ -81,7 +87,7 @@ class SubscriptionAdmin(ModelView, model=Subscription):
 
     column_list: ClassVar[Sequence[Any]] = [
         Subscription.id,
-        Subscription.user_id,
+        SUBJECT_KEY,  # whose: the billing subject
         Subscription.status,
         Subscription.price_id,
         Subscription.current_period_end,
@@ -98,7 +104,7 @@ class SubscriptionAdmin(ModelView, model=Subscription):
     ]
     column_labels: ClassVar[dict[Any, str]] = {
         Subscription.id: "Stripe subscription",
-        Subscription.user_id: "User ID",
+        SUBJECT_KEY: SUBJECT_LABEL,
         Subscription.status: "Status",
         Subscription.price_id: "Price",
         Subscription.current_period_end: "Period ends",
@@ -113,7 +119,7 @@ class SubscriptionAdmin(ModelView, model=Subscription):
     column_searchable_list: ClassVar[Sequence[Any]] = [
         Subscription.id,
         Subscription.customer_id,
-        Subscription.user_id,
+        SUBJECT_KEY,  # whose: the billing subject
     ]
     column_filters: ClassVar[Sequence[Any]] = [
         AllUniqueStringValuesFilter(Subscription.status, title="Status"),

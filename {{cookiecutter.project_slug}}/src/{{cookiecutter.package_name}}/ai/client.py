@@ -1,8 +1,10 @@
 """The shared OpenAI client and the two ways chat completions reach the upstream.
 
-`AsyncOpenAI` is created once at startup (see `module.py`) on the SDK's aiohttp
-transport, with the key, base URL and timeout from settings and no retries of its
-own; any code may use it through `AIDep` for other endpoints (embeddings, images...).
+`AsyncOpenAI` is created once, at the first call that needs it (see `LazyBackend` in
+`dependencies.py`: the SDK is imported then, not at the app's start), on the SDK's aiohttp
+transport, with the key, base URL and timeout from settings and no retries of its own;
+any code may use it through `AIDep` for other endpoints (embeddings, images...).
+Nothing but `LazyBackend` imports this file at run time.
 
 Chat completions, the hot path, go through a `ChatBackend`:
 
@@ -27,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, cast
 
 import aiohttp
@@ -277,18 +278,12 @@ class LeanBackend:
         await self.client.close()
 
 
-def open_backend(settings: AISettings) -> AbstractAsyncContextManager[ChatBackend]:
-    @asynccontextmanager
-    async def manage() -> AsyncIterator[ChatBackend]:
-        client = make_client(settings)
-        backend: ChatBackend = (
-            LeanBackend(client, settings)
-            if settings.transport == "fast"
-            else SDKBackend(client, settings)
-        )
-        try:
-            yield backend
-        finally:
-            await backend.aclose()
+def build_backend(settings: AISettings) -> ChatBackend:
+    """The backend AI_TRANSPORT names, on a new shared client (the caller closes it).
 
-    return manage()
+    Called from a running event loop: the lean backend opens its aiohttp session here.
+    """
+    client = make_client(settings)
+    if settings.transport == "fast":
+        return LeanBackend(client, settings)
+    return SDKBackend(client, settings)

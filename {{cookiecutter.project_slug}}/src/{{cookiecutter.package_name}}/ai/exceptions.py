@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import aiohttp
-import openai
 import structlog
 
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
+
+if TYPE_CHECKING:  # at run time only failures need the SDK, and it is loaded by then
+    import openai
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +59,8 @@ def never_sent(exc: BaseException) -> bool:
     waiting for the answer, a connection dropped after the request was written, any
     status answer) may have reached it, and it may be running and billing the request.
     """
+    import aiohttp  # loaded with the SDK's transport (client.py) before any call fails
+
     return any(
         isinstance(seen, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
         for seen in _causes(exc)
@@ -69,6 +73,8 @@ def _timed_out(exc: openai.APITimeoutError) -> bool:
     The SDK's aiohttp transport reports a connection the server dropped as a
     connect timeout; its cause tells them apart (aiohttp's timeouts are TimeoutError).
     """
+    import aiohttp
+
     return not any(
         isinstance(seen, aiohttp.ClientConnectionError) and not isinstance(seen, TimeoutError)
         for seen in _causes(exc)
@@ -77,6 +83,8 @@ def _timed_out(exc: openai.APITimeoutError) -> bool:
 
 def upstream_failure(exc: openai.OpenAIError, *, timeout: float) -> tuple[ProblemError, str]:
     """The problem to answer with, and the outcome to record in the ledger."""
+    import openai
+
     status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
     log.warning("ai_upstream_failed", error=type(exc).__name__, upstream_status=status)
     if isinstance(exc, openai.APITimeoutError) and _timed_out(exc):

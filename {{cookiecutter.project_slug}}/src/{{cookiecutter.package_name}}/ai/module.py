@@ -11,9 +11,8 @@ from fastapi import FastAPI
 from {{ cookiecutter.package_name }}.core.plugin import Module
 
 from . import models  # noqa: F401 - registers the ledger tables
-from .client import open_backend
 from .config import AISettings
-from .dependencies import AIState
+from .dependencies import AIState, LazyBackend
 from .router import router
 from .service import Metering
 
@@ -22,7 +21,7 @@ log = structlog.get_logger(__name__)
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Create the one shared client at startup and close it at shutdown.
+    """Make way for the one shared client (built at its first use) and close it at shutdown.
 
     Tests (or an app factory) may put `AISettings` on `app.state.ai_settings` first.
     """
@@ -38,9 +37,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.ai = AIState(settings, metering, None)
             yield
             return
-        async with open_backend(settings) as backend:
-            app.state.ai = AIState(settings, metering, backend)
+        backend = LazyBackend(settings)
+        app.state.ai = AIState(settings, metering, backend)
+        try:
             yield
+        finally:
+            await backend.aclose()
 
 
 module = Module("ai", routers=(router,), lifespan=lifespan)

@@ -6,20 +6,17 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import openai
 import structlog
 from fastapi import APIRouter, Request, Response
-from openai.types.chat import ChatCompletionChunk
 
 from {{ cookiecutter.package_name }}.core.contract import problems
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.ratelimit import get_rate_limiter
 
 from . import tokens
-from .client import ChatStream
 from .config import AISettings
 from .dependencies import AI, ai_state, require_ai
 from .exceptions import never_sent, upstream_failure
@@ -27,6 +24,11 @@ from .schemas import ChatRequest, ChatResponse, Usage, UsageSummary
 from .seams import CallerDep
 from .service import Caller, Entry, at_midnight, next_period, period_start
 from .streaming import EventStreamResponse, sse
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionChunk
+
+    from .client import ChatStream
 
 log = structlog.get_logger(__name__)
 
@@ -137,6 +139,8 @@ async def answer(chat: ChatRequest, request: Request, caller: Caller) -> Respons
     # In the body rather than in a dependency of their own, as /usage does: each
     # dependency costs FastAPI a few percent of this endpoint's CPU (docs/ai.md).
     ai = require_ai(request)
+    import openai  # imported by the backend (require_ai builds it at its first use)
+
     await enforce_rate_limit(request, ai.settings, caller)
     model = choose_model(ai, chat)
     max_tokens = check_size(ai.settings, chat)
@@ -198,6 +202,8 @@ async def settle(ai: AI, entry: Entry) -> None:
 
 
 async def _stream(ai: AI, entry: Entry, body: dict[str, Any], max_tokens: int) -> Response:
+    import openai  # imported by the backend already
+
     caller, streams = entry.caller, ai.metering.streams
     if not streams.open(caller.rate_key):
         raise ProblemError(

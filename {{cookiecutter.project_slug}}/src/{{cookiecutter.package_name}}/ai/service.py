@@ -45,6 +45,7 @@ from sqlalchemy.dialects import sqlite
 from {{ cookiecutter.package_name }}.core.cache import Recent
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
+from {{ cookiecutter.package_name }}.core.telemetry import model_call
 
 from .models import ANONYMOUS, AIUsage, AIUsageTotal
 
@@ -438,6 +439,14 @@ class Metering:
             "request_id": entry.request_id,
         }
         reservation, entry.reservation = entry.reservation, None  # given back once
+        # On the request's span (tracing on) and in the token counts (metrics on).
+        model_call(
+            system="openai",
+            model=entry.model,
+            input_tokens=prompt,
+            output_tokens=completion,
+            outcome=entry.outcome,
+        )
         await self._submit(_Op(row=row, release=reservation))
 
     def _give_back(self, op: _Op) -> None:

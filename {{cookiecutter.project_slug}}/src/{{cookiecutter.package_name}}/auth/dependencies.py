@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -53,7 +54,6 @@ class AuthState:
 
     settings: AuthSettings
     tokens: Tokens
-    oauth: Any = field(default=None)  # authlib's OAuth registry
     recent_users: Recent[uuid.UUID, User] = field(default_factory=lambda: Recent(0, RECENT_USERS))
 
     @classmethod
@@ -61,9 +61,13 @@ class AuthState:
         return cls(
             settings,
             Tokens(settings, TokenSigner(secret_key)),
-            build_oauth(settings),
             Recent(settings.user_cache_seconds, RECENT_USERS),
         )
+
+    @cached_property
+    def oauth(self) -> Any:
+        """Authlib's OAuth registry, built at the first social login (Authlib with it)."""
+        return build_oauth(self.settings)
 
 
 def get_auth_state(app: FastAPI) -> AuthState:

@@ -6,24 +6,33 @@ tokens are never stored), and the notice to an old address goes out as `core.sen
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from {{ cookiecutter.package_name }}.core.email import Email
 
-# Plain-text bodies: nothing is HTML, so nothing needs escaping.
-_templates = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
-    undefined=StrictUndefined,
-    keep_trailing_newline=True,
-    autoescape=False,  # noqa: S701
-)
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
+
+@cache
+def _templates() -> Environment:
+    """The templates' environment, made (Jinja2 imported) when the first email is composed."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    # Plain-text bodies: nothing is HTML, so nothing needs escaping.
+    return Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701
+    )
 
 
 def render(name: str, **values: object) -> str:
-    return _templates.get_template(name).render(**values)
+    return _templates().get_template(name).render(**values)
 
 
 def link(frontend_url: str, path: str, token: str) -> str:

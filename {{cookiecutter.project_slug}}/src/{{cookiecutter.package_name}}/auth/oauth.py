@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from authlib.integrations.starlette_client import OAuth  # type: ignore[import-untyped]
-
 from {{ cookiecutter.package_name }}.auth.config import AuthSettings
 
 GOOGLE_DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configuration"
@@ -25,7 +23,11 @@ class Identity:
     email_verified: bool
 
 
-def build_oauth(settings: AuthSettings) -> OAuth:
+def build_oauth(settings: AuthSettings) -> Any:
+    """Authlib's registry of the configured providers. Authlib is imported here, at the first
+    social login (`AuthState.oauth`), not when the app starts."""
+    from authlib.integrations.starlette_client import OAuth  # type: ignore[import-untyped]
+
     oauth = OAuth()
     if settings.google_client_id and settings.google_client_secret:
         oauth.register(
@@ -88,3 +90,20 @@ async def fetch_identity(provider: str, client: Any, token: dict[str, Any]) -> I
         email=str(email) if email else None,
         email_verified=_is_true(merged.get("email_verified")),
     )
+
+
+def transport_errors() -> tuple[type[Exception], ...]:
+    """The errors of Authlib's HTTP client when a provider cannot be reached.
+
+    Authlib uses httpx2 where it is installed (another module may bring it), else httpx;
+    their exception classes are unrelated, so a handler catches both.
+    """
+    import importlib
+
+    import httpx
+
+    try:
+        httpx2 = importlib.import_module("httpx2")
+    except ImportError:
+        return (httpx.HTTPError,)
+    return (httpx.HTTPError, httpx2.HTTPError)

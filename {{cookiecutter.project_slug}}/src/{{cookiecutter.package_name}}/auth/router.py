@@ -6,9 +6,7 @@ import uuid
 from functools import lru_cache
 from typing import Annotated, Any
 
-import httpx
 import structlog
-from authlib.integrations.starlette_client import OAuthError  # type: ignore[import-untyped]
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -33,7 +31,7 @@ from {{ cookiecutter.package_name }}.auth.dependencies import (
     require_session_scopes,
 )
 from {{ cookiecutter.package_name }}.auth.models import ApiKey, User, utcnow
-from {{ cookiecutter.package_name }}.auth.oauth import fetch_identity
+from {{ cookiecutter.package_name }}.auth.oauth import fetch_identity, transport_errors
 from {{ cookiecutter.package_name }}.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -381,7 +379,7 @@ async def reset_password(body: ResetPassword, session: SessionDep, state: AuthSt
 
 
 def _oauth_client(state: AuthState, provider: str) -> Any:
-    client = state.oauth.create_client(provider) if state.oauth is not None else None
+    client = state.oauth.create_client(provider)
     if client is None:
         raise exceptions.unknown_provider(provider)
     return client
@@ -403,9 +401,10 @@ async def oauth_authorize(provider: str, request: Request, state: AuthStateDep) 
     redirect_uri = str(request.url_for("oauth_callback", provider=provider))
     session: dict[str, Any] = {}
     request.scope["session"] = session  # Authlib keeps state there; we sign it into a cookie
+    unreachable: tuple[type[Exception], ...] = (*transport_errors(), ValueError)
     try:
         response: Response = await client.authorize_redirect(request, redirect_uri)
-    except (httpx.HTTPError, ValueError) as exc:
+    except unreachable as exc:
         raise exceptions.oauth_failed("the provider cannot be reached.") from exc
     cookie = state.tokens.signer.encode(
         "oauth-state", {"sub": provider, "data": session}, state.settings.oauth_state_ttl
@@ -440,6 +439,8 @@ async def oauth_callback(
     provider: str, request: Request, session: SessionDep, state: AuthStateDep
 ) -> Response:
     client = _oauth_client(state, provider)
+    from authlib.integrations.starlette_client import OAuthError  # type: ignore[import-untyped]
+
     stored: dict[str, Any] = {}
     if raw := request.cookies.get(STATE_COOKIE):
         try:
@@ -459,7 +460,7 @@ async def oauth_callback(
     except (JoseError, ValueError, KeyError, TypeError) as exc:
         log.warning("oauth_bad_answer", provider=provider, error=repr(exc))
         raise exceptions.oauth_failed("the provider's answer could not be verified.") from exc
-    except httpx.HTTPError as exc:
+    except transport_errors() as exc:
         log.warning("oauth_provider_unreachable", provider=provider, error=repr(exc))
         raise exceptions.oauth_failed("the provider cannot be reached.") from exc
     user = await service.oauth_login(

@@ -9,23 +9,47 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import argon2
 from anyio import to_thread
-from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import OctKey
-from joserfc.jwt import JWTClaimsRegistry
 from pwdlib import PasswordHash
 
 from {{ cookiecutter.package_name }}.core.cache import Recent
 
+# joserfc's keys and JWTs (with `cryptography`, ~30 ms) are imported by the first token
+# signed or checked, not at start-up (docs/benchmarks.md, start-up).
+if TYPE_CHECKING:
+    from joserfc.jwk import OctKey
+
 ALGORITHM = "HS256"
 API_KEY_PREFIX = "sk_"
 
-_password_hash = PasswordHash.recommended()  # Argon2id with the library's current parameters
-# Verified against when the email is unknown, so a login costs the same either way.
-_DUMMY_HASH = _password_hash.hash(secrets.token_urlsafe(16))
+_password_hash = PasswordHash.recommended()  # Argon2id with argon2-cffi's default parameters
+
+
+def _unmatchable_hash() -> str:
+    """An Argon2id hash with the parameters of new hashes, which no password matches.
+
+    Verified against when the email is unknown, so a login costs the same either way: the
+    check runs the whole Argon2 computation, then compares with a random digest. Written
+    out rather than hashed at import, which cost every process about 0.15 s of CPU and
+    64 MiB (Argon2's memory) before it could answer (docs/benchmarks.md, start-up).
+    """
+
+    def b64(size: int) -> str:
+        return base64.b64encode(secrets.token_bytes(size)).rstrip(b"=").decode()
+
+    return (
+        f"$argon2id$v={argon2.low_level.ARGON2_VERSION}"
+        f"$m={argon2.DEFAULT_MEMORY_COST},t={argon2.DEFAULT_TIME_COST},"
+        f"p={argon2.DEFAULT_PARALLELISM}"
+        f"${b64(argon2.DEFAULT_RANDOM_SALT_LENGTH)}${b64(argon2.DEFAULT_HASH_LENGTH)}"
+    )
+
+
+_DUMMY_HASH = _unmatchable_hash()
 
 
 class InvalidTokenError(Exception):
@@ -55,6 +79,8 @@ class TokenSigner:
     def _key(self, purpose: str) -> OctKey:
         key = self._keys.get(purpose)
         if key is None:
+            from joserfc.jwk import OctKey
+
             derived = hmac.new(self._secret, f"auth:{purpose}".encode(), hashlib.sha256).digest()
             key = self._keys[purpose] = OctKey.import_key(derived)
         return key
@@ -83,15 +109,19 @@ class TokenSigner:
     def encode(self, purpose: str, claims: dict[str, Any], ttl: int) -> str:
         now = int(time.time())
         payload = {"iat": now, "exp": now + ttl, "jti": uuid.uuid4().hex, **claims}
+        from joserfc import jwt
+
         return jwt.encode({"alg": ALGORITHM}, payload, self._key(purpose))
 
     def decode(self, purpose: str, token: str) -> dict[str, Any]:
         """The claims of a valid token of this purpose; InvalidTokenError otherwise."""
         claims = self._verified.get((purpose, token))
         if claims is None:
+            from joserfc import jwt
+
             try:
                 claims = jwt.decode(token, self._key(purpose), algorithms=[ALGORITHM]).claims
-                JWTClaimsRegistry(
+                jwt.JWTClaimsRegistry(
                     exp={"essential": True}, sub={"essential": True}, iat={"essential": True}
                 ).validate(claims)
             except (JoseError, ValueError, TypeError) as exc:

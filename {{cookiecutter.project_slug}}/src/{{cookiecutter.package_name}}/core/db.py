@@ -15,13 +15,14 @@ Two ways to reach the database share one connection pool:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData, Result, event
+from sqlalchemy import Connection, MetaData, Result, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
@@ -31,7 +32,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.util import await_
 
@@ -121,19 +122,26 @@ class FairQueuePool(AsyncAdaptedQueuePool):
     def __init__(self, creator: Any, **kw: Any) -> None:
         super().__init__(creator, **kw)
         self._turns = _Turns(self.size() + max(self._max_overflow, 0))
+        # Told how long each wait for a connection took (metrics, when on).
+        self.wait_observer: Callable[[float], None] | None = None
 
     def _do_get(self) -> ConnectionPoolEntry:
         if self._max_overflow < 0:  # no limit, nothing to wait for
             return super()._do_get()
         if not self._turns.take_now():
+            started = time.perf_counter()
             try:
                 await_(self._turns.take(self._timeout))
             except TimeoutError:
+                if self.wait_observer is not None:
+                    self.wait_observer(time.perf_counter() - started)
                 raise PoolTimeout(
                     f"QueuePool limit of size {self.size()} overflow {self._max_overflow} "
                     f"reached, connection timed out, timeout {self._timeout:0.2f}",
                     code="3o7r",
                 ) from None
+            if self.wait_observer is not None:
+                self.wait_observer(time.perf_counter() - started)
         try:
             return super()._do_get()
         except BaseException:
@@ -235,3 +243,37 @@ def as_dicts(result: Result[*tuple[Any, ...]]) -> list[dict[str, Any]]:
     """The rows of a Core result as plain dicts, which response models validate fastest."""
     keys = tuple(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result]
+
+
+# Row-level security (PostgreSQL). Tables a module puts under a policy (its migration does,
+# and its docs say how) show a transaction only the rows of the tenant its settings name,
+# and none by default.
+# Code that acts for no single tenant (jobs, the admin, CLIs, webhooks) sets this
+# transaction-local switch first. It guards against a query that forgets its filter, not
+# against SQL injection: any SQL the app's role runs could set it too.
+ROW_SECURITY_BYPASS = "app.rls_bypass"
+
+
+async def bypass_row_security(db: AsyncSession | AsyncConnection) -> None:
+    """Let the current transaction past row-level security policies (PostgreSQL; else nothing).
+
+    Call it after the transaction began (or as its first statement): the setting ends with
+    the transaction, so a pooled connection never carries it to the next one.
+    """
+    dialect = db.get_bind().dialect if isinstance(db, AsyncSession) else db.dialect
+    if dialect.name == "postgresql":
+        await db.execute(select(func.set_config(ROW_SECURITY_BYPASS, "on", True)))
+
+
+class RowSecurityBypassSession(Session):
+    """Sessions whose every transaction starts past row-level security (the admin's).
+
+    `async_sessionmaker(engine, sync_session_class=RowSecurityBypassSession)`: one statement
+    more per transaction on PostgreSQL, none on SQLite.
+    """
+
+
+@event.listens_for(RowSecurityBypassSession, "after_begin")
+def _bypass_on_begin(session: Session, transaction: Any, connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.set_config(ROW_SECURITY_BYPASS, "on", True)))

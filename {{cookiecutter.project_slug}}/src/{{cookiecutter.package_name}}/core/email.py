@@ -13,13 +13,13 @@ from __future__ import annotations
 from email.message import EmailMessage
 from typing import Literal
 
-import aiosmtplib
 import structlog
 from fastapi import FastAPI
 from pydantic import BaseModel, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .jobs import JobContext, job
+from .telemetry import client_span
 
 log = structlog.get_logger(__name__)
 
@@ -64,16 +64,23 @@ class Mailer:
             else:
                 log.warning("email_not_sent", to=to, subject=subject, detail="SMTP_HOST is not set")
             return
-        await aiosmtplib.send(
-            self.message(to, subject, body),
-            hostname=settings.smtp_host,
-            port=settings.smtp_port,
-            username=settings.smtp_username,
-            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            use_tls=settings.smtp_security == "tls",
-            start_tls=settings.smtp_security == "starttls",
-            timeout=settings.smtp_timeout,
-        )
+        import aiosmtplib  # here, at the first message sent: ~40 ms less at every start
+
+        # No recipient or subject on the span: traces are not a place for personal data.
+        span = {"server.address": settings.smtp_host, "server.port": settings.smtp_port}
+        with client_span("smtp send", span):
+            await aiosmtplib.send(
+                self.message(to, subject, body),
+                hostname=settings.smtp_host,
+                port=settings.smtp_port,
+                username=settings.smtp_username,
+                password=(
+                    settings.smtp_password.get_secret_value() if settings.smtp_password else None
+                ),
+                use_tls=settings.smtp_security == "tls",
+                start_tls=settings.smtp_security == "starttls",
+                timeout=settings.smtp_timeout,
+            )
         log.info("email_sent", to=to, subject=subject)
 
 

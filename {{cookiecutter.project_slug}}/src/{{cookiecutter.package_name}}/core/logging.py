@@ -12,6 +12,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings
+from .telemetry import add_trace_ids
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,128}$")
@@ -19,8 +20,11 @@ _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,128}$")
 access_log = structlog.get_logger("access")
 
 
-def configure_logging(settings: Settings) -> None:
-    """Route structlog and the standard library (uvicorn, SQLAlchemy) through one renderer."""
+def configure_logging(settings: Settings, *, trace_ids: bool = False) -> None:
+    """Route structlog and the standard library (uvicorn, SQLAlchemy) through one renderer.
+
+    With `trace_ids` (tracing on), every line carries the current trace and span ids.
+    """
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -49,7 +53,12 @@ def configure_logging(settings: Settings) -> None:
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # At format time, in the caller's context: its span is the current one.
+            *([add_trace_ids] if trace_ids else []),
+            renderer,
+        ],
     )
     handler = logging.StreamHandler()
     handler.setFormatter(formatter)

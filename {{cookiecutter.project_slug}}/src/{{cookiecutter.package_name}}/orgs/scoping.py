@@ -14,9 +14,9 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, ForeignKey, Select, func, literal, select
+from sqlalchemy import ColumnElement, ForeignKey, Select, func, inspect, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from . import exceptions
 
@@ -32,21 +32,14 @@ class OrgScoped:
     )
 
 
-class _HasOrg(Protocol):
-    org_id: InstrumentedAttribute[uuid.UUID] | Mapped[uuid.UUID]
-
-
-class _HasOrgAndId(_HasOrg, Protocol):
-    id: Any
-
-
 class _Scope(Protocol):
     @property
     def org_id(self) -> uuid.UUID: ...
 
 
-M = TypeVar("M", bound=_HasOrg)
-N = TypeVar("N", bound=_HasOrgAndId)
+# A mapped class with an `org_id` column (and a one-column primary key, for get_scoped):
+# checked when the statement is built (mapped classes satisfy no typing protocol of columns).
+M = TypeVar("M")
 
 
 def scoped(model: type[M], scope: _Scope) -> Select[M]:
@@ -54,15 +47,17 @@ def scoped(model: type[M], scope: _Scope) -> Select[M]:
     return select(model).where(org_column(model) == scope.org_id)
 
 
-def org_column(model: type[_HasOrg]) -> ColumnElement[uuid.UUID]:
-    column: ColumnElement[uuid.UUID] = model.org_id  # type: ignore[assignment]
-    return column
+def org_column(model: type[Any]) -> ColumnElement[uuid.UUID]:
+    column = getattr(model, "org_id", None)
+    if column is None:
+        raise TypeError(f"{model.__name__} has no org_id column: it is not org-scoped")
+    return column  # type: ignore[no-any-return]
 
 
-async def get_scoped(session: AsyncSession, model: type[N], row_id: Any, scope: _Scope) -> N:
+async def get_scoped(session: AsyncSession, model: type[M], row_id: Any, scope: _Scope) -> M:
     """The row with this id in the organization, or 404 (also for another organization's)."""
-    found: N | None = (
-        await session.execute(scoped(model, scope).where(model.id == row_id))
+    found: M | None = (
+        await session.execute(scoped(model, scope).where(inspect(model).primary_key[0] == row_id))
     ).scalar_one_or_none()
     if found is None:
         raise exceptions.not_found(model.__name__.lower())

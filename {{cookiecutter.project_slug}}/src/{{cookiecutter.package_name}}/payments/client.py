@@ -1,44 +1,60 @@
 """The one shared `StripeClient` (no global api key), and the dependencies that hand it out.
 
-The module's lifespan builds it from the settings and keeps it, with the settings, on
-`app.state.payments`. Tests point `STRIPE_API_BASE` at a fake server, or override
+The module's lifespan keeps a `StripeClientHolder` for it, with the settings, on
+`app.state.payments`; the client itself is built at its first use, which is when Stripe's
+SDK is imported (`sdk.py`). Tests point `STRIPE_API_BASE` at a fake server, or override
 `get_stripe` with `app.dependency_overrides`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-import stripe
 from fastapi import Depends, FastAPI, Request
 
 from {{ cookiecutter.package_name }}.payments import exceptions
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
+from {{ cookiecutter.package_name }}.payments.sdk import stripe
+
+if TYPE_CHECKING:
+    from stripe import StripeClient
 
 
 def build_stripe_client(settings: PaymentsSettings) -> StripeClientHolder:
-    """A client with timeouts and retries, or none when STRIPE_SECRET_KEY is not set."""
-    if settings.stripe_secret_key is None:
-        return StripeClientHolder(None, None)
-    http_client = stripe.HTTPXClient(timeout=settings.stripe_timeout)
-    client = stripe.StripeClient(
-        settings.stripe_secret_key.get_secret_value(),
-        http_client=http_client,
-        base_addresses={"api": settings.stripe_api_base} if settings.stripe_api_base else None,
-        max_network_retries=settings.stripe_max_network_retries,
-    )
-    return StripeClientHolder(client, http_client)
+    """The client of these settings, built at its first use (none without STRIPE_SECRET_KEY)."""
+    return StripeClientHolder(settings if settings.stripe_secret_key is not None else None)
 
 
-@dataclass(frozen=True)
 class StripeClientHolder:
-    client: stripe.StripeClient | None
-    http_client: stripe.HTTPXClient | None
+    """A client with timeouts and retries, built when first asked for; None when `settings`
+    is None (STRIPE_SECRET_KEY is not set)."""
+
+    def __init__(self, settings: PaymentsSettings | None) -> None:
+        self._settings = settings
+        self._client: stripe.StripeClient | None = None
+        self._http_client: stripe.HTTPXClient | None = None
+
+    @property
+    def client(self) -> stripe.StripeClient | None:
+        settings = self._settings
+        if self._client is None and settings is not None:
+            assert settings.stripe_secret_key is not None
+            self._http_client = stripe.HTTPXClient(timeout=settings.stripe_timeout)
+            self._client = stripe.StripeClient(
+                settings.stripe_secret_key.get_secret_value(),
+                http_client=self._http_client,
+                base_addresses=(
+                    {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+                ),
+                max_network_retries=settings.stripe_max_network_retries,
+            )
+        return self._client
 
     async def aclose(self) -> None:
-        if self.http_client is not None:
-            await self.http_client.close_async()  # type: ignore[no-untyped-call]
+        http_client, self._http_client, self._client = self._http_client, None, None
+        if http_client is not None:
+            await http_client.close_async()  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)
@@ -58,7 +74,7 @@ async def payments_settings(request: Request) -> PaymentsSettings:
     return get_payments_state(request.app).settings
 
 
-async def get_stripe(request: Request) -> stripe.StripeClient:
+async def get_stripe(request: Request) -> StripeClient:  # a name FastAPI leaves unread
     """The shared client; 503 naming the missing setting when Stripe is not configured."""
     client = get_payments_state(request.app).stripe.client
     if client is None:
@@ -67,4 +83,7 @@ async def get_stripe(request: Request) -> stripe.StripeClient:
 
 
 PaymentsSettingsDep = Annotated[PaymentsSettings, Depends(payments_settings)]
-StripeDep = Annotated[stripe.StripeClient, Depends(get_stripe)]
+if TYPE_CHECKING:
+    StripeDep = Annotated[StripeClient, Depends(get_stripe)]
+else:  # FastAPI reads it when the routes are made: the class would import the SDK then
+    StripeDep = Annotated[Any, Depends(get_stripe)]

@@ -3,9 +3,10 @@
 Plans are JSON in the environment, for example
 
     PAYMENTS_PLANS='[{"key": "pro", "name": "Pro", "price_id": "price_123",
-                      "ai_monthly_tokens": 1000000, "features": ["priority-support"]}]'
+                      "ai_monthly_tokens": 1000000, "features": ["priority-support"]},
+                     {"key": "team", "name": "Team", "price_id": "price_456", "per_seat": true}]'
 
-A user without a subscription in good standing gets `PAYMENTS_FREE_PLAN`.
+A billing subject without a subscription in good standing gets `PAYMENTS_FREE_PLAN`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class Plan(BaseModel):
     # Tokens the AI module allows per calendar month; None means no limit.
     ai_monthly_tokens: int | None = Field(default=None, ge=0)
     features: list[str] = []
+    # Billed per seat: the subscription's quantity is the number of seats (see
+    # docs/payments.md; without a module that counts seats, one).
+    per_seat: bool = False
 
 
 class PaymentsSettings(BaseSettings):

@@ -6,28 +6,31 @@
     @router.post("/exports")
     async def export(entitlements: Annotated[Entitlements, require_plan("pro", "team")]): ...
 
-Both answer 402 problem+json when the caller's plan does not allow it.
+Both answer 402 problem+json when the caller's plan does not allow it. The plan is the
+billing subject's (payments/subjects.py): the caller's own, or what the route's path names.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.params import Depends as DependsParam
 
 from {{ cookiecutter.package_name }}.auth.dependencies import CurrentUser
 from {{ cookiecutter.package_name }}.core.contract import declare
 from {{ cookiecutter.package_name }}.core.db import SessionDep
-from {{ cookiecutter.package_name }}.payments import exceptions
+from {{ cookiecutter.package_name }}.payments import exceptions, subjects
 from {{ cookiecutter.package_name }}.payments.client import PaymentsSettingsDep
 from {{ cookiecutter.package_name }}.payments.service import Entitlements, get_entitlements
 
 
 async def current_entitlements(
-    user: CurrentUser, session: SessionDep, settings: PaymentsSettingsDep
+    request: Request, user: CurrentUser, session: SessionDep, settings: PaymentsSettingsDep
 ) -> Entitlements:
-    return await get_entitlements(session, user.id, settings=settings)
+    """The entitlements of the billing subject the request acts for (payments/subjects.py)."""
+    subject_id = await subjects.current().of_request(session, user, request.path_params)
+    return await get_entitlements(session, subject_id, settings=settings)
 
 
 CurrentEntitlements = Annotated[Entitlements, Depends(current_entitlements)]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import stripe
-
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
+from {{ cookiecutter.package_name }}.payments.sdk import stripe
 
 
 def not_configured(setting: str) -> ProblemError:

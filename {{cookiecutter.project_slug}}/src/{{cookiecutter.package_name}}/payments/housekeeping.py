@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,10 +21,10 @@ import structlog
 from sqlalchemy import and_, delete, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from {{ cookiecutter.package_name }}.auth.models import User, utcnow
+from {{ cookiecutter.package_name }}.auth.models import utcnow
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.jobs import JobContext, JobRecord, JobStatus, Tick, job
-from {{ cookiecutter.package_name }}.payments import service, webhooks
+from {{ cookiecutter.package_name }}.payments import service, subjects, webhooks
 from {{ cookiecutter.package_name }}.payments.client import PaymentsState, get_payments_state
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
 from {{ cookiecutter.package_name }}.payments.models import (
@@ -126,21 +125,16 @@ async def _suspects(database: Database, listed: list[dict[str, Any]]) -> list[st
                 )
             ).scalars()
         )
-        named: dict[str, uuid.UUID] = {}
+        named: set[str] = set()  # missing ones whose metadata names a subject we have
         for obj in missing:
-            user_id = service.user_in_metadata(obj)
-            if user_id is not None:
-                named[obj["id"]] = user_id
-        users = set(
-            (
-                await session.execute(select(User.id).where(User.id.in_(set(named.values()))))
-            ).scalars()
-        )
+            subject_id = service.subject_in_metadata(obj)
+            if subject_id is not None and await subjects.current().exists(session, subject_id):
+                named.add(obj["id"])
     suspects: list[str] = []
     for obj in listed:
         row = rows.get(obj["id"])
         if row is None:
-            ours = service.customer_of(obj) in known or named.get(obj["id"]) in users
+            ours = service.customer_of(obj) in known or obj["id"] in named
             if ours:
                 suspects.append(obj["id"])
         elif service.drift(row, obj):

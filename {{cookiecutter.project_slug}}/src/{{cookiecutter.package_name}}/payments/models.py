@@ -1,4 +1,8 @@
-"""Payments tables: Stripe customers, subscriptions, and the ledger of webhook events."""
+"""Payments tables: Stripe customers, subscriptions, and the ledger of webhook events.
+
+Customers, subscriptions and checkouts belong to the billing subject: `subject_id` names
+it whatever it is (`SUBJECT_KEY`, the column, says which; see payments/subjects.py).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,35 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, false, func
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, synonym
 
 from {{ cookiecutter.package_name }}.auth.models import UTCDateTime, utcnow
 from {{ cookiecutter.package_name }}.core.db import Base
+{% if cookiecutter.use_orgs %}
+# Who pays: an organization (payments/orgs.py installs its subjects).
+SUBJECT_KEY = "org_id"
+SUBJECT_LABEL = "Organization ID"
+{%- else %}
+# Who pays: each user for themselves.
+SUBJECT_KEY = "user_id"
+SUBJECT_LABEL = "User ID"
+{%- endif %}
 
 
 class StripeCustomer(Base):
-    """The one Stripe customer of a user, created on first need."""
+    """The one Stripe customer of a billing subject, created on first need."""
 
     __tablename__ = "stripe_customers"
-
+{% if cookiecutter.use_orgs %}
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+{%- else %}
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
+{%- endif %}
+    subject_id: Mapped[uuid.UUID] = synonym(SUBJECT_KEY)
     customer_id: Mapped[str] = mapped_column(String(255), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
@@ -33,9 +52,16 @@ class Subscription(Base):
     __tablename__ = "subscriptions"
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)  # sub_...
+{%- if cookiecutter.use_orgs %}
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+{%- else %}
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
+{%- endif %}
+    subject_id: Mapped[uuid.UUID] = synonym(SUBJECT_KEY)
     customer_id: Mapped[str] = mapped_column(String(255), index=True)
     status: Mapped[str] = mapped_column(String(32))
     price_id: Mapped[str | None] = mapped_column(String(255))
@@ -56,19 +82,25 @@ class Subscription(Base):
 
 
 class StripeCheckout(Base):
-    """The user's latest Checkout Session: one row per user, the lock a new checkout takes.
+    """The subject's latest Checkout Session: one row per subject, the lock a new checkout takes.
 
     Starting a checkout inserts the row if missing and locks it (`SELECT ... FOR UPDATE`
-    on PostgreSQL, the single writer on SQLite) before anything else, so a user's
+    on PostgreSQL, the single writer on SQLite) before anything else, so a subject's
     concurrent checkouts run one after the other across every instance; the second finds
     the first's session and gets it back instead of a second one.
     """
 
     __tablename__ = "stripe_checkouts"
-
+{% if cookiecutter.use_orgs %}
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+{%- else %}
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
+{%- endif %}
+    subject_id: Mapped[uuid.UUID] = synonym(SUBJECT_KEY)
     session_id: Mapped[str | None] = mapped_column(String(255))  # cs_...
     plan: Mapped[str | None] = mapped_column(String(64))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

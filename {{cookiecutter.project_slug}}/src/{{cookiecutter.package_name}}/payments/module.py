@@ -9,7 +9,7 @@ import structlog
 from fastapi import FastAPI
 
 from {{ cookiecutter.package_name }}.core.plugin import Module
-from {{ cookiecutter.package_name }}.payments import housekeeping, webhooks
+from {{ cookiecutter.package_name }}.payments import housekeeping, subjects, webhooks
 from {{ cookiecutter.package_name }}.payments.client import PaymentsState, build_stripe_client
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings, get_payments_settings
 from {{ cookiecutter.package_name }}.payments.router import router
@@ -23,6 +23,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: PaymentsSettings = (
         getattr(app.state, "payments_settings", None) or get_payments_settings()
     )
+    subjects.current()  # refuses tables that bill another subject than the one installed
     holder = build_stripe_client(settings)
     missing = [
         name

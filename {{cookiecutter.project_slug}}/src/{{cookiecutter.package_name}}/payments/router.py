@@ -1,4 +1,7 @@
-"""HTTP routes of the payments module, under /api/v1/payments. Rules live in service.py."""
+"""HTTP routes of the payments module, under /api/v1/payments. Rules live in service.py.
+
+Checkout, portal and subscription act for the caller's billing subject (payments/subjects.py).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from {{ cookiecutter.package_name }}.auth.dependencies import (
 )
 from {{ cookiecutter.package_name }}.core.contract import problems, public
 from {{ cookiecutter.package_name }}.core.db import SessionDep, get_database
-from {{ cookiecutter.package_name }}.payments import exceptions, service, webhooks
+from {{ cookiecutter.package_name }}.payments import exceptions, service, subjects, webhooks
 from {{ cookiecutter.package_name }}.payments.client import (
     PaymentsSettingsDep,
     StripeDep,
@@ -27,6 +30,7 @@ from {{ cookiecutter.package_name }}.payments.schemas import (
     SubscriptionRead,
     WebhookAck,
 )
+from {{ cookiecutter.package_name }}.payments.service import Entitlements
 
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 
@@ -70,7 +74,10 @@ async def checkout(
     client: StripeDep,
 ) -> RedirectUrl:
     """A Stripe Checkout Session for a subscription to the plan; send the browser to `url`."""
-    session_id, url = await service.create_checkout(session, client, settings, user, body.plan)
+    subject_id = await subjects.current().of_user(session, user)
+    session_id, url = await service.create_checkout(
+        session, client, settings, subject_id, user, body.plan
+    )
     return RedirectUrl(id=session_id, url=url)
 
 
@@ -79,11 +86,16 @@ async def portal(
     user: CurrentUser, session: SessionDep, settings: PaymentsSettingsDep, client: StripeDep
 ) -> RedirectUrl:
     """A Stripe customer-portal URL: change plan, cancel, update the card, see invoices."""
-    return RedirectUrl(url=await service.create_portal(session, client, settings, user))
+    subject_id = await subjects.current().of_user(session, user)
+    return RedirectUrl(url=await service.create_portal(session, client, settings, subject_id, user))
 
 
 @router.get("/subscription", dependencies=[require_scopes("read")])
 async def subscription(entitlements: CurrentEntitlements) -> SubscriptionRead:
+    return subscription_read(entitlements)
+
+
+def subscription_read(entitlements: Entitlements) -> SubscriptionRead:
     current = entitlements.subscription
     return SubscriptionRead(
         plan=entitlements.plan,

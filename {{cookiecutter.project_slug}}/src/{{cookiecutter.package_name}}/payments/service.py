@@ -1,6 +1,8 @@
 """Business rules of the payments module. Functions flush; the caller's transaction commits.
 
 `get_entitlements` is the one question other modules ask (the AI module, for quotas).
+Customers, subscriptions and entitlements are the billing subject's (payments/subjects.py):
+the user, or what another module bills instead.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import stripe
 import structlog
 from sqlalchemy import false, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from {{ cookiecutter.package_name }}.auth.models import User, utcnow
 from {{ cookiecutter.package_name }}.core.db import Base
-from {{ cookiecutter.package_name }}.payments import exceptions
+from {{ cookiecutter.package_name }}.payments import exceptions, subjects
 from {{ cookiecutter.package_name }}.payments.config import (
     PaymentsSettings,
     Plan,
@@ -30,6 +31,7 @@ from {{ cookiecutter.package_name }}.payments.models import (
     StripeCustomer,
     Subscription,
 )
+from {{ cookiecutter.package_name }}.payments.sdk import stripe
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +49,7 @@ CHECKOUT_REUSE_MARGIN = 120
 
 @dataclass(frozen=True)
 class Entitlements:
-    """What a user may do now: the plan of their subscription, or the free plan."""
+    """What a subject may do now: the plan of its subscription, or the free plan."""
 
     plan: str
     plan_name: str
@@ -58,11 +60,11 @@ class Entitlements:
     subscription: Subscription | None
 
 
-async def current_subscription(session: AsyncSession, user_id: uuid.UUID) -> Subscription | None:
-    """The user's entitled subscription if any, else their most recent one."""
+async def current_subscription(session: AsyncSession, subject_id: uuid.UUID) -> Subscription | None:
+    """The subject's entitled subscription if any, else its most recent one."""
     result = await session.execute(
         select(Subscription)
-        .where(Subscription.user_id == user_id)
+        .where(Subscription.subject_id == subject_id)
         .order_by(Subscription.state_as_of.desc(), Subscription.created_at.desc())
     )
     rows = result.scalars().all()
@@ -70,11 +72,12 @@ async def current_subscription(session: AsyncSession, user_id: uuid.UUID) -> Sub
 
 
 async def get_entitlements(
-    session: AsyncSession, user_id: uuid.UUID, *, settings: PaymentsSettings | None = None
+    session: AsyncSession, subject_id: uuid.UUID, *, settings: PaymentsSettings | None = None
 ) -> Entitlements:
-    """The entitlements of a user: their active plan's, or the free plan's."""
+    """The entitlements of a billing subject (see payments/subjects.py): its active plan's,
+    or the free plan's."""
     settings = settings or get_payments_settings()
-    subscription = await current_subscription(session, user_id)
+    subscription = await current_subscription(session, subject_id)
     plan = settings.free_plan
     active = False
     if subscription is not None and subscription.status in ENTITLED_STATUSES:
@@ -109,27 +112,30 @@ def insert_ignoring_conflict(
     raise NotImplementedError(f"payments: no conflict-free insert for {dialect}")
 
 
-async def user_for_customer(session: AsyncSession, customer_id: str) -> uuid.UUID | None:
+async def subject_for_customer(session: AsyncSession, customer_id: str) -> uuid.UUID | None:
     result = await session.execute(
-        select(StripeCustomer.user_id).where(StripeCustomer.customer_id == customer_id)
+        select(StripeCustomer.subject_id).where(StripeCustomer.customer_id == customer_id)
     )
     return result.scalar_one_or_none()
 
 
-async def ensure_customer(session: AsyncSession, client: stripe.StripeClient, user: User) -> str:
-    """The user's Stripe customer id, creating the customer on first need.
+async def ensure_customer(
+    session: AsyncSession, client: stripe.StripeClient, subject_id: uuid.UUID, user: User
+) -> str:
+    """The subject's Stripe customer id, creating the customer on first need (`user`: who
+    asks; the customer's email is theirs).
 
-    The idempotency key is the user's: should this transaction not commit, or two requests
-    of the user race, Stripe hands back the same customer instead of a second one, and the
+    The idempotency key is the subject's: should this transaction not commit, or two
+    requests race, Stripe hands back the same customer instead of a second one, and the
     row is inserted once (a conflicting insert does nothing).
     """
-    row = await session.get(StripeCustomer, user.id)
+    row = await session.get(StripeCustomer, subject_id)
     if row is not None:
         return row.customer_id
+    fields = await subjects.current().customer(session, subject_id, user)
     try:
         customer = await client.v1.customers.create_async(
-            {"email": user.email, "metadata": {"user_id": str(user.id)}},
-            {"idempotency_key": f"customer-{user.id}"},
+            fields, {"idempotency_key": f"customer-{subject_id}"}
         )
     except stripe.StripeError as exc:
         log.error("stripe_error", call="customers.create", error=str(exc))
@@ -138,45 +144,47 @@ async def ensure_customer(session: AsyncSession, client: stripe.StripeClient, us
         insert_ignoring_conflict(
             session,
             StripeCustomer,
-            {"user_id": user.id, "customer_id": customer.id, "created_at": utcnow()},
+            {"subject_id": subject_id, "customer_id": customer.id, "created_at": utcnow()},
         )
     )
-    row = await session.get(StripeCustomer, user.id, populate_existing=True)
+    row = await session.get(StripeCustomer, subject_id, populate_existing=True)
     assert row is not None
     return row.customer_id
 
 
-async def _lock_checkout(session: AsyncSession, user_id: uuid.UUID) -> StripeCheckout:
-    """The user's checkout row, created if missing, locked until this transaction ends.
+async def _lock_checkout(session: AsyncSession, subject_id: uuid.UUID) -> StripeCheckout:
+    """The subject's checkout row, created if missing, locked until this transaction ends.
 
     PostgreSQL: a second transaction's insert waits for the first to commit, then its
     `FOR UPDATE` waits for the lock. SQLite: the insert takes the database's write lock.
-    Either way a user's checkouts run one at a time, across every instance.
+    Either way a subject's checkouts run one at a time, across every instance.
     """
     for _ in range(2):  # twice: the daily purge may delete an old row in between
         now = utcnow()
         await session.execute(
             insert_ignoring_conflict(
-                session, StripeCheckout, {"user_id": user_id, "created_at": now, "updated_at": now}
+                session,
+                StripeCheckout,
+                {"subject_id": subject_id, "created_at": now, "updated_at": now},
             )
         )
         result = await session.execute(
             select(StripeCheckout)
-            .where(StripeCheckout.user_id == user_id)
+            .where(StripeCheckout.subject_id == subject_id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
         found = result.scalar_one_or_none()
         if found is not None:
             return found
-    raise RuntimeError(f"the checkout row of user {user_id} keeps disappearing")
+    raise RuntimeError(f"the checkout row of {subject_id} keeps disappearing")
 
 
-async def has_live_subscription(session: AsyncSession, user_id: uuid.UUID) -> bool:
-    """Whether the user has a subscription Stripe may still charge (incomplete included)."""
+async def has_live_subscription(session: AsyncSession, subject_id: uuid.UUID) -> bool:
+    """Whether the subject has a subscription Stripe may still charge (incomplete included)."""
     result = await session.execute(
         select(Subscription.id)
-        .where(Subscription.user_id == user_id)
+        .where(Subscription.subject_id == subject_id)
         .where(Subscription.status.not_in(TERMINAL_STATUSES))
         .limit(1)
     )
@@ -187,10 +195,9 @@ async def _previous_checkout(
     session: AsyncSession,
     client: stripe.StripeClient,
     claim: StripeCheckout,
-    user: User,
     plan: Plan,
 ) -> tuple[str, str] | None:
-    """Settle the user's previous Checkout Session, as Stripe knows it now.
+    """Settle the subject's previous Checkout Session, as Stripe knows it now.
 
     Open for this plan: it is handed back (a double click, a second tab), unless it is
     about to expire. Open otherwise: it is expired first, so it can no longer be paid.
@@ -215,7 +222,7 @@ async def _previous_checkout(
                 previous = await client.v1.checkout.sessions.retrieve_async(claim.session_id)
         subscription_id = _id(previous.to_dict().get("subscription"))
         if previous.status == "complete" and subscription_id is not None:
-            await sync_subscription(session, client, subscription_id, user_id=user.id)
+            await sync_subscription(session, client, subscription_id, subject_id=claim.subject_id)
         elif previous.status == "open":
             raise exceptions.stripe_failed()
     except stripe.InvalidRequestError as exc:
@@ -232,39 +239,44 @@ async def create_checkout(
     session: AsyncSession,
     client: stripe.StripeClient,
     settings: PaymentsSettings,
+    subject_id: uuid.UUID,
     user: User,
     plan_key: str,
 ) -> tuple[str, str]:
     """A Checkout Session (subscription mode) for the plan: (its id, its URL).
 
-    One at a time per user: the user's checkout row is locked first; an open session for
-    the same plan is handed back, one for another plan is expired at Stripe, and a user
-    with a live subscription (incomplete included) gets 409.
+    `subject_id` is who pays (the caller checked `user` may buy for it). One at a time per
+    subject: its checkout row is locked first; an open session for the same plan is
+    handed back, one for another plan is expired at Stripe, and a subject with a live
+    subscription (incomplete included) gets 409. A per-seat plan's quantity is the
+    subject's seats now (later changes: the subject's module updates it).
     """
     plan = settings.plan(plan_key)
     if plan is None or plan.price_id is None:
         raise exceptions.unknown_plan(plan_key)
-    claim = await _lock_checkout(session, user.id)
+    claim = await _lock_checkout(session, subject_id)
     if claim.session_id is not None:
-        resumed = await _previous_checkout(session, client, claim, user, plan)
+        resumed = await _previous_checkout(session, client, claim, plan)
         if resumed is not None:
             return resumed
-    if await has_live_subscription(session, user.id):
+    if await has_live_subscription(session, subject_id):
         raise exceptions.already_subscribed()
-    customer_id = await ensure_customer(session, client, user)
+    customer_id = await ensure_customer(session, client, subject_id, user)
+    quantity = await subjects.current().seats(session, subject_id) if plan.per_seat else 1
+    key = subjects.current().key
     expires_at = utcnow() + timedelta(seconds=settings.checkout_expires_seconds)
     try:
         checkout = await client.v1.checkout.sessions.create_async(
             {
                 "mode": "subscription",
                 "customer": customer_id,
-                "client_reference_id": str(user.id),
-                "line_items": [{"price": plan.price_id, "quantity": 1}],
+                "client_reference_id": str(subject_id),
+                "line_items": [{"price": plan.price_id, "quantity": quantity}],
                 "success_url": settings.success_url,
                 "cancel_url": settings.cancel_url,
                 "expires_at": int(expires_at.timestamp()),
-                "metadata": {"user_id": str(user.id), "plan": plan.key},
-                "subscription_data": {"metadata": {"user_id": str(user.id), "plan": plan.key}},
+                "metadata": {key: str(subject_id), "plan": plan.key},
+                "subscription_data": {"metadata": {key: str(subject_id), "plan": plan.key}},
             },
             # The library's own retries reuse it; a new request (after a rollback) makes a
             # new session, whose URL nobody saw: it expires unused.
@@ -281,10 +293,14 @@ async def create_checkout(
 
 
 async def create_portal(
-    session: AsyncSession, client: stripe.StripeClient, settings: PaymentsSettings, user: User
+    session: AsyncSession,
+    client: stripe.StripeClient,
+    settings: PaymentsSettings,
+    subject_id: uuid.UUID,
+    user: User,
 ) -> str:
-    """A customer-portal URL where the user manages their subscription and cards."""
-    customer_id = await ensure_customer(session, client, user)
+    """A customer-portal URL where the subject's subscription and cards are managed."""
+    customer_id = await ensure_customer(session, client, subject_id, user)
     try:
         portal = await client.v1.billing_portal.sessions.create_async(
             {"customer": customer_id, "return_url": settings.portal_return_url}
@@ -306,7 +322,7 @@ async def create_portal(
 # What handling an event did; stored in the ledger.
 APPLIED = "applied"
 IGNORED = "ignored"  # a type this module does not act on
-UNKNOWN_CUSTOMER = "unknown_customer"  # no user is linked to the customer (see the setting)
+UNKNOWN_CUSTOMER = "unknown_customer"  # no subject is linked to the customer (see the setting)
 UNKNOWN_SUBSCRIPTION = "unknown_subscription"  # Stripe does not know it (anymore)
 
 
@@ -349,45 +365,47 @@ def customer_of(obj: Mapping[str, Any]) -> str | None:
     return _id(obj.get("customer"))
 
 
-def user_in_metadata(obj: Mapping[str, Any]) -> uuid.UUID | None:
-    """The user id we put in a subscription's metadata at checkout, if it holds one."""
+def subject_in_metadata(obj: Mapping[str, Any]) -> uuid.UUID | None:
+    """The subject id we put in a subscription's metadata at checkout, if it holds one."""
     metadata = obj.get("metadata")
     if not isinstance(metadata, Mapping):
         return None
     try:
-        return uuid.UUID(str(metadata.get("user_id")))
+        return uuid.UUID(str(metadata.get(subjects.current().key)))
     except ValueError:
         return None
 
 
-async def _user_exists(session: AsyncSession, value: Any) -> uuid.UUID | None:
+async def _subject_exists(session: AsyncSession, value: Any) -> uuid.UUID | None:
     try:
-        user_id = uuid.UUID(str(value))
+        subject_id = uuid.UUID(str(value))
     except ValueError:
         return None
-    return user_id if await session.get(User, user_id) is not None else None
+    return subject_id if await subjects.current().exists(session, subject_id) else None
 
 
-async def _link_customer(session: AsyncSession, user_id: uuid.UUID, customer_id: str) -> None:
-    """Remember the user's customer, unless the user has one already."""
+async def _link_customer(session: AsyncSession, subject_id: uuid.UUID, customer_id: str) -> None:
+    """Remember the subject's customer, unless the subject has one already."""
     await session.execute(
         insert_ignoring_conflict(
             session,
             StripeCustomer,
-            {"user_id": user_id, "customer_id": customer_id, "created_at": utcnow()},
+            {"subject_id": subject_id, "customer_id": customer_id, "created_at": utcnow()},
         )
     )
 
 
-async def _resolve_user(session: AsyncSession, customer_id: str, metadata: Any) -> uuid.UUID | None:
-    """The user of a customer; else the user named in the metadata we set at checkout."""
-    user_id = await user_for_customer(session, customer_id)
-    if user_id is not None or not isinstance(metadata, Mapping):
-        return user_id
-    user_id = await _user_exists(session, metadata.get("user_id"))
-    if user_id is not None:
-        await _link_customer(session, user_id, customer_id)
-    return user_id
+async def _resolve_subject(
+    session: AsyncSession, customer_id: str, metadata: Any
+) -> uuid.UUID | None:
+    """The subject of a customer; else the subject named in the metadata we set at checkout."""
+    subject_id = await subject_for_customer(session, customer_id)
+    if subject_id is not None or not isinstance(metadata, Mapping):
+        return subject_id
+    subject_id = await _subject_exists(session, metadata.get(subjects.current().key))
+    if subject_id is not None:
+        await _link_customer(session, subject_id, customer_id)
+    return subject_id
 
 
 def _subscription_fields(obj: Mapping[str, Any]) -> tuple[str | None, datetime | None]:
@@ -450,7 +468,7 @@ async def sync_subscription(
     client: stripe.StripeClient,
     subscription_id: str,
     *,
-    user_id: uuid.UUID | None = None,
+    subject_id: uuid.UUID | None = None,
 ) -> str:
     """Read the subscription from Stripe and store it as it is now.
 
@@ -462,7 +480,7 @@ async def sync_subscription(
     stored is then left out (`state_as_of`). The caller must not have written before this
     in its transaction (it would hold the lock across the call).
 
-    `user_id` links its customer to that user when no user is linked yet (the
+    `subject_id` links its customer to that subject when none is linked yet (the
     `client_reference_id` of a checkout). Raises `stripe.StripeError` when Stripe cannot
     answer (the event stays unprocessed and is retried).
     """
@@ -486,9 +504,9 @@ async def sync_subscription(
     customer_id = _id(obj.get("customer"))
     if customer_id is None:
         raise ValueError(f"subscription {subscription_id} without a customer")
-    if user_id is not None and await user_for_customer(session, customer_id) is None:
-        await _link_customer(session, user_id, customer_id)
-    owner = await _resolve_user(session, customer_id, obj.get("metadata")) or user_id
+    if subject_id is not None and await subject_for_customer(session, customer_id) is None:
+        await _link_customer(session, subject_id, customer_id)
+    owner = await _resolve_subject(session, customer_id, obj.get("metadata")) or subject_id
     if owner is None:
         return UNKNOWN_CUSTOMER
     row = await session.get(
@@ -497,7 +515,7 @@ async def sync_subscription(
     if _read_later(row, read_at, locked_first=locked_first):
         return APPLIED
     if row is None:
-        row = Subscription(id=subscription_id, user_id=owner, customer_id=customer_id)
+        row = Subscription(id=subscription_id, subject_id=owner, customer_id=customer_id)
         session.add(row)
     price_id, period_end = _subscription_fields(obj)
     row.status = str(obj.get("status") or "")
@@ -508,7 +526,7 @@ async def sync_subscription(
     invoice_status = _invoice_status(obj.get("latest_invoice"))
     if invoice_status is not None:
         if invoice_status == "payment_failed" and row.latest_invoice_status != invoice_status:
-            log.warning("invoice_payment_failed", subscription_id=row.id, user_id=str(owner))
+            log.warning("invoice_payment_failed", subscription_id=row.id, subject_id=str(owner))
         row.latest_invoice_status = invoice_status
         row.latest_invoice_as_of = read_at
     await session.flush()
@@ -560,20 +578,22 @@ async def _subscription_event(
 async def _checkout_completed(
     session: AsyncSession, event: Mapping[str, Any], context: EventContext
 ) -> str:
-    """Link the customer to the user the session was made for, and store its subscription."""
+    """Link the customer to the subject the session was made for, and store its subscription."""
     obj = event["data"]["object"]
     customer_id = _id(obj.get("customer"))
     if obj.get("mode") != "subscription" or customer_id is None:
         return IGNORED
-    user_id = await user_for_customer(session, customer_id)
-    if user_id is None:
-        user_id = await _user_exists(session, obj.get("client_reference_id"))
+    subject_id = await subject_for_customer(session, customer_id)
+    if subject_id is None:
+        subject_id = await _subject_exists(session, obj.get("client_reference_id"))
     subscription_id = _id(obj.get("subscription"))
     if subscription_id is not None:
-        return await sync_subscription(session, context.stripe, subscription_id, user_id=user_id)
-    if user_id is None:
+        return await sync_subscription(
+            session, context.stripe, subscription_id, subject_id=subject_id
+        )
+    if subject_id is None:
         return UNKNOWN_CUSTOMER
-    await _link_customer(session, user_id, customer_id)
+    await _link_customer(session, subject_id, customer_id)
     return APPLIED
 
 
@@ -627,7 +647,7 @@ async def handle_event(
         age = (utcnow() - created).total_seconds()
         if age < settings.unknown_customer_retry_seconds:
             raise NotYetApplicable(
-                f"no user is linked to the customer yet (retried until the event is "
+                f"nothing is linked to the customer yet (retried until the event is "
                 f"{settings.unknown_customer_retry_seconds} s old)"
             )
     return outcome

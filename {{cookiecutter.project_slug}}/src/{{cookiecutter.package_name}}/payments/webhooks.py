@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import stripe
 import structlog
 from pydantic import BaseModel, Field
 from sqlalchemy import update
@@ -40,9 +39,11 @@ from {{ cookiecutter.package_name }}.auth.models import utcnow
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.jobs import JobContext, RetryLater, enqueue, job
 from {{ cookiecutter.package_name }}.core.jobs.dead import forget
+from {{ cookiecutter.package_name }}.core.telemetry import observe
 from {{ cookiecutter.package_name }}.payments import exceptions, service
 from {{ cookiecutter.package_name }}.payments.client import PaymentsState, get_payments_state
 from {{ cookiecutter.package_name }}.payments.models import StripeEvent
+from {{ cookiecutter.package_name }}.payments.sdk import stripe
 
 log = structlog.get_logger(__name__)
 
@@ -182,12 +183,13 @@ async def apply(
     outcome = await service.handle_event(
         session, row.payload, client=payments.stripe.client, settings=payments.settings
     )
+    processed_at = utcnow()
     mark = (
         update(StripeEvent)
         .where(StripeEvent.id == event_id)
         .values(
             attempts=StripeEvent.attempts + 1,
-            processed_at=utcnow(),
+            processed_at=processed_at,
             outcome=outcome,
             last_error=None,
         )
@@ -198,6 +200,11 @@ async def apply(
     marked = await session.execute(mark)
     if getattr(marked, "rowcount", 0) == 0:
         return DUPLICATE
+    observe(
+        "payments_webhook_lag_seconds",
+        "From a webhook's arrival to its processing",
+        (processed_at - _aware(row.received_at)).total_seconds(),  # SQLite: naive, UTC
+    )
     return outcome
 
 
@@ -295,3 +302,7 @@ async def replay(database: Database, payments: PaymentsState, event_id: str) -> 
     async with database.engine.begin() as connection:
         await forget(connection, [job_id(event_id)])
     return outcome
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

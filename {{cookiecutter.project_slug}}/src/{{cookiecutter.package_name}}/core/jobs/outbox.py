@@ -18,6 +18,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from {{ cookiecutter.package_name }}.core.telemetry import traceparent
+
 from .models import JobRecord, JobStatus
 from .registry import ArgsT, Job
 
@@ -91,6 +93,7 @@ async def enqueue(
     """
     when = run_at or (now() + timedelta(seconds=delay) if delay else None)
     values = job_values(job, args, key=key, run_at=when)
+    values["trace_parent"] = traceparent()  # its runs join the caller's trace (tracing on)
     if key is None:
         session.add(JobRecord(**values))
     else:

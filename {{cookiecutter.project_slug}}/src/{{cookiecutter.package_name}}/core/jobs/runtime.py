@@ -37,6 +37,7 @@ from sqlalchemy import and_, select, update
 
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.core.telemetry import current, job_span, mark_outcome
 
 from .models import JobRecord, JobStatus
 from .outbox import insert_ignoring_duplicates, job_values, now, on_commit
@@ -60,6 +61,7 @@ class Claimed:
     args: dict[str, Any]
     attempt: int
     max_attempts: int
+    trace_parent: str | None = None
 
 
 _CLAIMED_COLUMNS = (
@@ -68,11 +70,12 @@ _CLAIMED_COLUMNS = (
     JobRecord.args,
     JobRecord.attempts,
     JobRecord.max_attempts,
+    JobRecord.trace_parent,
 )
 
 
 def _claimed(rows: Iterable[Any]) -> list[Claimed]:
-    return [Claimed(r.id, r.name, r.args, r.attempts, r.max_attempts) for r in rows]
+    return [Claimed(r.id, r.name, r.args, r.attempts, r.max_attempts, r.trace_parent) for r in rows]
 
 
 def _runnable(at: datetime, names: Iterable[str]) -> Any:
@@ -330,6 +333,13 @@ class JobRuntime:
                 self._running.discard(task)
 
     async def _run(self, item: Claimed) -> str:
+        attributes = {"job.name": item.name, "job.id": item.id, "job.attempt": item.attempt}
+        with job_span(item.name, attributes, item.trace_parent) as span:
+            outcome = await self._run_once(item)
+            mark_outcome(span, outcome)
+            return outcome
+
+    async def _run_once(self, item: Claimed) -> str:
         started = time.perf_counter()
         job = self.jobs.get(item.name)
         outcome = "done"
@@ -370,6 +380,9 @@ class JobRuntime:
             if error is not None:
                 fields["error"] = _describe(error)
             (log.info if outcome in ("done", "given_back") else log.warning)("job", **fields)
+            telemetry = current()
+            if telemetry is not None and telemetry.metrics is not None:
+                telemetry.metrics.job_run(item.name, outcome, time.perf_counter() - started)
         return outcome
 
     @staticmethod

@@ -1,0 +1,430 @@
+"""Traces (OpenTelemetry), metrics (Prometheus) and error reports (Sentry), each off by default.
+
+Nothing here loads the OpenTelemetry SDK, prometheus_client or sentry_sdk unless its
+setting is on: with none set, a request costs what it cost without this module.
+
+- Traces, from the standard `OTEL_*` variables: on when `OTEL_EXPORTER_OTLP_ENDPOINT`
+  (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) or `OTEL_TRACES_EXPORTER` (otlp, console) is
+  set, off when `OTEL_SDK_DISABLED=true`. A span per request (FastAPI's own, named after
+  the route template), per SQL statement, Redis command, outgoing HTTP call (httpx,
+  aiohttp) and SMTP send; a job's run joins the trace of the request that enqueued it.
+  The SDK reads the other `OTEL_*` variables itself (OTEL_EXPORTER_OTLP_HEADERS,
+  OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*) from the process environment.
+- Metrics: `METRICS_PORT` serves Prometheus' text format on a port of its own (core/metrics.py).
+- Errors: `SENTRY_DSN` sends unhandled errors to Sentry, without personal data.
+
+Modules use the helpers below (`model_call`, `client_span`), which do nothing when off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.telemetry import TelemetryConfig
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span, Tracer
+
+    from .metrics import Metrics
+
+TRACER_NAME = "{{ cookiecutter.package_name }}"
+
+
+class TelemetrySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # OpenTelemetry's own names (https://opentelemetry.io/docs/specs/otel/configuration/).
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: Literal["", "otlp", "console", "none"] = ""
+    otel_exporter_otlp_endpoint: str = ""  # e.g. http://127.0.0.1:4318 (OTLP over HTTP)
+    otel_exporter_otlp_traces_endpoint: str = ""  # the full URL, e.g. .../v1/traces
+    otel_service_name: str = "{{ cookiecutter.package_name }}"
+    # Requests not traced: regular expressions searched in the path, comma separated
+    # (the variable of OpenTelemetry's Python instrumentations), e.g. "/health/,/metrics".
+    otel_python_excluded_urls: str = ""
+
+    # Prometheus metrics on a port of their own (off when unset); see core/metrics.py.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Several worker processes: a directory they share (prometheus_client's multiprocess mode).
+    prometheus_multiproc_dir: str | None = None
+
+    sentry_dsn: SecretStr | None = None
+    # Share of requests Sentry also traces (its performance view); 0 sends errors only.
+    sentry_traces_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @field_validator("otel_traces_exporter", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("sentry_dsn", "prometheus_multiproc_dir", "metrics_port", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def tracing(self) -> bool:
+        if self.otel_sdk_disabled:
+            return False
+        if self.otel_traces_exporter:
+            return self.otel_traces_exporter != "none"
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
+
+    @property
+    def traces_endpoint(self) -> str:
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        base = self.otel_exporter_otlp_endpoint or "http://localhost:4318"
+        return f"{base.rstrip('/')}/v1/traces"
+
+
+def tracer_provider_from(settings: TelemetrySettings) -> TracerProvider:
+    """A provider exporting in batches to the configured exporter (OTLP over HTTP, or console)."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
+
+    # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES; the sampler comes from
+    # OTEL_TRACES_SAMPLER (parent-based, always on, by default).
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: settings.otel_service_name}),
+        shutdown_on_exit=False,
+    )
+    exporter: SpanExporter
+    if settings.otel_traces_exporter == "console":
+        exporter = ConsoleSpanExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=settings.traces_endpoint)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+class Telemetry:
+    """What of observability one app has on, and the objects that do it.
+
+    `create_app` makes it from the environment (`Telemetry.from_settings`); tests pass
+    their own, e.g. with a tracer provider exporting to memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        metrics: Metrics | None = None,
+        excluded_urls: str = "",
+    ) -> None:
+        self.tracer_provider = tracer_provider
+        self.metrics = metrics
+        patterns = [p.strip() for p in excluded_urls.split(",") if p.strip()]
+        self._excluded = re.compile("|".join(patterns)) if patterns else None
+        self._tracer: Tracer | None = None
+        self._undo: list[Any] = []
+
+    @classmethod
+    def from_settings(
+        cls, settings: TelemetrySettings, *, environment: str, workers: int = 1
+    ) -> Telemetry:
+        if settings.sentry_dsn is not None:
+            start_sentry(settings, environment)
+        metrics = None
+        if settings.metrics_port is not None:
+            if settings.prometheus_multiproc_dir is not None:
+                # Read by prometheus_client when it is first imported, just below.
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.prometheus_multiproc_dir
+            elif workers > 1:
+                raise ValueError(
+                    f"METRICS_PORT with WEB_CONCURRENCY={workers} needs PROMETHEUS_MULTIPROC_DIR "
+                    "(a directory the workers share): each would report only its own numbers"
+                )
+            from .metrics import Metrics
+
+            metrics = Metrics.from_settings(settings)
+        return cls(
+            tracer_provider=tracer_provider_from(settings) if settings.tracing else None,
+            metrics=metrics,
+            excluded_urls=settings.otel_python_excluded_urls,
+        )
+
+    @property
+    def tracing(self) -> bool:
+        return self.tracer_provider is not None
+
+    @property
+    def tracer(self) -> Tracer:
+        assert self.tracer_provider is not None
+        if self._tracer is None:
+            self._tracer = self.tracer_provider.get_tracer(TRACER_NAME)
+        return self._tracer
+
+    def fastapi_options(self) -> TelemetryConfig:
+        """`FastAPI(telemetry=...)`: FastAPI's own request spans, only with our provider.
+
+        FastAPI names each server span "<METHOD> <route template>" and makes it current
+        while the request runs. Its metrics go to Prometheus our way (core/metrics.py).
+        """
+        if self.tracer_provider is None:
+            return {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
+        excluded = self._excluded
+        return {
+            "tracer_provider": self.tracer_provider,
+            "tracing": True,
+            "metrics": False,
+            "logs": False,
+            # One span a request, not one per dependency: cheaper, and the SQL, Redis and
+            # HTTP spans below it say where the time went.
+            "operation_spans": False,
+            "auto_configure": False,
+            "exclude": (lambda scope: bool(excluded.search(scope.get("path", ""))))
+            if excluded is not None
+            else None,
+        }
+
+    def install(self, app: FastAPI) -> None:
+        """Middleware: request metrics (when on); called by create_app."""
+        if self.metrics is not None:
+            from .metrics import RequestMetricsMiddleware
+
+            app.add_middleware(RequestMetricsMiddleware, metrics=self.metrics)
+
+    @asynccontextmanager
+    async def running(self, app: FastAPI) -> AsyncIterator[None]:
+        """Instrument the app's clients, serve metrics; entered first in the app's lifespan."""
+        global _current
+        _current = self
+        try:
+            if self.tracer_provider is not None:
+                self._instrument(app)
+            if self.metrics is not None:
+                await self.metrics.start(app)
+            yield
+        finally:
+            if self.metrics is not None:
+                await self.metrics.stop()
+            for undo in reversed(self._undo):
+                undo()
+            self._undo.clear()
+            if self.tracer_provider is not None:
+                self.tracer_provider.force_flush()
+            if _current is self:
+                _current = None
+
+    def _instrument(self, app: FastAPI) -> None:
+        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+        from opentelemetry.metrics import NoOpMeterProvider
+
+        provider = self.tracer_provider
+        assert provider is not None
+        # SQL: this app's engine only (its listeners go with the engine).
+        import opentelemetry.instrumentation.sqlalchemy as sqlalchemy_instrumentation
+
+        unused = NoOpMeterProvider().get_meter("unused").create_up_down_counter("unused")
+        EngineTracer(  # type: ignore[no-untyped-call]
+            provider.get_tracer(sqlalchemy_instrumentation.__name__),
+            app.state.database.engine.sync_engine,
+            unused,
+        )
+        # Redis, httpx and aiohttp are patched at class level: undone when the app stops.
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        self._patch(RedisInstrumentor(), provider)
+        try:
+            import httpx  # noqa: F401 - only when the project uses it
+        except ImportError:  # pragma: no cover - a project without httpx at run time
+            pass
+        else:
+            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+            self._patch(HTTPXClientInstrumentor(), provider)
+        try:
+            import aiohttp  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+
+            self._patch(AioHttpClientInstrumentor(), provider)
+
+    def _patch(self, instrumentor: Any, provider: TracerProvider) -> None:
+        if instrumentor.is_instrumented_by_opentelemetry:
+            return  # another app in this process did (tests); it undoes it
+        instrumentor.instrument(tracer_provider=provider)
+        self._undo.append(instrumentor.uninstrument)
+
+
+# The running app's telemetry (one app per process; tests run one at a time).
+_current: Telemetry | None = None
+
+
+def current() -> Telemetry | None:
+    return _current
+
+
+def start_sentry(settings: TelemetrySettings, environment: str) -> None:
+    """Unhandled errors (and a share of requests, SENTRY_TRACES_SAMPLE_RATE) to Sentry.
+
+    No personal data: no user ids, addresses, cookies, credentials, request bodies or
+    frame locals (the SDK's default, which is send_default_pii off, and local variables
+    off); the integrations for FastAPI, Starlette, SQLAlchemy, Redis and logging are
+    enabled by sentry_sdk on its own.
+    """
+    import sentry_sdk
+
+    assert settings.sentry_dsn is not None
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn.get_secret_value(),
+        environment=environment,
+        # No `send_default_pii`/`data_collection`: the SDK's default sends no personal data.
+        traces_sample_rate=settings.sentry_traces_sample_rate,
+        # Breadcrumbs hold log lines; ours may name an address (e.g. email_sent to=...).
+        max_breadcrumbs=0,
+        # A frame's local variables hold the request's headers (cookies, credentials) and
+        # whatever the code was handling: the stack trace is sent without them.
+        include_local_variables=False,
+    )
+
+
+# --- helpers for the code that does the work (no-ops when off) ---------------------
+
+
+def traceparent() -> str | None:
+    """The W3C traceparent of the current span, to hand to work done later (a job)."""
+    telemetry = _current
+    if telemetry is None or telemetry.tracer_provider is None:
+        return None
+    from opentelemetry.trace import get_current_span
+
+    context = get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+def job_span(
+    name: str, attributes: Mapping[str, Any], parent: str | None
+) -> AbstractContextManager[Span | None]:
+    """The span of one run of a job, a child of the span that enqueued it (when known)."""
+    telemetry = _current
+    if telemetry is None or telemetry.tracer_provider is None:
+        return nullcontext()
+    return _job_span(telemetry, name, attributes, parent)
+
+
+@contextmanager
+def _job_span(
+    telemetry: Telemetry, name: str, attributes: Mapping[str, Any], parent: str | None
+) -> Iterator[Span]:
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace import SpanKind, set_span_in_context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    start_in = (
+        TraceContextTextMapPropagator().extract({"traceparent": parent})
+        if parent
+        else otel_context.Context()  # a root: not whatever the loop's task inherited
+    )
+    span = telemetry.tracer.start_span(
+        f"job {name}", context=start_in, kind=SpanKind.CONSUMER, attributes=dict(attributes)
+    )
+    token = otel_context.attach(set_span_in_context(span))
+    try:
+        yield span
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
+def client_span(name: str, attributes: Mapping[str, Any]) -> AbstractContextManager[Span | None]:
+    """A client span around a call no instrumentation sees (an SMTP send)."""
+    telemetry = _current
+    if telemetry is None or telemetry.tracer_provider is None:
+        return nullcontext()
+    return _client_span(telemetry, name, attributes)
+
+
+@contextmanager
+def _client_span(telemetry: Telemetry, name: str, attributes: Mapping[str, Any]) -> Iterator[Span]:
+    from opentelemetry.trace import SpanKind
+
+    with telemetry.tracer.start_as_current_span(
+        name, kind=SpanKind.CLIENT, attributes=dict(attributes)
+    ) as span:
+        yield span
+
+
+def mark_outcome(span: Span | None, outcome: str) -> None:
+    """Set a span's status from an outcome ("done"/"ok" or a failure)."""
+    if span is None:
+        return
+    from opentelemetry.trace import StatusCode
+
+    span.set_attribute("outcome", outcome)
+    if outcome not in ("done", "ok", "given_back"):
+        span.set_status(StatusCode.ERROR, outcome)
+
+
+def model_call(
+    *, system: str, model: str, input_tokens: int, output_tokens: int, outcome: str
+) -> None:
+    """A call to a model provider: GenAI attributes on the current span, tokens counted.
+
+    The attributes are OpenTelemetry's GenAI semantic conventions (gen_ai.system,
+    gen_ai.request.model, gen_ai.usage.input_tokens, gen_ai.usage.output_tokens).
+    """
+    telemetry = _current
+    if telemetry is None:
+        return
+    if telemetry.metrics is not None:
+        telemetry.metrics.model_tokens(model, outcome, input_tokens, output_tokens)
+    if telemetry.tracer_provider is not None:
+        from opentelemetry.trace import get_current_span
+
+        span = get_current_span()
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "gen_ai.system": system,
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": model,
+                    "gen_ai.usage.input_tokens": input_tokens,
+                    "gen_ai.usage.output_tokens": output_tokens,
+                }
+            )
+
+
+def observe(name: str, documentation: str, seconds: float) -> None:
+    """A module's own duration (a histogram, in seconds), when metrics are on.
+
+    E.g. how long after its arrival a webhook was processed; `name` is the metric's name,
+    prefixed with the module's (`<module>_<what>_seconds`).
+    """
+    telemetry = _current
+    if telemetry is not None and telemetry.metrics is not None:
+        telemetry.metrics.observe(name, documentation, seconds)
+
+
+def add_trace_ids(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the current trace and span ids on every line (tracing on)."""
+    from opentelemetry.trace import get_current_span
+
+    context = get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", f"{context.trace_id:032x}")
+        event.setdefault("span_id", f"{context.span_id:016x}")
+    return event
