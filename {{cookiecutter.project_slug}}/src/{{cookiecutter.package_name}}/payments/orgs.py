@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import stripe
 import structlog
 from fastapi import APIRouter
 from pydantic import BaseModel
@@ -58,6 +57,7 @@ from {{ cookiecutter.package_name }}.payments.schemas import (
     RedirectUrl,
     SubscriptionRead,
 )
+from {{ cookiecutter.package_name }}.payments.sdk import stripe
 
 if TYPE_CHECKING:
     from stripe.params import CustomerCreateParams
