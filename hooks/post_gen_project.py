@@ -179,6 +179,12 @@ OPTIONS: tuple[Option, ...] = (
         paths=("src/{package}/payments/orgs.py", "tests/payments/test_orgs_billing.py"),
         migration="migrations/versions/0013_payments_orgs.py",
     ),
+    # AI pools per organization (issue 15): each ledger row names the totals it was charged to;
+    # the org-scoped AI routes and their tests go with the orgs module.
+    Option("use_ai", migration="migrations/versions/0014_ai_subject.py"),
+    Option("use_orgs", paths=("src/{package}/ai/orgs.py", "tests/ai/test_orgs.py")),
+    # API keys that belong to an organization (issue 15).
+    Option("use_orgs", migration="migrations/versions/0015_org_api_keys.py"),
 )
 
 # CI provider -> its files; the others' files are removed.

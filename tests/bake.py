@@ -258,6 +258,7 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "tests/ai",
         "migrations/versions/0004_ai.py",
         "migrations/versions/0007_ai_reservations.py",
+        "migrations/versions/0014_ai_subject.py",
     ]
     (present if is_on(opts.get("use_ai")) else absent).extend(ai)
     ci = opts["ci"]
@@ -291,6 +292,7 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "tests/orgs",
         "migrations/versions/0011_orgs.py",
         "migrations/versions/0012_orgs_rls.py",
+        "migrations/versions/0015_org_api_keys.py",
     ]
     (present if is_on(opts.get("use_orgs")) else absent).extend(orgs)
     billed = [  # the organization pays: with both payments and orgs
@@ -300,6 +302,9 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     ]
     both = is_on(opts.get("use_payments")) and is_on(opts.get("use_orgs"))
     (present if both else absent).extend(billed)
+    ai_orgs = [f"src/{package}/ai/orgs.py", "tests/ai/test_orgs.py"]
+    both = is_on(opts.get("use_ai")) and is_on(opts.get("use_orgs"))
+    (present if both else absent).extend(ai_orgs)
     return present, absent
 
 

@@ -10,6 +10,9 @@ from .admin import module as admin
 {% if cookiecutter.use_ai -%}
 from .ai import module as ai
 {% endif -%}
+{% if cookiecutter.use_ai and cookiecutter.use_orgs -%}
+from .ai import orgs as ai_orgs
+{% endif -%}
 {% if cookiecutter.use_auth -%}
 from .auth import module as auth
 {% endif -%}
@@ -41,6 +44,9 @@ MODULES: tuple[Module, ...] = (
 {%- endif %}
 {%- if cookiecutter.use_ai %}
     ai.module,
+{%- endif %}
+{%- if cookiecutter.use_ai and cookiecutter.use_orgs %}
+    ai_orgs.module,
 {%- endif %}
 {%- if cookiecutter.use_admin %}
     admin.module,

@@ -30,7 +30,7 @@ TRANSPORTS = ["fast", "sdk"]
 MakeApp = Callable[..., Awaitable[FastAPI]]
 
 # With the auth module the caller is a signed-in user (see ai/seams.py).
-SIGNED_IN = "user" in inspect.signature(get_caller).parameters
+SIGNED_IN = set(inspect.signature(get_caller).parameters) != {"request"}
 TEST_USER_ID = uuid.UUID("00000000-0000-4000-8000-000000000001") if SIGNED_IN else None
 
 

@@ -33,9 +33,10 @@ from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from {{ cookiecutter.package_name }}.auth.models import ApiKey
 from {{ cookiecutter.package_name }}.core.contract import is_api_route, routes
 from {{ cookiecutter.package_name }}.core.db import Base, Database, bypass_row_security
-from {{ cookiecutter.package_name }}.orgs.models import Invitation, Organization
+from {{ cookiecutter.package_name }}.orgs.models import Invitation, Organization, OrgApiKey
 
 ORG_PARAM = "org_id"
 ORG_IN_PATH = "{org_id}"
@@ -67,6 +68,23 @@ def path_id(name: str) -> Callable[[PathId], PathId]:
 @path_id("user_id")
 async def _member_of_b(session: AsyncSession, b: Tenant) -> object:
     return b.owner_id  # B's owner: a member of B, not of A
+
+
+@path_id("key_id")
+async def _api_key_of_b(session: AsyncSession, b: Tenant) -> object:
+    """An API key of B's owner that belongs to B."""
+    api_key = ApiKey(
+        user_id=b.owner_id,
+        name="b's key",
+        prefix="sk_b",
+        key_hash=hashlib.sha256(secrets.token_bytes(32)).hexdigest(),
+        scope="read write",
+    )
+    session.add(api_key)
+    await session.flush()
+    session.add(OrgApiKey(api_key_id=api_key.id, org_id=b.org_id, role="member"))
+    await session.flush()
+    return api_key.id
 
 
 @path_id("invitation_id")

@@ -2,6 +2,8 @@
 
 `user_id` is a plain indexed UUID without a foreign key: the tables and their
 migration are the same whether or not the auth module is part of the project.
+`subject` is whose monthly totals a row was charged to (`ai_usage_totals.subject`):
+the caller's own, or a pool several callers share.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, Integer, String, Uuid, text
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, Index, Integer, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from {{ cookiecutter.package_name }}.core.db import Base
@@ -20,12 +22,16 @@ ANONYMOUS = uuid.UUID(int=0)
 
 class AIUsage(Base):
     __tablename__ = "ai_usage"
+    # A subject's rows of a month (a pool's usage per member) without a scan.
+    __table_args__ = (Index("ix_ai_usage_subject_created_at", "subject", "created_at"),)
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), index=True)
+    # Null on rows written before migration 0014: those were charged to user_id (or ANONYMOUS).
+    subject: Mapped[uuid.UUID | None] = mapped_column(Uuid())
     model: Mapped[str] = mapped_column(String(100))
     prompt_tokens: Mapped[int] = mapped_column(Integer())
     completion_tokens: Mapped[int] = mapped_column(Integer())

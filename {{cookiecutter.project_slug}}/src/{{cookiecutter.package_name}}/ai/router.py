@@ -131,6 +131,11 @@ def choose_model(ai: AI, chat: ChatRequest) -> str:
     },
 )
 async def chat(chat: ChatRequest, request: Request, caller: CallerDep) -> Response:
+    return await answer(chat, request, caller)
+
+
+async def answer(chat: ChatRequest, request: Request, caller: Caller) -> Response:
+    """A chat endpoint's work for a caller its dependency resolved (plain or streamed)."""
     # In the body rather than in a dependency of their own, as /usage does: each
     # dependency costs FastAPI a few percent of this endpoint's CPU (docs/ai.md).
     ai = require_ai(request)
@@ -290,6 +295,11 @@ def _delta(chunk: ChatCompletionChunk) -> tuple[str, str | None]:
 @router.get("/usage", responses=problems({429: "AI_RATE_LIMIT exceeded (with Retry-After)"}))
 async def usage(request: Request, caller: CallerDep) -> UsageSummary:
     """Tokens and requests of the current calendar month (UTC) for the caller."""
+    return await summary(request, caller)
+
+
+async def summary(request: Request, caller: Caller) -> UsageSummary:
+    """The month's totals of the caller's allowance (rate limited like chat)."""
     state = ai_state(request)
     await enforce_rate_limit(request, state.settings, caller)
     start = period_start(datetime.now(UTC))

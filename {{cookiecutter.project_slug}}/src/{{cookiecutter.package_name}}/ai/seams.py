@@ -2,24 +2,43 @@
 
 Who the caller is (the signed-in user when the project has accounts, else
 everyone behind one client address), which key their rate limit counts under,
-and their monthly token allowance (their plan's when the project has plans, else
+{%- if cookiecutter.use_orgs %}
+whose monthly allowance they draw on (an organization's, pooled over its members),
+{%- endif %}
+and that monthly token allowance (the plan's when the project has plans, else
 AI_MONTHLY_TOKEN_QUOTA). Nothing else in this package imports another module.
 """
 
 from __future__ import annotations
 
-{% if cookiecutter.use_auth and cookiecutter.use_payments -%}
+{% if cookiecutter.use_auth -%}
 import uuid
 {% endif -%}
-from typing import Annotated
+from typing import Annotated{% if cookiecutter.use_orgs %}, cast{% endif %}
 
 from fastapi import Depends, Request
 {% if cookiecutter.use_auth %}
+{%- if cookiecutter.use_orgs %}
+from {{ cookiecutter.package_name }}.auth.dependencies import ReleasedPrincipal, get_auth_state
+{%- else %}
 from {{ cookiecutter.package_name }}.auth.dependencies import ReleasedUser
-{%- if cookiecutter.use_payments %}
+{%- endif %}
+{%- if cookiecutter.use_payments or cookiecutter.use_orgs %}
 from {{ cookiecutter.package_name }}.core.cache import Recent
+{%- endif %}
+{%- if cookiecutter.use_orgs %}
+from {{ cookiecutter.package_name }}.core.contract import declare
+{%- endif %}
+{%- if cookiecutter.use_payments or cookiecutter.use_orgs %}
 from {{ cookiecutter.package_name }}.core.db import get_database
-from {{ cookiecutter.package_name }}.payments import subjects
+{%- endif %}
+{%- if cookiecutter.use_orgs %}
+from {{ cookiecutter.package_name }}.core.errors import ProblemError
+from {{ cookiecutter.package_name }}.orgs.dependencies import read_home_org, read_role
+from {{ cookiecutter.package_name }}.orgs.exceptions import org_not_found
+from {{ cookiecutter.package_name }}.orgs.models import Role
+{%- endif %}
+{%- if cookiecutter.use_payments %}
 from {{ cookiecutter.package_name }}.payments.client import get_payments_state
 from {{ cookiecutter.package_name }}.payments.service import get_entitlements
 {%- endif %}
@@ -43,10 +62,13 @@ def default_quota(settings: AISettings) -> int | None:
 PLAN_CACHE_SIZE = 100_000
 
 
-async def monthly_quota(request: Request, user: ReleasedUser, settings: AISettings) -> int | None:
-    """The allowance of the user's plan (the free plan's without a subscription).
+async def monthly_quota(request: Request, subject: uuid.UUID, settings: AISettings) -> int | None:
+    """The allowance of the subject's plan (the free plan's without a subscription).
 
     A plan whose `ai_monthly_tokens` is null has no limit (see docs/payments.md).
+{%- if cookiecutter.use_orgs %}
+    The subject is an organization: its members share its plan's allowance.
+{%- endif %}
     One short read of the subscription in a session of its own (the chat endpoint
     holds no pooled connection while it waits on the upstream), remembered per
     process for AI_QUOTA_CACHE_SECONDS like the usage totals.
@@ -63,28 +85,121 @@ async def monthly_quota(request: Request, user: ReleasedUser, settings: AISettin
     async def read() -> tuple[int | None]:
         async with get_database(request).sessionmaker() as session:
             plan = await get_entitlements(
-                session,
-                await subjects.current().of_user(session, user),  # who pays for the user
-                settings=get_payments_state(request.app).settings,
+                session, subject, settings=get_payments_state(request.app).settings
             )
         return (plan.ai_monthly_tokens,)
 
-    return (await cache.fetch(user.id, read))[0]
+    return (await cache.fetch(subject, read))[0]
 {%- else %}
 
 
-async def monthly_quota(request: Request, user: ReleasedUser, settings: AISettings) -> int | None:
+async def monthly_quota(request: Request, subject: uuid.UUID, settings: AISettings) -> int | None:
     return default_quota(settings)
 {%- endif %}
+{%- if cookiecutter.use_orgs %}
+
+
+# Memberships read a moment ago, at most this many remembered (per kind).
+MEMBERSHIP_CACHE_SIZE = 100_000
+
+# (user, API key or None) -> the organization /ai/chat bills; (user, org, API key) -> role
+HomeOrgs = Recent[tuple[uuid.UUID, uuid.UUID | None], tuple[uuid.UUID | None]]
+OrgRoles = Recent[tuple[uuid.UUID, uuid.UUID, uuid.UUID | None], tuple[Role | None]]
+
+
+def _recent(request: Request, name: str) -> HomeOrgs | OrgRoles:
+    """Memberships read by this process, trusted for AUTH_USER_CACHE_SECONDS (5 s at most).
+
+    The same bound as the account itself (ReleasedUser): a member removed from an
+    organization, or demoted, is refused here at most that long after the change.
+    """
+    cache: HomeOrgs | OrgRoles | None = getattr(request.app.state, name, None)
+    if cache is None:
+        seconds = get_auth_state(request.app).settings.user_cache_seconds
+        cache = Recent(seconds, MEMBERSHIP_CACHE_SIZE)
+        setattr(request.app.state, name, cache)
+    return cache
+
+
+async def pool_caller(request: Request, user_id: uuid.UUID, org_id: uuid.UUID) -> Caller:
+    """A member charged to the organization's pool: its plan's allowance, shared."""
+    return Caller(
+        user_id=user_id,
+        monthly_quota=await monthly_quota(request, org_id, ai_state(request).settings),
+        rate_key=f"user:{user_id}",
+        pool=org_id,
+    )
+
+
+async def get_caller(request: Request, principal: ReleasedPrincipal) -> Caller:
+    """The signed-in user, charged to the organization the request acts for.
+
+    That is their personal organization, or, with an API key that belongs to an
+    organization, the key's (while its creator is a member); one read, remembered
+    like the membership in `get_org_caller`.
+    """
+    user, key = principal.user, principal.api_key
+    key_id = key.id if key is not None else None
+    database = get_database(request)
+
+    async def read() -> tuple[uuid.UUID | None]:
+        return (await read_home_org(database, user.id, key_id),)
+
+    cache = cast(HomeOrgs, _recent(request, "ai_home_orgs"))
+    (org_id,) = await cache.fetch((user.id, key_id), read)
+    if org_id is None:
+        if key_id is not None:
+            raise ProblemError(403, "The API key's creator is no longer in its organization.")
+        raise ProblemError(
+            403, "No personal organization; chat in one: POST /api/v1/orgs/{org_id}/ai/chat."
+        )
+    return await pool_caller(request, user.id, org_id)
+
+
+async def get_org_caller(
+    org_id: uuid.UUID, request: Request, principal: ReleasedPrincipal
+) -> Caller:
+    """A member of `{org_id}` (404 otherwise), charged to the organization's pool.
+
+    `OrgMember` without the request's session: one read of the membership (with the
+    API key's organization and role), remembered for AUTH_USER_CACHE_SECONDS.
+    """
+    user, key = principal.user, principal.api_key
+    key_id = key.id if key is not None else None
+    database = get_database(request)
+
+    async def read() -> tuple[Role | None]:
+        return (await read_role(database, org_id, user.id, key_id),)
+
+    cache = cast(OrgRoles, _recent(request, "ai_org_roles"))
+    (role,) = await cache.fetch((user.id, org_id, key_id), read)
+    if role is None:
+        raise org_not_found()
+    return await pool_caller(request, user.id, org_id)
+
+
+declare(
+    get_caller,
+    problems={403: "An API key of an organization its creator has left, or no personal one"},
+)
+# The scope is ReleasedPrincipal's (declared with it).
+declare(
+    get_org_caller,
+    requires="org member",
+    problems={404: "No such organization, or the caller is not a member"},
+)
+OrgCallerDep = Annotated[Caller, Depends(get_org_caller)]
+{%- else %}
 
 
 async def get_caller(request: Request, user: ReleasedUser) -> Caller:
     """The signed-in user: rate limited and metered per user."""
     return Caller(
         user_id=user.id,
-        monthly_quota=await monthly_quota(request, user, ai_state(request).settings),
+        monthly_quota=await monthly_quota(request, user.id, ai_state(request).settings),
         rate_key=f"user:{user.id}",
     )
+{%- endif %}
 {%- else %}
 
 

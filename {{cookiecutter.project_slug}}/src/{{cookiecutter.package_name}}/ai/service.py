@@ -84,10 +84,12 @@ STALE_RESERVATION_SECONDS = 3600.0
 # the grant back (RETURNING sees only the new row).
 BATCH_STATEMENT = """
     WITH ledger AS (
-        INSERT INTO ai_usage (created_at, user_id, model, prompt_tokens, completion_tokens,
-                              total_tokens, latency_ms, outcome, streamed, request_id)
+        INSERT INTO ai_usage (created_at, user_id, subject, model, prompt_tokens,
+                              completion_tokens, total_tokens, latency_ms, outcome, streamed,
+                              request_id)
         SELECT * FROM unnest(
             CAST(:created_at AS timestamptz[]), CAST(:user_id AS uuid[]),
+            CAST(:row_subject AS uuid[]),
             CAST(:model AS varchar[]), CAST(:prompt_tokens AS int[]),
             CAST(:completion_tokens AS int[]), CAST(:total_tokens AS int[]),
             CAST(:latency_ms AS int[]), CAST(:outcome AS varchar[]),
@@ -138,6 +140,7 @@ RESERVATIONS_STATEMENT = text(
 LEDGER_COLUMNS = (
     "created_at",
     "user_id",
+    "subject",
     "model",
     "prompt_tokens",
     "completion_tokens",
@@ -163,15 +166,21 @@ def at_midnight(day: date) -> datetime:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: a user (auth on) or everyone without one, and their allowance."""
+    """Who is asking: a user (auth on) or everyone without one, and their allowance.
+
+    The allowance charged is the caller's own, or a pool several callers share
+    (`pool`: its id); ai/seams.py decides which.
+    """
 
     user_id: uuid.UUID | None
     monthly_quota: int | None  # tokens; None: unlimited
     rate_key: str  # what the rate limit counts under (user, or client address)
+    pool: uuid.UUID | None = None
 
     @property
     def subject(self) -> uuid.UUID:
-        return self.user_id or ANONYMOUS
+        """Whose monthly totals the caller's calls are charged to."""
+        return self.pool or self.user_id or ANONYMOUS
 
 
 Key = tuple[uuid.UUID, date]  # (subject, period)
@@ -419,6 +428,7 @@ class Metering:
         row = {
             "created_at": now,
             "user_id": entry.caller.user_id,
+            "subject": entry.caller.subject,
             "model": entry.model,
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -499,7 +509,7 @@ class Metering:
         for op in ops:
             if op.row is not None:
                 rows.append(op.row)
-                subject = op.row["user_id"] or ANONYMOUS
+                subject = op.row["subject"]
                 change = changes[(subject, period_start(op.row["created_at"]))]
                 change.tokens += op.row["total_tokens"]
                 change.requests += 1
@@ -569,6 +579,7 @@ class Metering:
         the same for any batch and is compiled and prepared once.
         """
         params: dict[str, Any] = {c: [row[c] for row in rows] for c in LEDGER_COLUMNS}
+        params["row_subject"] = params.pop("subject")  # `subject` is the totals' array
         params["subject"] = [subject for subject, _period in changes]
         params["period"] = [period for _subject, period in changes]
         params["tokens"] = [c.tokens for c in changes.values()]

@@ -218,22 +218,22 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 CurrentSuperuser = Annotated[User, Depends(get_current_superuser)]
 
 
-async def get_released_user(
+async def get_released_principal(
     request: Request,
     bearer: Annotated[str | None, Depends(bearer_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
-) -> User:
+) -> Principal:
     """The caller, for endpoints that hold no database connection while they wait.
 
     `CurrentUser` is attached to the request's session, whose transaction (and
     pooled connection, once used) stays open until the endpoint returns. An
     endpoint that waits on something slow, such as a model provider, and serves
-    many requests per user takes `ReleasedUser` instead: the user is detached and
-    shared, so read it, don't change it. With an access token, an account this
-    process read less than AUTH_USER_CACHE_SECONDS ago (5 s at most) is not read
-    again: a deactivated account, an ended session or a changed password is refused
-    here at most that long after the change. Concurrent requests of one user share
-    one read; API keys are looked up every time.
+    many requests per user takes `ReleasedUser` (or this, to know the API key too)
+    instead: the user is detached and shared, so read it, don't change it. With an
+    access token, an account this process read less than AUTH_USER_CACHE_SECONDS
+    ago (5 s at most) is not read again: a deactivated account, an ended session or
+    a changed password is refused here at most that long after the change.
+    Concurrent requests of one user share one read; API keys are looked up every time.
     """
     # The state is not a dependency here: each one costs a few percent of the
     # CPU of a request on an endpoint such as AI chat (docs/ai.md).
@@ -244,7 +244,7 @@ async def get_released_user(
             principal = await get_principal(request, session, state, bearer, api_key)
             await session.commit()  # the key's last_used_at
         _check_scopes(needed, principal.scopes)
-        return principal.user
+        return principal
     access = _access_token(request, state, bearer)
     _check_scopes(needed, access.scopes)
 
@@ -255,7 +255,17 @@ async def get_released_user(
         return user
 
     # The session and stamp are checked on every request, against the remembered row.
-    return _in_session(await state.recent_users.fetch(access.user_id, read), access)
+    user = _in_session(await state.recent_users.fetch(access.user_id, read), access)
+    return Principal(user, access.scopes, session_id=access.session_id)
+
+
+async def get_released_user(
+    request: Request,
+    bearer: Annotated[str | None, Depends(bearer_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> User:
+    """`get_released_principal`'s user (see there)."""
+    return (await get_released_principal(request, bearer, api_key)).user
 
 
 def method_scope(method: str) -> frozenset[str]:
@@ -271,12 +281,14 @@ def _check_scopes(needed: frozenset[str], held: frozenset[str]) -> None:
 
 READ, WRITE = frozenset({"read"}), frozenset({"write"})
 MISSING_SCOPE = {403: "The token or API key lacks a scope the route needs"}
-declare(
-    get_released_user,
-    requires=lambda method: _scopes_label(method_scope(method)),
-    problems={**SIGNED_IN, **MISSING_SCOPE},
-)
+for _released in (get_released_principal, get_released_user):
+    declare(
+        _released,
+        requires=lambda method: _scopes_label(method_scope(method)),
+        problems={**SIGNED_IN, **MISSING_SCOPE},
+    )
 ReleasedUser = Annotated[User, Depends(get_released_user)]
+ReleasedPrincipal = Annotated[Principal, Depends(get_released_principal)]
 
 
 def _scopes_label(scopes: frozenset[str]) -> str:

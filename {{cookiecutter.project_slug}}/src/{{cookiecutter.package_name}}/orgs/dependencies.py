@@ -8,17 +8,20 @@
 caller's membership in one query. A caller who is not a member gets 404, as for an
 organization that does not exist; a member without the role gets 403. Reading
 (GET, HEAD) needs the `read` scope, anything else `write`.
+
+An API key that belongs to an organization (`OrgApiKey`) acts only there (404
+elsewhere), with the lower of its role and its creator's current role.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.params import Depends as DependsParam
-from sqlalchemy import select
+from sqlalchemy import Row, Select, func, select
 
 from {{ cookiecutter.package_name }}.auth import exceptions as auth_exceptions
 from {{ cookiecutter.package_name }}.auth.dependencies import (
@@ -28,10 +31,10 @@ from {{ cookiecutter.package_name }}.auth.dependencies import (
 )
 from {{ cookiecutter.package_name }}.auth.models import User
 from {{ cookiecutter.package_name }}.core.contract import declare
-from {{ cookiecutter.package_name }}.core.db import SessionDep
+from {{ cookiecutter.package_name }}.core.db import Database, SessionDep
 
 from . import exceptions
-from .models import Membership, Organization, Role
+from .models import Membership, Organization, OrgApiKey, Role
 from .scoping import activation
 
 
@@ -51,22 +54,97 @@ class OrgAccess:
         return self.role.at_least(role)
 
 
+def effective_role(
+    org_id: uuid.UUID, member_role: str, key_org: uuid.UUID | None, key_role: str | None
+) -> Role | None:
+    """The caller's role in `org_id`; None (404) when an API key of another organization acts.
+
+    A key of no organization acts as its creator; a key of this one with the lower of
+    its role and its creator's current role (`member_role`, read in the same query).
+    """
+    role = Role(member_role)
+    if key_org is None:
+        return role
+    if key_org != org_id or key_role is None:
+        return None
+    return min(role, Role(key_role), key=lambda r: r.rank)
+
+
+def _with_key(
+    query: Select[*tuple[Any, ...]], api_key_id: uuid.UUID | None
+) -> Select[*tuple[Any, ...]]:
+    """`query` (over memberships) with the API key's organization and role as its last columns."""
+    if api_key_id is None:
+        return query
+    return query.add_columns(OrgApiKey.org_id, OrgApiKey.role).outerjoin(
+        OrgApiKey, OrgApiKey.api_key_id == api_key_id
+    )
+
+
+def _role(
+    org_id: uuid.UUID, row: Row[*tuple[Any, ...]], api_key_id: uuid.UUID | None, at: int = 1
+) -> Role | None:
+    """`effective_role` from a row of a query with the membership's role at `at`."""
+    if api_key_id is None:
+        return Role(row[at])
+    return effective_role(org_id, row[at], row[-2], row[-1])
+
+
 async def get_org_access(
     org_id: uuid.UUID, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> OrgAccess:
     missing = method_scope(request.method) - principal.scopes
     if missing:
         raise auth_exceptions.missing_scopes(sorted(missing))
-    row = (
-        await session.execute(
-            select(Organization, Membership.role, activation(session, org_id))
-            .join(Membership, Membership.org_id == Organization.id)
-            .where(Organization.id == org_id, Membership.user_id == principal.user.id)
-        )
-    ).first()
-    if row is None:
+    key_id = principal.api_key.id if principal.api_key is not None else None
+    query = (
+        select(Organization, Membership.role, activation(session, org_id))
+        .join(Membership, Membership.org_id == Organization.id)
+        .where(Organization.id == org_id, Membership.user_id == principal.user.id)
+    )
+    row = (await session.execute(_with_key(query, key_id))).first()
+    role = None if row is None else _role(org_id, row, key_id)
+    if row is None or role is None:
         raise exceptions.org_not_found()
-    return OrgAccess(org=row[0], user=principal.user, role=Role(row[1]))
+    return OrgAccess(org=row[0], user=principal.user, role=role)
+
+
+async def read_role(
+    database: Database, org_id: uuid.UUID, user_id: uuid.UUID, api_key_id: uuid.UUID | None
+) -> Role | None:
+    """`get_org_access`'s answer without the request's session: the role, or None (404).
+
+    One query on an autocommit connection, for endpoints that hold no pooled
+    connection while they wait (AI chat).
+    """
+    query = select(Membership.role).where(
+        Membership.org_id == org_id, Membership.user_id == user_id
+    )
+    async with database.read_engine.connect() as conn:
+        row = (await conn.execute(_with_key(query, api_key_id))).first()
+    return None if row is None else _role(org_id, row, api_key_id, at=0)
+
+
+async def read_home_org(
+    database: Database, user_id: uuid.UUID, api_key_id: uuid.UUID | None
+) -> uuid.UUID | None:
+    """The organization a request outside `/orgs/{org_id}` acts for, in one query.
+
+    An API key's organization (None if its creator is no longer a member), else the
+    caller's personal organization.
+    """
+    home: Any = (
+        select(Organization.id).where(Organization.personal_for == user_id).scalar_subquery()
+    )
+    if api_key_id is not None:
+        bound = select(OrgApiKey.org_id).where(OrgApiKey.api_key_id == api_key_id)
+        home = func.coalesce(bound.scalar_subquery(), home)
+    query = select(Membership.org_id).where(
+        Membership.user_id == user_id, Membership.org_id == home
+    )
+    async with database.read_engine.connect() as conn:
+        found: uuid.UUID | None = (await conn.execute(query)).scalar_one_or_none()
+    return found
 
 
 declare(

@@ -109,3 +109,23 @@ class Invitation(Base):
         if self.revoked_at is not None:
             return "revoked"
         return "expired" if self.expires_at <= now else "pending"
+
+
+class OrgApiKey(Base):
+    """An API key that belongs to an organization: it acts only there, with at most `role`.
+
+    The key itself is the auth module's (`api_keys`: hash, scopes, expiry, revocation);
+    this row binds it. Its role in the organization is the lower of `role` and its
+    creator's current role, so demoting the creator lowers it and removing them stops it.
+    """
+
+    __tablename__ = "org_api_keys"
+    __table_args__ = (CheckConstraint(ROLE_CHECK, name="role"),)
+
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))

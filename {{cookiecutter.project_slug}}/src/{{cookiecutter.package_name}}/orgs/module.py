@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from {{ cookiecutter.package_name }}.core.plugin import Module
 
+from . import api_keys
 from .rls import lifespan
 from .router import router
 
-module = Module("orgs", routers=(router,), lifespan=lifespan)
+module = Module("orgs", routers=(router, api_keys.router), lifespan=lifespan)
