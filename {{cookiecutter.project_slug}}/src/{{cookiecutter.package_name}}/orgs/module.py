@@ -1,10 +1,11 @@
-"""The orgs module's contribution: its routes (and, through service.py, a personal
-organization for every new account)."""
+"""The orgs module's contribution: its routes, its job (the invitation email) and,
+through service.py, a personal organization for every new account."""
 
 from __future__ import annotations
 
 from {{ cookiecutter.package_name }}.core.plugin import Module
 
+from .jobs import send_invitation
 from .router import router
 
-module = Module("orgs", routers=(router,))
+module = Module("orgs", routers=(router,), jobs=(send_invitation,))
