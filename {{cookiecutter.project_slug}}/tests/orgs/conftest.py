@@ -69,9 +69,9 @@ async def accept(client: AsyncClient, headers: dict[str, str], token: str) -> An
 
 
 async def joined(
-    app: FastAPI,
+    application: FastAPI,
     client: AsyncClient,
-    outbox: Outbox,
+    mail: Outbox,
     owner: dict[str, str],
     org_id: str,
     email: str,
@@ -79,9 +79,9 @@ async def joined(
 ) -> dict[str, str]:
     """A new verified account that joined `org_id` through an emailed invitation; its headers."""
     await invite(client, owner, org_id, email, role)
-    await delivered(app)
-    token = outbox.link_token(email)
-    headers = await verified_signed_in(app, client, email)
+    await delivered(application)
+    token = mail.link_token(email)
+    headers = await verified_signed_in(application, client, email)
     response = await accept(client, headers, token)
     assert response.status_code == 200, response.text
     return headers

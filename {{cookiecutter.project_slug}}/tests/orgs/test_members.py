@@ -71,7 +71,7 @@ async def team(
 async def test_members_are_listed_in_the_order_they_joined(
     app: FastAPI, client: AsyncClient, outbox: Outbox
 ) -> None:
-    acme, ada, bob, cy = await team(app, client, outbox)
+    acme, ada, _bob, cy = await team(app, client, outbox)
     expected = [
         ["ada@example.com", "owner"],
         ["bob@example.com", "admin"],
@@ -157,7 +157,7 @@ async def test_admins_change_roles_below_owner(
 async def test_ownership_is_transferred_and_the_last_owner_stays(
     app: FastAPI, client: AsyncClient, outbox: Outbox
 ) -> None:
-    acme, ada, bob, cy = await team(app, client, outbox)
+    acme, ada, bob, _cy = await team(app, client, outbox)
     ada_id, bob_id = await user_id(client, ada), await user_id(client, bob)
     path = f"{ORGS}/{acme}/members"
 
