@@ -14,7 +14,7 @@ from {{ cookiecutter.package_name }}.auth.dependencies import (
     require_session_scopes,
 )
 from {{ cookiecutter.package_name }}.auth.models import utcnow
-from {{ cookiecutter.package_name }}.core.contract import problems
+from {{ cookiecutter.package_name }}.core.contract import declare, problems
 from {{ cookiecutter.package_name }}.core.db import SessionDep
 
 from . import service
@@ -109,6 +109,9 @@ async def change_role(
     return await service.change_role(session, access, user_id, body.role)
 
 
+declare(change_role, requires="org role: owner to make or unmake an owner")
+
+
 @router.delete(
     "/orgs/{org_id}/members/{user_id}",
     status_code=204,
@@ -123,6 +126,12 @@ async def change_role(
 async def remove_member(user_id: uuid.UUID, access: OrgMember, session: SessionDep) -> None:
     """Remove a member (admins; owners for owners), or leave: your own user id (anyone)."""
     await service.remove_member(session, access, user_id)
+
+
+declare(
+    remove_member,
+    requires="org role: admin to remove a member or admin, owner an owner; none to leave",
+)
 
 
 # --- invitations ------------------------------------------------------------------------------
