@@ -3,6 +3,7 @@ revocable, resendable; no usable token stored anywhere; each refusal changes not
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -331,3 +332,20 @@ async def test_accepting_needs_a_session_with_write(
     assert_problem(await accept(client, headers, token), 403)
     [row] = await invitation_rows(app)
     assert row.accepted_at is None
+
+
+async def test_two_acceptances_at_once_join_once(
+    app: FastAPI, client: AsyncClient, outbox: Outbox
+) -> None:
+    acme, ada = await acme_of_ada(client)
+    await invite(client, ada, acme, BOB)
+    await delivered(app)
+    token = outbox.link_token(BOB)
+    bob = await verified_signed_in(app, client, BOB)
+    answers = await asyncio.gather(accept(client, bob, token), accept(client, bob, token))
+    statuses = sorted(a.status_code for a in answers)
+    # The second sees it used (PostgreSQL: it waited for the row's lock; SQLite: the
+    # statement that marks it used requires it unused), or on SQLite the database busy.
+    assert statuses[0] == 200, [a.text for a in answers]
+    assert statuses[1] in (409, 410, 503), [a.text for a in answers]
+    assert await members(client, ada, acme) == [["ada@example.com", "owner"], [BOB, "member"]]

@@ -5,6 +5,7 @@ Each refusal is a problem+json and changes nothing (checked in the database afte
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -231,3 +232,22 @@ async def test_the_account_of_a_personal_org_stays_its_owner(
     assert_problem(await client.delete(path, headers=ada), 409)
     assert_problem(await client.delete(path, headers=bob), 409)
     assert (await roles_in(app, org))[ada_id] == "owner"
+
+
+async def test_two_owners_demoting_each_other_at_once_leave_one(
+    app: FastAPI, client: AsyncClient, outbox: Outbox
+) -> None:
+    ada = await signed_in(client, "ada@example.com")
+    acme = (await new_org(client, ada, "Acme"))["id"]
+    bob = await joined(app, client, outbox, ada, acme, "bob@example.com", "owner")
+    ada_id, bob_id = await user_id(client, ada), await user_id(client, bob)
+    path = f"{ORGS}/{acme}/members"
+    answers = await asyncio.gather(
+        client.patch(f"{path}/{bob_id}", json={"role": "member"}, headers=ada),
+        client.patch(f"{path}/{ada_id}", json={"role": "member"}, headers=bob),
+    )
+    # One wins; the other sees the last owner (PostgreSQL: it waited for the lock) or, on
+    # SQLite, which lets one writer through, finds the database busy: nothing applied.
+    assert sorted(a.status_code for a in answers)[0] == 200, [a.text for a in answers]
+    assert sorted(a.status_code for a in answers)[1] in (409, 503), [a.text for a in answers]
+    assert sorted((await roles_in(app, acme)).values()) == ["member", "owner"]

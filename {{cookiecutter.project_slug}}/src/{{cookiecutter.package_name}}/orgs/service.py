@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, select
+from sqlalchemy import ColumnElement, CursorResult, and_, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
 
 from {{ cookiecutter.package_name }}.auth.events import on_user_created
 from {{ cookiecutter.package_name }}.auth.models import User, utcnow
@@ -130,6 +133,9 @@ async def _member_read(session: AsyncSession, membership: Membership) -> dict[st
     }
 
 
+LAST_OWNER = "The last owner cannot leave or be demoted; make another member owner first."
+
+
 async def _check_owner_may_go(session: AsyncSession, org: Organization, user_id: uuid.UUID) -> None:
     """An owner is about to stop being one (demoted, removed, leaving): refuse if they must stay.
 
@@ -144,13 +150,51 @@ async def _check_owner_may_go(session: AsyncSession, org: Organization, user_id:
         await session.execute(
             select(Membership.user_id)
             .where(Membership.org_id == org.id, Membership.role == Role.OWNER.value)
+            .order_by(Membership.user_id)  # every transaction locks them in one order
             .with_for_update()
         )
     ).scalars()
     if not set(owners) - {user_id}:
-        raise exceptions.conflict(
-            "The last owner cannot leave or be demoted; make another member owner first."
+        raise exceptions.conflict(LAST_OWNER)
+
+
+def _another_owner(org_id: uuid.UUID, user_id: uuid.UUID) -> ColumnElement[bool]:
+    other = aliased(Membership)
+    return (
+        select(other.user_id)
+        .where(
+            other.org_id == org_id,
+            other.role == Role.OWNER.value,
+            other.user_id != user_id,
         )
+        .exists()
+    )
+
+
+async def _write_member(
+    session: AsyncSession, membership: Membership, role: Role | None, *, owner_goes: bool
+) -> None:
+    """Set the member's role, or with None remove them, in one statement.
+
+    When an owner stops being one, the statement itself requires another owner: SQLite
+    reads outside the writing transaction, so the check above could be stale there by
+    the time this writes (PostgreSQL's lock already settled it).
+    """
+    where = [Membership.org_id == membership.org_id, Membership.user_id == membership.user_id]
+    if owner_goes:
+        where.append(_another_owner(membership.org_id, membership.user_id))
+    statement = (
+        delete(Membership).where(*where)
+        if role is None
+        else update(Membership).where(*where).values(role=role.value)
+    )
+    result = await session.execute(statement.execution_options(synchronize_session=False))
+    if cast(CursorResult[Any], result).rowcount != 1:
+        raise exceptions.conflict(LAST_OWNER)
+    if role is None:
+        session.expunge(membership)
+    else:
+        set_committed_value(membership, "role", role.value)
 
 
 async def change_role(
@@ -164,11 +208,11 @@ async def change_role(
     current = Role(membership.role)
     if Role.OWNER in (current, role) and not access.can(Role.OWNER):
         raise exceptions.role_needed(Role.OWNER.value)
-    if current is Role.OWNER and role is not Role.OWNER:
+    owner_goes = current is Role.OWNER and role is not Role.OWNER
+    if owner_goes:
         await _check_owner_may_go(session, access.org, user_id)
     if role is not current:
-        membership.role = role.value
-        await session.flush()
+        await _write_member(session, membership, role, owner_goes=owner_goes)
     return await _member_read(session, membership)
 
 
@@ -178,20 +222,20 @@ async def remove_member(session: AsyncSession, access: OrgAccess, user_id: uuid.
     if not leaving and not access.can(Role.ADMIN):
         raise exceptions.role_needed(Role.ADMIN.value)
     membership = await _member(session, access, user_id)
-    if Role(membership.role) is Role.OWNER:
+    owner_goes = Role(membership.role) is Role.OWNER
+    if owner_goes:
         if not leaving and not access.can(Role.OWNER):
             raise exceptions.role_needed(Role.OWNER.value)
         await _check_owner_may_go(session, access.org, user_id)
-    await session.delete(membership)
-    await session.flush()
+    await _write_member(session, membership, None, owner_goes=owner_goes)
     await events.members_changed(session, access.org)
 
 
 # --- invitations ------------------------------------------------------------------------------
 
 
-def _state_filter(state: InvitationState) -> ColumnElement[bool]:
-    now = utcnow()
+def _state_filter(state: InvitationState, now: datetime | None = None) -> ColumnElement[bool]:
+    now = now or utcnow()
     open_ = and_(Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
     return {
         "pending": and_(open_, Invitation.expires_at > now),
@@ -360,11 +404,25 @@ async def accept_invitation(
         raise exceptions.forbidden("Verify your email address first, then accept the invitation.")
     if await session.get(Membership, (invitation.org_id, user.id)) is not None:
         raise exceptions.conflict("You are already a member of the organization.")
+    # Used in one statement that requires it unused (SQLite reads outside the writing
+    # transaction, so two requests at once may both have read it pending).
+    now = utcnow()
+    used = await session.execute(
+        update(Invitation)
+        .where(Invitation.id == invitation.id, _state_filter("pending", now))
+        .values(accepted_at=now, accepted_by=user.id)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], used).rowcount != 1:
+        raise exceptions.gone(f"The invitation {GONE['accepted']}.")
+    set_committed_value(invitation, "accepted_at", now)
+    set_committed_value(invitation, "accepted_by", user.id)
     role = Role(invitation.role)
     session.add(Membership(org_id=invitation.org_id, user_id=user.id, role=role.value))
-    invitation.accepted_at = utcnow()
-    invitation.accepted_by = user.id
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # joined at the same moment through another invitation
+        raise exceptions.conflict("You are already a member of the organization.") from exc
     org = await session.get(Organization, invitation.org_id)
     assert org is not None  # the invitation goes with its organization
     await events.members_changed(session, org)
