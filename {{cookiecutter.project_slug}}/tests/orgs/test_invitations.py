@@ -190,20 +190,33 @@ async def test_an_invitation_for_a_member_is_refused(
     assert_problem(
         await client.post(f"{ORGS}/{acme}/invitations", json={"email": BOB}, headers=ada), 409
     )
-    await invite(client, ada, acme, "cy@example.com")
+    cy_first = await invite(client, ada, acme, "cy@example.com")
     again = await client.post(
         f"{ORGS}/{acme}/invitations", json={"email": "CY@example.com"}, headers=ada
     )
     assert "pending invitation" in assert_problem(again, 409)["detail"]
     assert len(await invitation_rows(app)) == 2
     assert len(await invitation_jobs(app)) == 2
+    # Expired, invited again, then the expired one sent again: two would be pending, 409.
+    database: Database = app.state.database
+    async with database.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Invitation)
+            .where(Invitation.email == "cy@example.com")
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    await invite(client, ada, acme, "cy@example.com")
+    resend = f"{ORGS}/{acme}/invitations/{cy_first['id']}/resend"
+    assert (
+        "pending invitation"
+        in assert_problem(await client.post(resend, headers=ada), 409)["detail"]
+    )
 
     # Accepting while already a member (made a member since the invitation was sent): 409.
     await client.delete(f"{ORGS}/{acme}/members/{await user_id(client, bob)}", headers=bob)
     await invite(client, ada, acme, BOB)
     await delivered(app)
     token = outbox.link_token(BOB)
-    database: Database = app.state.database
     async with database.sessionmaker() as session, session.begin():
         session.add(
             Membership(

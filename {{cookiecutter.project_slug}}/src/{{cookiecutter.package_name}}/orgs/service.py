@@ -297,6 +297,28 @@ def _check_may_grant(access: OrgAccess, role: Role) -> None:
         raise exceptions.role_needed(Role.OWNER.value)
 
 
+async def _check_invitable(
+    session: AsyncSession, access: OrgAccess, email: str, resent: uuid.UUID | None = None
+) -> None:
+    """409 if the address is a member, or has a pending invitation (other than `resent`)."""
+    member = await session.execute(
+        select(Membership.user_id)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.org_id == access.org_id, User.email == email)
+    )
+    if member.first() is not None:
+        raise exceptions.conflict("This address is already a member of the organization.")
+    pending = select(Invitation.id).where(
+        Invitation.org_id == access.org_id, Invitation.email == email, _state_filter("pending")
+    )
+    if resent is not None:
+        pending = pending.where(Invitation.id != resent)
+    if (await session.execute(pending)).first() is not None:
+        raise exceptions.conflict(
+            "This address already has a pending invitation; send it again or revoke it."
+        )
+
+
 async def invite(
     session: AsyncSession,
     access: OrgAccess,
@@ -312,24 +334,7 @@ async def invite(
     """
     _check_may_grant(access, role)
     email = normalize_email(email)
-    member = await session.execute(
-        select(Membership.user_id)
-        .join(User, User.id == Membership.user_id)
-        .where(Membership.org_id == access.org_id, User.email == email)
-    )
-    if member.first() is not None:
-        raise exceptions.conflict("This address is already a member of the organization.")
-    pending = await session.execute(
-        select(Invitation.id).where(
-            Invitation.org_id == access.org_id,
-            Invitation.email == email,
-            _state_filter("pending"),
-        )
-    )
-    if pending.first() is not None:
-        raise exceptions.conflict(
-            "This address already has a pending invitation; send it again or revoke it."
-        )
+    await _check_invitable(session, access, email)
     invitation = Invitation(
         id=uuid.uuid4(),
         org_id=access.org_id,
@@ -354,6 +359,7 @@ async def resend_invitation(
     state = invitation.state(utcnow())
     if state in ("accepted", "revoked"):
         raise exceptions.conflict(f"The invitation was {state}; invite the address again.")
+    await _check_invitable(session, access, invitation.email, resent=invitation.id)
     await _send(session, signer, settings, invitation)
     return invitation
 
