@@ -112,7 +112,7 @@ OPTIONS: tuple[Option, ...] = (
         requires=("openai[aiohttp]", "aiohttp", "httpx2"),
         migration="migrations/versions/0004_ai.py",
     ),
-    Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml")),
+    Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml", "deploy")),
     Option(
         "use_admin",
         paths=("src/{package}/admin", "tests/admin"),

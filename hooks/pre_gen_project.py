@@ -31,7 +31,8 @@ EMAIL = re.compile(r"[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@" + HOST, re.IGNORECASE)
 #   Python strings (main.py's title and description, the package docstring):
 #     ASCII only, `\`, `"` and every non-ASCII character escaped (python_escaped);
 #   TOML strings (pyproject.toml): `\` and `"` escaped;
-#   README.md and LICENSE: as given; .env.example: domain_name, lowercased.
+#   README.md and LICENSE: as given; .env.example and the Kubernetes manifests
+#   (deploy/kubernetes/): domain_name, lowercased (a plain YAML scalar by its pattern).
 # Each must be one line of printable text: a newline, tab or control character
 # has no safe place in a one-line answer (TOML strings, email headers, Markdown
 # headings), and spaces at either end would be stripped by the project's

@@ -244,7 +244,13 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "tests/conftest.py",
     ]
     absent = [".template"]
-    docker = ["Dockerfile", "compose.yaml"]
+    docker = [
+        "Dockerfile",
+        "compose.yaml",
+        "deploy/compose/Caddyfile",
+        "deploy/kubernetes/base/kustomization.yaml",
+        "deploy/kubernetes/overlays/production/kustomization.yaml",
+    ]
     (present if opts["use_docker"] in (True, "True", "true", "yes", "y") else absent).extend(docker)
     ai = [
         f"src/{package}/ai",
@@ -297,7 +303,8 @@ AUTH_MENTION = re.compile(r"\.auth\b|\bauth\.|\bauth/|AUTH_|use_auth")
 
 
 # What mentions the admin module: its package, SQLAdmin, the browser test's tools.
-ADMIN_MENTION = re.compile(r"sqladmin|playwright|chromium|\.admin\b|\badmin\.|use_admin", re.I)
+# The module's package path is lowercase (`Role.ADMIN`, a role, is not the module).
+ADMIN_MENTION = re.compile(r"(?i:sqladmin|playwright|chromium|use_admin)|\.admin\b|\badmin\.")
 
 
 # Files that record every answer, the "no" ones included (cruft's record of the

@@ -6,15 +6,24 @@ combo is rendered once and all its checks run against that render.
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 import bake
+import manifests
 
 # --- the render itself --------------------------------------------------------
 
@@ -166,6 +175,260 @@ def test_dockerfile_passes_hadolint(baked: bake.Baked) -> None:
         pytest.skip("no Dockerfile in this combination")
     proc = bake.run_tool(baked.path, bake.tool("hadolint"), "--no-color", "Dockerfile")
     assert proc.returncode == 0, bake.describe(proc)
+
+
+# --- the Kubernetes manifests (use_docker) -------------------------------------
+
+KUBERNETES = "deploy/kubernetes"
+OVERLAY = f"{KUBERNETES}/overlays/production"
+# The oldest Kubernetes the manifests are checked against, and the newest schemas shipped.
+KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
+
+
+def kustomizations(baked: bake.Baked) -> list[Path]:
+    root = baked.path / KUBERNETES
+    if not root.is_dir():
+        pytest.skip("no deploy/kubernetes in this combination")
+    return sorted(p.parent for p in root.rglob("kustomization.yaml"))
+
+
+def test_kubernetes_manifests_match_their_schemas(baked: bake.Baked) -> None:
+    for directory in kustomizations(baked):
+        objects = manifests.build(directory)
+        assert objects, directory
+        problems = manifests.schema_problems(objects, KUBERNETES_VERSIONS)
+        assert not problems, f"{directory}:\n" + "\n".join(problems)
+
+
+def test_kubectl_kustomize_builds_what_the_tests_build(baked: bake.Baked) -> None:
+    """The tests' small kustomize against the real one, where kubectl is installed."""
+    directories = kustomizations(baked)
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    for directory in directories:
+        proc = bake.run_tool(baked.path, kubectl, "kustomize", str(directory))
+        assert proc.returncode == 0, bake.describe(proc)
+        theirs = [doc for doc in manifests.yaml.safe_load_all(proc.stdout) if doc]
+        ours = manifests.build(directory)
+        assert sorted(theirs, key=manifests.key) == sorted(ours, key=manifests.key), directory
+
+
+def test_kubernetes_runs_the_image_as_compose_does(baked: bake.Baked) -> None:
+    """The commands, port, user, settings and references of the overlay fit this project."""
+    kustomizations(baked)
+    objects = manifests.build(baked.path / OVERLAY)
+    slug = baked.path.name
+    by_kind: dict[str, dict[str, manifests.Manifest]] = {}
+    for obj in objects:
+        by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
+    api, worker = by_kind["Deployment"][f"{slug}-api"], by_kind["Deployment"][f"{slug}-worker"]
+    (job,) = by_kind["Job"].values()
+    (config,) = by_kind["ConfigMap"].values()
+    settings = config["data"]
+    assert "Secret" not in by_kind, "a Secret is created by hand, never kept in the repository"
+    dockerfile = (baked.path / "Dockerfile").read_text(encoding="utf-8")
+    server, uid = manifests.dockerfile_command(dockerfile)
+    compose = manifests.yaml.safe_load((baked.path / "compose.yaml").read_text(encoding="utf-8"))
+    services = compose["services"]
+
+    # every pod: the project's image as non-root with a read-only root filesystem
+    for obj in (api, worker, job):
+        pod = obj["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert str(pod["securityContext"]["runAsUser"]) == uid
+        assert pod["automountServiceAccountToken"] is False
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            assert manifests.image_name(container["image"]).endswith(f"/{slug}")
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"]["drop"] == ["ALL"]
+            assert {"mountPath": "/tmp", "name": "tmp"} in container["volumeMounts"]
+            assert "memory" in container["resources"]["limits"]
+            refs = container["envFrom"]
+            assert {"configMapRef": {"name": f"{slug}-config"}} in refs
+            assert {"secretRef": {"name": f"{slug}-secrets"}} in refs
+            for variable in container.get("env", []):
+                assert variable["valueFrom"]["secretKeyRef"]["name"] == f"{slug}-secrets"
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+
+    # the API: the image's server without its migration step, on the image's port
+    (container,) = api["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == server
+    port = int(server[server.index("--port") + 1])
+    assert re.search(rf"^EXPOSE {port}$", dockerfile, re.M)
+    assert container["ports"] == [{"name": "http", "containerPort": port}]
+    probes = {name: container[name]["httpGet"] for name in ("startupProbe", "livenessProbe")}
+    probes["readinessProbe"] = container["readinessProbe"]["httpGet"]
+    assert {name: probe["path"] for name, probe in probes.items()} == {
+        "startupProbe": "/health/live",
+        "livenessProbe": "/health/live",
+        "readinessProbe": "/health/ready",
+    }
+    hosts = settings["ALLOWED_HOSTS"].split(",")
+    for probe in probes.values():
+        assert probe["port"] == "http"
+        (header,) = probe["httpHeaders"]
+        assert header["name"] == "Host" and header["value"] in hosts
+    assert "replicas" not in api["spec"], "the autoscaler sets the API's replicas"
+    required = {v["name"] for v in container["env"]}
+    assert required == {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"}
+
+    # the worker: compose's command; stopped after its running jobs had their time
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == services["worker"]["command"]
+    assert {v["name"] for v in container["env"]} == required
+    assert "ports" not in container
+    grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= float(settings["JOBS_SHUTDOWN_SECONDS"]) + 10
+
+    # the migrations: compose's one-off command, once, before the API and the workers serve
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    for obj in (api, worker):
+        (wait,) = obj["spec"]["template"]["spec"]["initContainers"]
+        assert "alembic current --check-heads" in wait["command"][-1]
+
+    # settings: names the project reads, production, the same ones in every environment
+    example = (baked.path / ".env.example").read_text(encoding="utf-8")
+    known = set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", example, re.M))
+    assert set(settings) <= known, set(settings) - known
+    assert settings["ENVIRONMENT"] == "production"
+    assert "*" not in settings["FORWARDED_ALLOW_IPS"]
+
+    # the Service, Ingress, autoscaler and disruption budget reach the API's pods
+    labels = api["spec"]["template"]["metadata"]["labels"]
+    assert api["spec"]["selector"]["matchLabels"] == labels
+    (service,) = by_kind["Service"].values()
+    assert service["spec"]["selector"] == labels
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    (ingress,) = by_kind["Ingress"].values()
+    for rule in ingress["spec"]["rules"]:
+        assert rule["host"] in hosts
+        for path in rule["http"]["paths"]:
+            backend = path["backend"]["service"]
+            assert backend == {"name": service["metadata"]["name"], "port": {"name": "http"}}
+    (autoscaler,) = by_kind["HorizontalPodAutoscaler"].values()
+    target = autoscaler["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", api["metadata"]["name"])
+    assert autoscaler["spec"]["minReplicas"] >= 2
+    (budget,) = by_kind["PodDisruptionBudget"].values()
+    assert budget["spec"]["selector"]["matchLabels"] == labels
+    assert budget["spec"]["minAvailable"] < autoscaler["spec"]["minReplicas"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def probe(port: int, path: str, host: str) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def start(baked: bake.Baked, command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        cwd=baked.path,
+        env=bake.tool_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: stop sh and what it started
+    )
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+    output = process.stdout.read() if process.stdout and not process.stdout.closed else ""
+    process.wait()
+    return output
+
+
+def test_kubernetes_commands_migrate_and_serve(
+    baked: bake.Baked, redis_env: dict[str, str]
+) -> None:
+    """The overlay's Job, init container and API container, run as the pods run them (the
+    ConfigMap's settings, the Secret's keys, the image's working directory and PYTHONPATH):
+    the API waits for the migrations, then starts in production and passes its probes."""
+    kustomizations(baked)
+    objects = manifests.build(baked.path / OVERLAY)
+    slug = baked.path.name
+    api = manifests.find(objects, "Deployment", f"{slug}-api")
+    (job,) = [obj for obj in objects if obj["kind"] == "Job"]
+    (config,) = [obj for obj in objects if obj["kind"] == "ConfigMap"]
+    pod = api["spec"]["template"]["spec"]
+    (wait,), (container,) = pod["initContainers"], pod["containers"]
+    env = {
+        **config["data"],
+        # the Secret the docs have you create
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{baked.scratch / 'kubernetes.db'}",
+        "REDIS_URL": redis_env.get("TEST_REDIS_URL", ""),
+        "JOBS_QUEUE": f"kubernetes-{secrets.token_hex(8)}",
+        "PYTHONPATH": "src",  # the image's
+    }
+
+    waiting = start(baked, wait["command"], env)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(timeout=8)  # no migration yet: it keeps waiting
+    finally:
+        stop(waiting)
+    (migrate,) = job["spec"]["template"]["spec"]["containers"]
+    proc = bake.run_tool(baked.path, *migrate["command"], env=env)
+    assert proc.returncode == 0, bake.describe(proc)
+    waiting = start(baked, wait["command"], env)
+    try:
+        assert waiting.wait(timeout=60) == 0
+    finally:
+        stop(waiting)
+
+    command = list(container["command"])
+    port = free_port()  # the pod's port, 8000, may be taken here
+    command[command.index("--port") + 1] = str(port)
+    server = start(baked, command, env)
+    try:
+        headers = {
+            p: container[p]["httpGet"]["httpHeaders"][0]["value"]
+            for p in ("startupProbe", "livenessProbe", "readinessProbe")
+        }
+        deadline = time.monotonic() + 60
+        while True:  # until the server answers at all, as the startup probe waits
+            assert server.poll() is None, "the API exited"
+            try:
+                probe(port, "/health/live", "127.0.0.1")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the API did not answer within 60 s"
+                time.sleep(0.3)
+        for name in ("startupProbe", "livenessProbe", "readinessProbe"):
+            status, body = probe(port, container[name]["httpGet"]["path"], headers[name])
+            assert status == 200, f"{name}: {status} {body}"
+        # production: the Ingress host is served, an unknown one refused
+        (ingress,) = [obj for obj in objects if obj["kind"] == "Ingress"]
+        assert probe(port, "/health/live", ingress["spec"]["rules"][0]["host"])[0] == 200
+        assert probe(port, "/health/live", "unknown.invalid")[0] == 400
+    finally:
+        output = stop(server)
+        print(output)  # shown with a failure above
+    # a graceful stop (uvicorn ends by re-raising the SIGTERM it handled)
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output, output
 
 
 def test_pre_commit_passes_without_github(

@@ -43,6 +43,7 @@ def test_unselected_option_paths_are_removed(post_gen: ModuleType, tree: Path) -
     post_gen.remove_unselected(tree, answers(use_docker=False, ci="gitlab"))
     assert not (tree / "Dockerfile").exists()
     assert not (tree / "compose.yaml").exists()
+    assert not (tree / "deploy").exists()  # the Kubernetes manifests and the compose proxy
     assert not (tree / ".github").exists()
     assert (tree / ".gitlab-ci.yml").exists()
 
@@ -50,6 +51,7 @@ def test_unselected_option_paths_are_removed(post_gen: ModuleType, tree: Path) -
 def test_selected_option_paths_stay(post_gen: ModuleType, tree: Path) -> None:
     post_gen.remove_unselected(tree, answers())
     assert (tree / "Dockerfile").exists()
+    assert (tree / "deploy" / "kubernetes" / "base" / "kustomization.yaml").exists()
     assert (tree / ".github").exists()
     assert not (tree / ".gitlab-ci.yml").exists()
 

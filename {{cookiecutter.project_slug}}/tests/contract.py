@@ -17,6 +17,7 @@ schemathesis's event-loop thread until `stop`.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -80,6 +81,9 @@ def call(app: FastAPI, method: str, path: str, **parts: Any) -> Any:
 def stop(app: FastAPI, settings: Settings) -> None:
     """End the app's lifespan and empty its tables."""
     asgi.shutdown_lifespans()
+    # A connection a cancelled request left checked out is closed only when collected;
+    # on SQLite it may hold the write lock until then. Collect it now, not mid-next-test.
+    gc.collect()
 
     async def clear() -> None:
         database = Database.from_settings(settings)

@@ -131,16 +131,70 @@ def test_compose_runs_a_worker_like_the_app() -> None:
     assert environment["REDIS_URL"] == app_environment["REDIS_URL"]
     if "    volumes:" in app:  # SQLite: the app's file, on the app's volume
         assert block(worker, worker.index("    volumes:")) == block(app, app.index("    volumes:"))
-    # started once what the app needs is healthy, and the app itself (it applies migrations)
-    needs = mapping(app, "depends_on")
-    waits_for = mapping(worker, "depends_on")
-    assert set(waits_for) == {*needs, "app"}
-    depends_on = block(worker, worker.index("    depends_on:"))
-    assert sum("condition: service_healthy" in line for line in depends_on) == len(waits_for)
+    # started when the app would be: what it needs is healthy, the migrations are applied
+    assert mapping(worker, "depends_on") == mapping(app, "depends_on")
+    assert conditions(worker) == conditions(app)
     # no port, and the image's HTTP health check switched off (the worker serves no HTTP)
     assert not any(line.startswith("    ports:") for line in worker)
     assert "      disable: true" in block(worker, worker.index("    healthcheck:"))
     assert "    restart: unless-stopped" in worker
+
+
+def conditions(service: list[str]) -> dict[str, str]:
+    """depends_on as service -> condition."""
+    lines = block(service, service.index("    depends_on:"))
+    names = [line.strip().rstrip(":") for line in lines if re.fullmatch(r"      [a-z]+:", line)]
+    found = [line.partition(":")[2].strip() for line in lines if "condition:" in line]
+    assert len(names) == len(found), lines
+    return dict(zip(names, found, strict=True))
+
+
+@pytest.mark.skipif(not COMPOSE.exists(), reason="no compose.yaml (use_docker is off)")
+def test_compose_migrates_once_before_the_app_and_the_worker_start() -> None:
+    """Two API replicas applying the migrations at once would race: one service applies
+    them and exits; the replicas and the workers wait until it succeeded, and apply none."""
+    services = compose_services()
+    migrate, app = services["migrate"], services["app"]
+    (command,) = [line for line in migrate if line.startswith("    command:")]
+    assert json.loads(command.partition(":")[2]) == ["alembic", "upgrade", "head"]
+    for key in ("    build:", "    image:", "    env_file:"):
+        (line,) = [line for line in app if line.startswith(key)]
+        assert line in migrate, key
+    assert mapping(migrate, "environment") == {
+        name: value
+        for name, value in mapping(app, "environment").items()
+        if name in {"ENVIRONMENT", "DATABASE_URL", "REDIS_URL"}
+    }
+    assert '    restart: "no"' in migrate
+    for name in ("app", "worker"):
+        assert conditions(services[name])["migrate"] == "service_completed_successfully"
+    assert mapping(app, "environment")["RUN_MIGRATIONS"] == "0"
+
+
+@pytest.mark.skipif(not COMPOSE.exists(), reason="no compose.yaml (use_docker is off)")
+def test_compose_serves_two_app_replicas_behind_the_proxy() -> None:
+    """Only the proxy is published; it reaches the replicas on the edge network, whose
+    subnet is the one proxy the app believes for X-Forwarded-For, and the Caddyfile
+    sends to the app's port."""
+    services = compose_services()
+    app, proxy = services["app"], services["proxy"]
+    assert "      replicas: 2" in block(app, app.index("    deploy:"))
+    assert not any(line.startswith("    ports:") for line in app)
+    assert block(proxy, proxy.index("    ports:")) == ['      - "8000:80"']
+    assert block(proxy, proxy.index("    networks:")) == ["      - edge"]
+    assert "      - edge" in block(app, app.index("    networks:"))
+    lines = COMPOSE.read_text(encoding="utf-8").splitlines()
+    networks = block(lines, lines.index("networks:"))
+    (subnet,) = [line.split("subnet:")[1].strip() for line in networks if "subnet:" in line]
+    assert mapping(app, "environment")["FORWARDED_ALLOW_IPS"] == subnet
+    (mount,) = block(proxy, proxy.index("    volumes:"))
+    source, target, mode = mount.strip().removeprefix("- ").split(":")
+    assert (target, mode) == ("/etc/caddy/Caddyfile", "ro")
+    caddyfile = (PROJECT_ROOT / source).read_text(encoding="utf-8")
+    assert re.search(r"^\s+name app$", caddyfile, re.M)
+    (port,) = re.findall(r"^EXPOSE (\d+)$", DOCKERFILE.read_text(encoding="utf-8"), re.M)
+    assert re.search(rf"^\s+port {port}$", caddyfile, re.M)
+    assert re.search(r"^:80 \{$", caddyfile, re.M)
 
 
 @pytest.mark.skipif(not COMPOSE.exists(), reason="no compose.yaml (use_docker is off)")

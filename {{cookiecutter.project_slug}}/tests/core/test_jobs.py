@@ -12,7 +12,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
 from httpx import ASGITransport, AsyncClient
 from pydantic import BaseModel
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.contract import public
@@ -270,6 +270,19 @@ async def test_a_running_job_within_its_time_is_not_taken_away(jobs_app: FastAPI
     await put_job(jobs_app, "still-running", attempts=1, started_ago=timedelta(seconds=1))
     assert await get_jobs(jobs_app).sweep() == 0
     assert await get_jobs(jobs_app).drain() == 0
+
+
+async def test_a_sweep_that_finds_nothing_writes_nothing(jobs_app: FastAPI) -> None:
+    """Every process sweeps, and most sweeps find nothing: such a sweep only reads. On SQLite
+    a write, even one matching no row, would wait for the database's one write lock, held
+    here by another transaction for longer than the busy timeout (5 s): "database is locked"."""
+    await put_job(jobs_app, "still-running", attempts=1, started_ago=timedelta(seconds=1))
+    async with database(jobs_app).engine.begin() as writer:
+        await writer.execute(
+            update(JobRecord).where(JobRecord.id == "still-running").values(last_error="held")
+        )
+        assert await get_jobs(jobs_app).sweep() == 0
+    assert (await job_row(database(jobs_app), "still-running"))["last_error"] == "held"
 
 
 async def test_two_instances_run_a_scheduled_job_once_per_tick(

@@ -86,3 +86,20 @@ async def test_error_rolls_back(http: AsyncClient, app: FastAPI) -> None:
     response = await http.post("/_test/widgets/c/then-fail")
     assert response.status_code == 400
     assert await count(app) == 0
+
+
+async def test_a_transaction_that_read_can_write_after_another_committed(
+    http: AsyncClient, app: FastAPI
+) -> None:
+    """A session's reads before its first write take no snapshot to keep (on SQLite the
+    driver begins the transaction at the first write), so that write waits for the lock
+    like any other. Begun at the read instead, it would fail at once, without waiting
+    ("database is locked"), because another transaction committed since."""
+    database: Database = app.state.database
+    async with database.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Widget)) == 0
+        async with database.sessionmaker() as other, other.begin():
+            other.add(Widget(name="theirs"))
+        session.add(Widget(name="mine"))
+        await session.commit()
+    assert await count(app) == 2

@@ -4,10 +4,12 @@ exactly the way Stripe signs them."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ SECRET_KEY = "sk_test_fake_0123456789"
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
 PRO_PRICE = "price_pro_monthly"
 TEAM_PRICE = "price_team_monthly"
+HOLD_SECONDS = 10.0  # longer than SQLite's busy timeout (5 s)
 
 # --- a fake Stripe API ------------------------------------------------------------------------
 
@@ -60,7 +63,9 @@ class FakeStripe:
     It keeps Checkout Sessions and subscriptions: tests set a subscription's state here
     (`set_subscription`), which is the truth the module must converge to, and complete or
     expire sessions (`complete_checkout`, `expire_checkout`). `fail_with` makes every call
-    answer that HTTP status with a Stripe error body.
+    answer that HTTP status with a Stripe error body. `hold` holds the answer to a read of a
+    subscription (the state of the moment it was asked) until it is set (a slow Stripe; at
+    most `HOLD_SECONDS`); `holding` is set once an answer is held.
     """
 
     url: str = ""
@@ -68,6 +73,8 @@ class FakeStripe:
     fail_with: int | None = None
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hold: threading.Event | None = None
+    holding: threading.Event = field(default_factory=threading.Event)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _idempotent: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -90,6 +97,10 @@ class FakeStripe:
         self._idempotent.clear()
         self.sessions.clear()
         self.subscriptions.clear()
+        if self.hold is not None:
+            self.hold.set()  # nothing stays held past its test
+        self.hold = None
+        self.holding.clear()
         self._ids = itertools.count(1)
 
     def to(self, path: str, method: str = "POST") -> list[Call]:
@@ -211,7 +222,12 @@ class FakeStripe:
                 return self._missing("no such subscription")
             return self._subscription_body(found, "latest_invoice" in call.form.values())
 
-        return await self._answer(request, make)
+        answer = await self._answer(request, make)
+        hold = self.hold
+        if hold is not None:  # the state of this moment, slow to arrive
+            self.holding.set()
+            await asyncio.to_thread(hold.wait, HOLD_SECONDS)
+        return answer
 
     async def list_subscriptions(self, request: Request) -> Response:
         """Like Stripe: `limit`, `starting_after`, `status` (default: all but canceled)."""

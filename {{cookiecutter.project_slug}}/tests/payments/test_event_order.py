@@ -5,6 +5,7 @@ event that cannot be applied yet is retried (its job, with backoff), not dropped
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -237,6 +238,70 @@ async def test_an_event_before_its_customer_is_linked_is_retried_not_dropped(
     assert (await ledger(app))["evt_early"].outcome == "applied"
     mine = (await client.get("/api/v1/payments/subscription", headers=headers)).json()
     assert (mine["plan"], mine["active"]) == ("pro", True)
+
+
+async def test_a_slow_stripe_read_holds_up_no_other_write(
+    app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe
+) -> None:
+    """Applying an event reads the subscription from Stripe with no write pending: on SQLite
+    a write would hold the database's one write lock across the call, and a sign-up meanwhile
+    would wait for it, then fail ("database is locked")."""
+    buyer = await customer(app, client, "patient@example.com")
+    body = stripe_event(
+        fake_stripe, "evt_slow", "customer.subscription.created", buyer.customer_id, T0
+    )
+    gate = fake_stripe.hold = threading.Event()
+    assert (await deliver(client, body)).status_code == 200
+    applying = asyncio.ensure_future(drain(app))
+    try:
+        assert await asyncio.to_thread(fake_stripe.holding.wait, 10), "the job never read Stripe"
+        headers = await signed_in(client, "meanwhile@example.com")  # a user, a session, a job
+        me = await client.get("/api/v1/users/me", headers=headers)
+        assert me.status_code == 200, me.text
+        assert not applying.done()  # Stripe's answer is still on its way: nobody waited for it
+    finally:
+        gate.set()
+        await applying
+    assert (await ledger(app))["evt_slow"].outcome == "applied"
+    assert (await subscriptions(app))["sub_1"].status == "active"
+
+
+async def test_an_older_read_that_arrives_last_is_not_stored(
+    app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe
+) -> None:
+    """One subscription's events handled at once: the first one's answer from Stripe is slow,
+    the second one reads the newer state and stores it first; the older read stays out."""
+    buyer = await customer(app, client, "overtaken@example.com")
+    cid = buyer.customer_id
+    early = stripe_event(
+        fake_stripe, "evt_early", "customer.subscription.created", cid, T0, status="incomplete"
+    )
+    gate = fake_stripe.hold = threading.Event()
+    assert (await deliver(client, early)).status_code == 200
+    slow = asyncio.ensure_future(drain(app))
+    try:
+        assert await asyncio.to_thread(fake_stripe.holding.wait, 10), "the job never read Stripe"
+        fake_stripe.hold = None  # the next read is answered at once
+        late = stripe_event(fake_stripe, "evt_late", "customer.subscription.updated", cid, T0)
+        assert (await deliver(client, late)).status_code == 200
+        fast = asyncio.ensure_future(drain(app))
+        # SQLite: the second event is stored while the first read waits. PostgreSQL: the
+        # second waits for the subscription's lock, which the first holds while it reads.
+        for _ in range(60):  # up to 3 s
+            if "sub_1" in await subscriptions(app):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        gate.set()
+        await slow
+    await fast
+    await drain(app)
+    [sub] = (await subscriptions(app)).values()
+    assert sub.status == "active"
+    assert {e: r.outcome for e, r in (await ledger(app)).items()} == {
+        "evt_early": "applied",
+        "evt_late": "applied",
+    }
 
 
 # --- one checkout at a time --------------------------------------------------------------------

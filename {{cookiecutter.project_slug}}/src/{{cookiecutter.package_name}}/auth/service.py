@@ -407,8 +407,11 @@ async def reset_password(session: AsyncSession, tokens: Tokens, token: str, pass
     user, claims = await _user_from_token(session, tokens, "reset-password", token, "reset")
     if claims.get("pwd") != password_fingerprint(user.hashed_password):
         raise exceptions.invalid_link("reset")
+    # Hashed before any write: on SQLite the first write takes the database's write lock,
+    # which would otherwise be held for the whole (deliberately slow) hash.
+    hashed = await hash_password(password)
     await end_all_sessions(session, user)
-    user.hashed_password = await hash_password(password)
+    user.hashed_password = hashed
     # Whoever could read the inbox proved it; an unverified account becomes verified.
     user.is_verified = True
     await session.flush()
@@ -422,8 +425,9 @@ async def update_user(session: AsyncSession, user: User, data: UserUpdate) -> No
             check = await verify_password(data.current_password or "", user.hashed_password)
             if not check.ok:
                 raise exceptions.wrong_password()
+        hashed = await hash_password(data.password)  # before any write (see reset_password)
         await end_all_sessions(session, user)
-        user.hashed_password = await hash_password(data.password)
+        user.hashed_password = hashed
     await _flush_user(session, user)
 
 

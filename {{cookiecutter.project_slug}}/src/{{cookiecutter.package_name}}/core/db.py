@@ -54,6 +54,15 @@ class Base(DeclarativeBase):
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL (readers never wait), foreign keys, and 5 s to wait for the one write lock.
+
+    Transactions keep the driver's default start: `BEGIN` just before the first write, so
+    that write waits for the lock (busy_timeout) like a lone statement. A transaction begun
+    at its first read (SQLAlchemy's recipe for pysqlite's transaction handling) would hold
+    a snapshot, and its first write would fail at once, without waiting, whenever another
+    transaction committed since. What makes a writer wait longer than 5 s is a transaction
+    holding the lock across slow work: none may hold it across a network call.
+    """
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")

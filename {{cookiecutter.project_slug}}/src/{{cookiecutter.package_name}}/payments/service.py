@@ -414,9 +414,10 @@ async def _lock_subscription(session: AsyncSession, subscription_id: str) -> Non
 
     PostgreSQL: a transaction-scoped advisory lock on the id (the row may not exist yet).
     SQLite: the database's write lock, taken now by a write that changes nothing (a
-    transaction that has written already holds it), which serializes every writer.
+    transaction that has written already holds it), which serializes every writer; so
+    `sync_subscription` takes it there only once Stripe has answered.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    if _is_postgresql(session):
         key = func.hashtextextended(subscription_id, 0)
         await session.execute(select(func.pg_advisory_xact_lock(key)))
     else:
@@ -428,6 +429,22 @@ async def _lock_subscription(session: AsyncSession, subscription_id: str) -> Non
         )
 
 
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _read_later(row: Subscription | None, read_at: datetime, *, locked_first: bool) -> bool:
+    """Whether the stored row holds a state read from Stripe after `read_at`.
+
+    Only where Stripe is read before the lock is taken (SQLite, see `sync_subscription`): a
+    handling that read later may have stored its state meanwhile, and the later read stays.
+    """
+    if locked_first or row is None or row.state_as_of <= read_at:
+        return False
+    log.info("subscription_read_superseded", subscription_id=row.id)
+    return True
+
+
 async def sync_subscription(
     session: AsyncSession,
     client: stripe.StripeClient,
@@ -437,20 +454,34 @@ async def sync_subscription(
 ) -> str:
     """Read the subscription from Stripe and store it as it is now.
 
+    One subscription at a time, and the state read last is the one stored. PostgreSQL: the
+    advisory lock is taken before Stripe is read, so reads are in lock order. SQLite: its
+    lock is the whole database's one write lock, which no transaction may hold across a call
+    to Stripe (every other writer would wait on it, then fail with "database is locked"),
+    so Stripe is read first and the lock taken after; a state read earlier than the one
+    stored is then left out (`state_as_of`). The caller must not have written before this
+    in its transaction (it would hold the lock across the call).
+
     `user_id` links its customer to that user when no user is linked yet (the
     `client_reference_id` of a checkout). Raises `stripe.StripeError` when Stripe cannot
     answer (the event stays unprocessed and is retried).
     """
-    await _lock_subscription(session, subscription_id)
+    locked_first = _is_postgresql(session)
+    if locked_first:
+        await _lock_subscription(session, subscription_id)
     read_at = utcnow()
     try:
-        found = await client.v1.subscriptions.retrieve_async(
+        found: stripe.Subscription | None = await client.v1.subscriptions.retrieve_async(
             subscription_id, {"expand": ["latest_invoice"]}
         )
     except stripe.InvalidRequestError as exc:
         if exc.http_status != 404:
             raise
-        return await _subscription_gone(session, subscription_id, read_at)
+        found = None
+    if not locked_first:
+        await _lock_subscription(session, subscription_id)
+    if found is None:
+        return await _subscription_gone(session, subscription_id, read_at, locked_first)
     obj: dict[str, Any] = found.to_dict()
     customer_id = _id(obj.get("customer"))
     if customer_id is None:
@@ -463,6 +494,8 @@ async def sync_subscription(
     row = await session.get(
         Subscription, subscription_id, with_for_update=True, populate_existing=True
     )
+    if _read_later(row, read_at, locked_first=locked_first):
+        return APPLIED
     if row is None:
         row = Subscription(id=subscription_id, user_id=owner, customer_id=customer_id)
         session.add(row)
@@ -499,13 +532,17 @@ def drift(row: Subscription | None, obj: Mapping[str, Any]) -> list[str]:
     return [name for name, differs in found.items() if differs]
 
 
-async def _subscription_gone(session: AsyncSession, subscription_id: str, read_at: datetime) -> str:
+async def _subscription_gone(
+    session: AsyncSession, subscription_id: str, read_at: datetime, locked_first: bool
+) -> str:
     """Stripe answers 404 (deleted test data, another account): it is over, if we had it."""
     row = await session.get(
         Subscription, subscription_id, with_for_update=True, populate_existing=True
     )
     if row is None:
         return UNKNOWN_SUBSCRIPTION
+    if _read_later(row, read_at, locked_first=locked_first):
+        return APPLIED
     row.status, row.state_as_of = "canceled", read_at
     await session.flush()
     return APPLIED

@@ -15,10 +15,12 @@ it reads the event from the ledger and the subscription from Stripe, so it runs 
 own, for the replay command and the admin.
 
 Duplicates: a second delivery finds the row: processed, it is a "duplicate"; not yet, its
-job (keyed by the event id) stands, so nothing new is enqueued. Applying first claims the
-row with a conditional update (`... WHERE processed_at IS NULL`): a job and a replay
-running at once serialize on that row (PostgreSQL row lock, SQLite's single writer), and
-the second finds it processed.
+job (keyed by the event id) stands, so nothing new is enqueued. Applying reads the row,
+handles the event (Stripe is read before anything is written: on SQLite a write takes the
+database's one write lock, not to be held across a network call), then marks the row with
+a conditional update (`... WHERE processed_at IS NULL`): a job and a replay running at
+once both store Stripe's state (in read order, see `service.sync_subscription`), and the
+one that marks second answers "duplicate".
 """
 
 from __future__ import annotations
@@ -163,29 +165,39 @@ async def apply(
     Returns the outcome, or "duplicate" when it was processed already; `replay` handles it
     again even then. Raises `NotInLedger` (replay only), or whatever handling raised: the
     caller rolls back and notes it (`failed`).
+
+    Nothing is written before the handling has read Stripe: on SQLite the first write takes
+    the database's one write lock, which must not be held across a call to Stripe. The row
+    is marked processed last, by a conditional update; should another run (a job and a
+    replay at once) have marked it meanwhile, this run's writes stand too (they store
+    Stripe's state as read, like any handling) and it answers "duplicate".
     """
-    claim = (
-        update(StripeEvent)
-        .where(StripeEvent.id == event_id)
-        .values(attempts=StripeEvent.attempts + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if not replay:
-        claim = claim.where(StripeEvent.processed_at.is_(None))
-    claimed = await session.execute(claim)
-    if getattr(claimed, "rowcount", 0) == 0:
+    row = await session.get(StripeEvent, event_id, populate_existing=True)
+    if row is None:
         if replay:
             raise NotInLedger(f"no event {event_id} in the ledger")
         return DUPLICATE
-    row = await session.get(StripeEvent, event_id, populate_existing=True)
-    assert row is not None
+    if row.processed_at is not None and not replay:
+        return DUPLICATE
     outcome = await service.handle_event(
         session, row.payload, client=payments.stripe.client, settings=payments.settings
     )
-    row.processed_at = utcnow()
-    row.outcome = outcome
-    row.last_error = None
-    await session.flush()
+    mark = (
+        update(StripeEvent)
+        .where(StripeEvent.id == event_id)
+        .values(
+            attempts=StripeEvent.attempts + 1,
+            processed_at=utcnow(),
+            outcome=outcome,
+            last_error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not replay:
+        mark = mark.where(StripeEvent.processed_at.is_(None))
+    marked = await session.execute(mark)
+    if getattr(marked, "rowcount", 0) == 0:
+        return DUPLICATE
     return outcome
 
 

@@ -444,18 +444,18 @@ class JobRuntime:
         return self.settings.jobs_poll_seconds * SWEEPS_PER_POLL
 
     async def sweep(self) -> int:
-        """Give back jobs whose process is gone; returns how many."""
+        """Give back jobs whose process is gone; returns how many.
+
+        It reads first and writes only what it found: every process sweeps, most sweeps find
+        nothing, and a write (even one that matches no row) would take SQLite's one write lock.
+        Each write re-checks the row, so a job that moved on meanwhile is left alone.
+        """
         at = now()
         grace = timedelta(seconds=self.settings.jobs_lease_grace_seconds)
-        found = 0
-        async with self.database.engine.begin() as connection:
-            stale_queue = at - timedelta(seconds=self.settings.jobs_requeue_seconds)
-            requeued = await connection.execute(
-                update(JobRecord)
-                .where(JobRecord.status == JobStatus.QUEUED, JobRecord.queued_at < stale_queue)
-                .values(status=JobStatus.PENDING, queued_at=None)
-            )
-            found += requeued.rowcount
+        stale_queue = at - timedelta(seconds=self.settings.jobs_requeue_seconds)
+        left_queued = and_(JobRecord.status == JobStatus.QUEUED, JobRecord.queued_at < stale_queue)
+        async with self.database.read_engine.connect() as connection:
+            requeue = await connection.scalar(select(JobRecord.id).where(left_queued).limit(1))
             running = await connection.execute(
                 select(
                     JobRecord.id,
@@ -467,12 +467,19 @@ class JobRuntime:
                 .where(JobRecord.status == JobStatus.RUNNING, JobRecord.started_at < at - grace)
                 .limit(1000)
             )
-            for row in running.all():
-                job = self.jobs.get(row.name)
-                timeout = job.timeout if job is not None else DEFAULT_TIMEOUT
-                started_at = _aware(row.started_at)
-                if started_at + timedelta(seconds=timeout) + grace > at:
-                    continue
+            lost_rows = [row for row in running.all() if self._timed_out(row, at, grace)]
+        if requeue is None and not lost_rows:
+            return 0
+        found = 0
+        async with self.database.engine.begin() as connection:
+            if requeue is not None:
+                requeued = await connection.execute(
+                    update(JobRecord)
+                    .where(left_queued)
+                    .values(status=JobStatus.PENDING, queued_at=None)
+                )
+                found += requeued.rowcount
+            for row in lost_rows:
                 lost = f"lost: the process running attempt {row.attempts} stopped answering"
                 values: dict[str, Any] = (
                     {"status": JobStatus.DEAD, "finished_at": at, "last_error": lost}
@@ -494,6 +501,11 @@ class JobRuntime:
         if found:
             self._wake.set()
         return found
+
+    def _timed_out(self, row: Any, at: datetime, grace: timedelta) -> bool:
+        job = self.jobs.get(row.name)
+        timeout = job.timeout if job is not None else DEFAULT_TIMEOUT
+        return bool(_aware(row.started_at) + timedelta(seconds=timeout) + grace <= at)
 
     # --- the scheduler -----------------------------------------------------------------------
 
