@@ -76,8 +76,8 @@ async def rename_org(body: OrgUpdate, access: OrgOwner, session: SessionDep) -> 
     responses=problems({409: "A personal organization is deleted only with its account"}),
 )
 async def delete_org(access: OrgOwner, session: SessionDep) -> None:
-    """Delete the organization, its memberships and invitations (owners); its subscription
-    is cancelled (with payments)."""
+    """Delete the organization, its memberships and invitations (owners); a subscription of
+    the organization is cancelled."""
     await service.delete_org(session, access)
 
 

@@ -79,8 +79,8 @@ async def rename_org(session: AsyncSession, access: OrgAccess, name: str) -> Org
 async def delete_org(session: AsyncSession, access: OrgAccess) -> None:
     """Delete the organization with its memberships and invitations (owners only).
 
-    The `on_org_deleted` hooks run first, in this transaction (payments enqueues the
-    cancellation of the subscription there). A personal organization goes only with
+    The `on_org_deleted` hooks run first, in this transaction (where billing enqueues
+    the cancellation of a subscription). A personal organization goes only with
     its account.
     """
     org = access.org
