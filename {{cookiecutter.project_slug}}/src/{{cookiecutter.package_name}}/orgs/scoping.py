@@ -73,3 +73,12 @@ def activation(session: AsyncSession, org_id: uuid.UUID) -> ColumnElement[Any]:
     if session.get_bind().dialect.name == "postgresql":
         return func.set_config(ORG_SETTING, str(org_id), True)
     return literal(None)
+
+
+async def enter_org(session: AsyncSession, org_id: uuid.UUID) -> None:
+    """Act in `org_id` for the rest of the transaction, where no org dependency did it.
+
+    On PostgreSQL this sets `app.org_id`, which row-level security reads; elsewhere nothing.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(activation(session, org_id)))
