@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+from alembic.config import Config
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import delete, event, select
@@ -20,11 +23,14 @@ from {{ cookiecutter.package_name }}.ai.models import AIUsageTotal
 from {{ cookiecutter.package_name }}.ai.schemas import Message
 from {{ cookiecutter.package_name }}.ai.seams import get_caller
 from {{ cookiecutter.package_name }}.auth import service as auth_service
+from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.orgs.models import Membership, Organization
 from tests.ai.conftest import MakeApp, http, ledger
 from tests.ai.fake_upstream import FakeUpstream
-from tests.auth.conftest import PASSWORD, login
+from tests.ai.test_contract import ai_app
+from tests.auth.conftest import PASSWORD, login, sign_up
+from tests.contract import CHECKS, ContractCase, contract_test, document
 from tests.orgs.conftest import new_org
 
 CHAT = "/api/v1/ai/chat"
@@ -319,3 +325,20 @@ async def client_key(app: FastAPI, client: AsyncClient, headers: dict[str, str],
     assert response.status_code == 201, response.text
     key: str = response.json()["key"]
     return key
+
+
+# --- the OpenAPI contract of the organization's AI routes (tests/contract.py) ---------------
+
+
+@pytest.fixture(scope="module")
+def org_ai_app(settings: Settings, migrated: Config) -> Iterator[tuple[FastAPI, dict[str, str]]]:
+    with ai_app(settings) as app:
+        yield app, sign_up(app, "org-ai-contract@example.com")
+
+
+@contract_test(document().include(path_regex="^/api/v1/orgs/[^/]+/ai/"))
+def test_org_ai_routes_keep_the_contract(
+    case: ContractCase, org_ai_app: tuple[FastAPI, dict[str, str]]
+) -> None:
+    app, headers = org_ai_app
+    case.call_and_validate(app=app, headers=headers, checks=CHECKS)

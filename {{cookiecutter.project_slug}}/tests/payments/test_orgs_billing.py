@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,8 +38,9 @@ from {{ cookiecutter.package_name }}.payments.models import (
 )
 from {{ cookiecutter.package_name }}.payments.orgs import SEAT_PRORATION
 from {{ cookiecutter.package_name }}.payments.service import get_entitlements
-from tests.auth.conftest import assert_problem, signed_in
+from tests.auth.conftest import assert_problem, sign_up, signed_in
 from tests.conftest import clear_tables
+from tests.contract import CHECKS, ContractCase, contract_test, document, stop
 from tests.orgs.conftest import new_org
 from tests.payments.conftest import (
     PRO_PRICE,
@@ -534,3 +535,26 @@ def test_the_migration_moves_each_users_billing_to_their_personal_org(
         command.upgrade(migrated, "head")
         asyncio.run(run(lambda conn: conn.execute(delete(User))))
         asyncio.run(run(lambda conn: conn.execute(delete(Organization))))
+
+
+# --- the OpenAPI contract of the organization's billing routes (tests/contract.py) ---------
+
+
+@pytest.fixture(scope="module")
+def org_billing_app(
+    settings: Settings, migrated: Config, stripe_server: FakeStripe
+) -> Iterator[tuple[FastAPI, dict[str, str]]]:
+    stripe_server.reset()
+    app = create_app(settings)
+    app.state.auth_settings = AuthSettings(_env_file=None, cookie_secure=False)
+    app.state.payments_settings = make_payments_settings(stripe_server.url)
+    yield app, sign_up(app, "org-billing-contract@example.com")
+    stop(app, settings)
+
+
+@contract_test(document().include(path_regex="^/api/v1/orgs/[^/]+/billing/"))
+def test_org_billing_routes_keep_the_contract(
+    case: ContractCase, org_billing_app: tuple[FastAPI, dict[str, str]]
+) -> None:
+    app, headers = org_billing_app
+    case.call_and_validate(app=app, headers=headers, checks=CHECKS)
