@@ -23,7 +23,8 @@ from sqlalchemy import event, text
 PASSWORD = "bench-password-123456"
 
 
-async def count(package: str, url: str, sizes: list[int]) -> list[list[int]]:
+def counting_app(package: str, url: str) -> tuple[Any, list[str]]:
+    """The project's app on `url`, and the list every SQL statement it sends is added to."""
     config = importlib.import_module(f"{package}.core.config")
     main = importlib.import_module(f"{package}.main")
     settings = config.Settings(
@@ -40,6 +41,11 @@ async def count(package: str, url: str, sizes: list[int]) -> list[list[int]]:
         statements.append(statement)
 
     event.listen(app.state.database.engine.sync_engine, "before_cursor_execute", record)
+    return app, statements
+
+
+async def count(package: str, url: str, sizes: list[int]) -> list[list[int]]:
+    app, statements = counting_app(package, url)
     counts = []
     async with LifespanManager(app):
         transport = ASGITransport(app=app)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib
 import json
 import secrets
 import sys
@@ -24,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgi_lifespan import LifespanManager
+from count_statements import counting_app  # bench/ is on the path of a script run from it
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import event, make_url, text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -100,22 +100,7 @@ def seed(url: str, org_id: str, members: int, invitations: int, start: int = 0) 
 async def count(
     package: str, url: str, role_url: str, path: str, sizes: list[int]
 ) -> list[list[int]]:
-    config = importlib.import_module(f"{package}.core.config")
-    main = importlib.import_module(f"{package}.main")
-    settings = config.Settings(
-        _env_file=None,
-        environment="test",
-        database_url=role_url,
-        secret_key="s" * 48,
-        log_level="WARNING",
-    )
-    app = main.create_app(settings)
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(app.state.database.engine.sync_engine, "before_cursor_execute", record)
+    app, statements = counting_app(package, role_url)
     counts = []
     transport = ASGITransport(app=app)
     async with LifespanManager(app), AsyncClient(transport=transport, base_url="http://b") as http:
