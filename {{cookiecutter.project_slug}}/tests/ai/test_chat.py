@@ -184,32 +184,43 @@ async def test_a_request_the_provider_may_have_received_is_never_retried(
 
 
 async def test_a_refused_connection_is_retried(make_app: MakeApp, upstream: FakeUpstream) -> None:
-    """Nothing listens at first: the request never left, so it is safe to send again."""
-    port = free_port()
-    app = await make_app(max_retries=2, openai_base_url=f"http://127.0.0.1:{port}/v1")
+    """Nothing listens at first: the request never left, so it is safe to send again.
+
+    The upstream starts listening `delay` seconds after the request: after the client's
+    first attempt and before its first retry (which waits at least 0.5 s). On a busy
+    machine the first attempt may come later than that; the upstream then answers it at
+    once (retry count 0) and the scenario runs again with a longer delay (bounded).
+    """
     url = upstream.url
-    runner: web.AppRunner | None = None
+    counts: list[str] = []
+    for delay in (0.1, 0.25, 0.4):
+        port = free_port()
+        app = await make_app(max_retries=2, openai_base_url=f"http://127.0.0.1:{port}/v1")
+        runner: web.AppRunner | None = None
 
-    async def listen_soon() -> None:
-        nonlocal runner
-        await asyncio.sleep(0.1)  # after the first attempt, before the first retry
-        runner = await start(upstream, port)
+        async def listen_soon(port: int = port, delay: float = delay) -> None:
+            nonlocal runner
+            await asyncio.sleep(delay)
+            runner = await start(upstream, port)
 
-    # The client is built at the first chat: now, so that its first attempt comes well
-    # inside the 0.1 s below even on a busy machine.
-    assert app.state.ai.backend is not None
-    try:
-        async with http(app) as client:
-            listening = asyncio.create_task(listen_soon())
-            response = await client.post(CHAT, json=HELLO)
-            await listening
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        upstream.url = url
-    assert response.status_code == 200, response.text
-    assert upstream.calls == 1
-    assert upstream.headers[0]["x-stainless-retry-count"] == "1"
+        # The client is built at the first chat: now, so its first attempt comes early.
+        assert app.state.ai.backend is not None
+        before = upstream.calls
+        try:
+            async with http(app) as client:
+                listening = asyncio.create_task(listen_soon())
+                response = await client.post(CHAT, json=HELLO)
+                await listening
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            upstream.url = url
+        assert response.status_code == 200, response.text
+        assert upstream.calls == before + 1  # refused attempts never reached it
+        counts.append(upstream.headers[-1]["x-stainless-retry-count"])
+        if counts[-1] == "1":
+            break
+    assert counts[-1] == "1", f"the first attempt never came before the upstream listened: {counts}"
 
 
 async def test_disallowed_model_is_422(make_app: MakeApp, upstream: FakeUpstream) -> None:
