@@ -1,13 +1,14 @@
 """AI in organizations: the allowance is pooled per organization, usage recorded per member.
 
 Removed from projects without the orgs module (see the hook's table). The allowance is
-whatever the project gives an organization (its free plan's with payments, else
+whatever the project gives an organization (its free plan's with plans, else
 AI_MONTHLY_TOKEN_QUOTA): the tests read it from the usage endpoint and size their calls by it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -169,9 +170,11 @@ async def test_the_breakdown_costs_the_same_statements_for_any_number_of_members
     statements: list[str] = []
 
     def count(*args: Any) -> None:
-        # The plan's allowance is read again when its cached value is older than a second.
-        if "subscription" not in str(args[2]):
-            statements.append(str(args[2]))
+        # The plan's allowance is read again when its cached value is older than a second,
+        # and the app's job runner (the sign-ups' emails) polls its table meanwhile.
+        statement = str(args[2])
+        if "subscription" not in statement and not re.search(r"\bjobs\b", statement):
+            statements.append(statement)
 
     async def read_usage(headers: Headers, org_id: str) -> tuple[int, list[str]]:
         engine = app.state.database.engine.sync_engine

@@ -180,7 +180,7 @@ class Receiver(BaseHTTPRequestHandler):
 async def test_an_outgoing_httpx_call_is_a_client_span_of_the_request(
     settings: Settings, migrated: object, exporter: InMemorySpanExporter
 ) -> None:
-    """What the payments module's Stripe client does (httpx), here against a loopback server."""
+    """What a module's HTTP client does (httpx), here against a loopback server."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     Receiver.received.clear()
     threading.Thread(target=server.serve_forever, daemon=True).start()

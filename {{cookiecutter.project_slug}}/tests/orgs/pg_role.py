@@ -33,8 +33,8 @@ async def app_role(database_url: str) -> AsyncIterator[str]:
     url = make_url(database_url)
     role = f"rls_app_{secrets.token_hex(6)}"
     password = secrets.token_hex(16)
-    admin = create_async_engine(url, poolclass=NullPool)
-    async with admin.begin() as conn:
+    superuser = create_async_engine(url, poolclass=NullPool)
+    async with superuser.begin() as conn:
         await conn.execute(
             text(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{password}'")
         )
@@ -43,7 +43,7 @@ async def app_role(database_url: str) -> AsyncIterator[str]:
     try:
         yield url.set(username=role, password=password).render_as_string(hide_password=False)
     finally:
-        async with admin.begin() as conn:
+        async with superuser.begin() as conn:
             await conn.execute(text(f"DROP OWNED BY {role}"))
             await conn.execute(text(f"DROP ROLE {role}"))
-        await admin.dispose()
+        await superuser.dispose()
