@@ -277,7 +277,8 @@ async def test_reservations_hold_for_the_pool_across_members_and_instances(
     assert set(statuses) == {200, 429}
     assert statuses.count(200) == upstream.calls == 9
     rows = await ledger(apps[0])
-    assert len({row.user_id for row in rows}) == 2  # both members were served
+    # Which calls win is the scheduler's choice; every one served is charged to the pool.
+    assert {row.subject for row in rows} == {uuid.UUID(acme["id"])}
     used = sum(row.total_tokens for row in rows)
     assert quota < used <= quota + reservation
     database: Database = apps[0].state.database
