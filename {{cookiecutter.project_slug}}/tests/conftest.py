@@ -96,7 +96,9 @@ def pytest_runtest_makereport(
     outcome: Any = yield
     report: pytest.TestReport = outcome.get_result()
     if report.failed:
+        seen: set[int] = set()  # a fixture may hand on another's value
         for name, value in getattr(item, "funcargs", {}).items():
             describe = getattr(value, "failure_report", None)
-            if callable(describe):
+            if callable(describe) and id(value) not in seen:
+                seen.add(id(value))
                 report.sections.append((f"{name}: failure report", str(describe())))

@@ -18,8 +18,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from {{ cookiecutter.package_name }}.core.config import Settings
-from tests.conftest import PROJECT_ROOT
+from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.core.ratelimit import RateLimiter
+from tests.conftest import PROJECT_ROOT, clear_tables
 from tests.loopback import free_port
 
 PACKAGE = Settings.__module__.split(".")[0]
@@ -77,6 +79,21 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+@asynccontextmanager
+async def shared_database(settings: Settings) -> AsyncIterator[Database]:
+    """The database the instances share, seen from the test; emptied at the end, when the
+    rate limits in Redis are reset too (also at the start: no count left from elsewhere)."""
+    database = Database.from_settings(settings)
+    limiter = RateLimiter(REDIS_URL)
+    await limiter.reset()
+    try:
+        yield database
+    finally:
+        await clear_tables(database)
+        await limiter.reset()
+        await database.engine.dispose()
 
 
 @dataclass
@@ -224,12 +241,14 @@ def running(
     log_dir: Path,
     *,
     app: str = APP,
+    factory: bool = False,
     worker: Sequence[str] = WORKER,
     apis: int = 2,
     workers: int = 2,
     within: float = START_WITHIN,
 ) -> Iterator[Instances]:
-    """`apis` uvicorn processes serving `app` and `workers` processes running `worker`.
+    """`apis` uvicorn processes serving `app` (with `factory`, a function making the app)
+    and `workers` processes running `worker`.
 
     All start at once; the set is yielded when every one is ready (at most `within`
     seconds), and every process is stopped at the end, also when starting failed.
@@ -241,6 +260,7 @@ def running(
         argv = (
             *(sys.executable, "-m", "uvicorn", app),
             *("--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
+            *(("--factory",) if factory else ()),
         )
         instances.apis.append(Api(f"api-{i}", argv, env, log_dir / f"api-{i}.log", port=port))
     for i in range(workers):

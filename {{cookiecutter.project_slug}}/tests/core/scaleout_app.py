@@ -1,5 +1,6 @@
 """The project's app with test routes and jobs, for the API processes of the scale-out test:
-`uvicorn tests.core.scaleout_app:app`, configured from the environment like `main.app`.
+`uvicorn --factory tests.core.scaleout_app:create`, configured from the environment like
+`main.app`.
 
 Its workers are `python -m tests.core.job_worker` with TEST_SCHEDULED=1: the project's
 worker with the same test jobs (tests/core/jobkit.py).
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from {{ cookiecutter.package_name }}.core.config import Settings
@@ -51,7 +52,6 @@ async def enqueue_jobs(session: SessionDep, tag: str, count: int = 10) -> Enqueu
     return Enqueued(ids=ids, pid=os.getpid())
 
 
-app = create_app(
-    Settings(),
-    modules=(*MODULES, test_module, scheduled_module, Module("scaleout", routers=(router,))),
-)
+def create() -> FastAPI:
+    extra = (test_module, scheduled_module, Module("scaleout", routers=(router,)))
+    return create_app(Settings(), modules=(*MODULES, *extra))

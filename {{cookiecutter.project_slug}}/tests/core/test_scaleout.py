@@ -22,28 +22,27 @@ from sqlalchemy import select
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.jobs import JobRecord, JobStatus
-from {{ cookiecutter.package_name }}.core.ratelimit import RateLimiter
-from tests.conftest import clear_tables
 from tests.core.jobkit import drop_effects_table, effect_rows, make_effects_table, wait_for
 from tests.core.scaleout_app import LIMIT
-from tests.scaleout import REDIS_URL, Instances, environment, needs_postgresql_and_redis, running
+from tests.scaleout import (
+    Instances,
+    environment,
+    needs_postgresql_and_redis,
+    running,
+    shared_database,
+)
 
 pytestmark = needs_postgresql_and_redis
 
 
 @pytest.fixture(scope="module")
 async def database(settings: Settings, migrated: Config) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings)
-    limiter = RateLimiter(REDIS_URL)
-    await limiter.reset()
-    await make_effects_table(database)
-    try:
-        yield database
-    finally:
-        await drop_effects_table(database)
-        await clear_tables(database)
-        await limiter.reset()
-        await database.engine.dispose()
+    async with shared_database(settings) as database:
+        await make_effects_table(database)
+        try:
+            yield database
+        finally:
+            await drop_effects_table(database)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,8 @@ def started(
     with running(
         env,
         tmp_path_factory.mktemp("scaleout"),
-        app="tests.core.scaleout_app:app",
+        app="tests.core.scaleout_app:create",
+        factory=True,
         worker=(sys.executable, "-m", "tests.core.job_worker"),
     ) as instances:
         yield instances
