@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis import Redis
 from sqlalchemy.engine import make_url
 
 from {{ cookiecutter.package_name }}.core.config import Settings
@@ -52,7 +53,7 @@ START_WITHIN = 120.0
 STOP_WITHIN = 20.0
 LOG_TAIL = 6000  # characters of each process's log shown with a failure
 # Variables of the test's own environment a child may need; nothing else is passed on
-# (a developer's own DATABASE_URL, OPENAI_API_KEY... must not reach the instances).
+# (a developer's own DATABASE_URL or a provider's key must not reach the instances).
 PASSED_ON = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 
 
@@ -272,3 +273,6 @@ def running(
         yield instances
     finally:
         stop(instances.processes)
+        if REDIS_URL and "JOBS_QUEUE" in env:
+            with Redis.from_url(REDIS_URL) as redis:
+                redis.delete(env["JOBS_QUEUE"])
