@@ -108,10 +108,13 @@ class Process:
     process: subprocess.Popen[bytes] | None = None
     _mark: int = 0
 
+    def command(self) -> list[str]:
+        return list(self.argv)
+
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our interpreter, fixed arguments
-                list(self.argv),
+                self.command(),
                 cwd=self.log_path.parent,  # no .env there
                 env=dict(self.env),
                 stdout=log,
@@ -166,11 +169,28 @@ def stop(processes: Sequence[Process], within: float = STOP_WITHIN) -> None:
 
 @dataclass
 class Api(Process):
+    """`argv` is uvicorn's command line but for the address, which is this one's own."""
+
     port: int = 0
+    restarts: int = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [*self.argv, "--host", "127.0.0.1", "--port", str(self.port)]
+
+    def restart_elsewhere(self) -> bool:
+        """Start again on another port if another process took this one meanwhile (the port
+        is free when chosen, and taken seconds later, once the app has imported)."""
+        collisions = self.output().count("address already in use")
+        if self.restarts >= 3 or collisions <= self.restarts:
+            return False
+        self.restarts += 1
+        self.port = free_port()
+        self.start()
+        return True
 
 
 @dataclass
@@ -216,6 +236,8 @@ def _wait_until_ready(instances: Instances, within: float) -> None:
         while waiting:
             for process in list(waiting):
                 if not process.running():
+                    if isinstance(process, Api) and process.restart_elsewhere():
+                        continue
                     raise AssertionError(
                         f"{process.name} exited while starting:\n{process.output()[-LOG_TAIL:]}"
                     )
@@ -256,14 +278,10 @@ def running(
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     instances = Instances()
+    argv = (sys.executable, "-m", "uvicorn", app, "--no-access-log", *(("--factory",) * factory))
     for i in range(apis):
-        port = free_port()
-        argv = (
-            *(sys.executable, "-m", "uvicorn", app),
-            *("--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
-            *(("--factory",) if factory else ()),
-        )
-        instances.apis.append(Api(f"api-{i}", argv, env, log_dir / f"api-{i}.log", port=port))
+        log = log_dir / f"api-{i}.log"
+        instances.apis.append(Api(f"api-{i}", argv, env, log, port=free_port()))
     for i in range(workers):
         instances.workers.append(Process(f"worker-{i}", worker, env, log_dir / f"worker-{i}.log"))
     try:
