@@ -7,11 +7,11 @@ To drop a module, delete its folders and its lines here.
 {% if cookiecutter.use_admin -%}
 from .admin import module as admin
 {% endif -%}
-{% if cookiecutter.use_ai -%}
-from .ai import module as ai
-{% endif -%}
 {% if cookiecutter.use_ai and cookiecutter.use_auth -%}
 from .ai import conversations as ai_conversations
+{% endif -%}
+{% if cookiecutter.use_ai -%}
+from .ai import module as ai
 {% endif -%}
 {% if cookiecutter.use_ai and cookiecutter.use_orgs -%}
 from .ai import orgs as ai_orgs

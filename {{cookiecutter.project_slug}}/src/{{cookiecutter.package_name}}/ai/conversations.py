@@ -67,9 +67,7 @@ def not_found() -> ProblemError:
 
 def owned(caller: Caller) -> ColumnElement[bool]:
     """The caller's conversations: their user, in the allowance they bill."""
-    return and_(
-        AIConversation.subject == caller.subject, AIConversation.user_id == caller.user_id
-    )
+    return and_(AIConversation.subject == caller.subject, AIConversation.user_id == caller.user_id)
 
 
 def _out(conversation: AIConversation) -> ConversationOut:
@@ -163,9 +161,7 @@ async def get_conversation(
     ).all()
     return ConversationDetail(
         **_out(conversation).model_dump(),
-        messages=[
-            StoredMessage.model_validate(m, from_attributes=True) for m in messages
-        ],
+        messages=[StoredMessage.model_validate(m, from_attributes=True) for m in messages],
     )
 
 

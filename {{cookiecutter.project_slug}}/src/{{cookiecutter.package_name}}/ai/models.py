@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-
 from typing import Any
 
 from sqlalchemy import (
@@ -89,9 +88,7 @@ class AIConversation(Base):
 
     __tablename__ = "ai_conversations"
     # The caller's conversations, most recently active first, without a sort.
-    __table_args__ = (
-        Index("ix_ai_conversations_owner", "subject", "user_id", "updated_at", "id"),
-    )
+    __table_args__ = (Index("ix_ai_conversations_owner", "subject", "user_id", "updated_at", "id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
