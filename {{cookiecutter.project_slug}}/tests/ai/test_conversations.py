@@ -1,8 +1,8 @@
 """Conversations: stored threads per caller, history trimmed upstream, answers stored.
 
 Removed from projects without the auth module (see the hook's table). Callers are
-told apart by test headers (a user, and the pool their calls bill: an organization
-with orgs), so two members of one organization are two callers; one test signs in
+told apart by test headers (a user, and the shared pool their calls bill), so two
+users billing one pool (two members of a team) are two callers; one test signs in
 for real.
 """
 
@@ -41,7 +41,7 @@ def as_caller(user: uuid.UUID, pool: uuid.UUID | None = ACME) -> dict[str, str]:
 
 
 def callers_by_header(app: FastAPI) -> None:
-    """The caller is whoever the test headers say: a user, in a pool (as with orgs)."""
+    """The caller is whoever the test headers say: a user, billing a shared pool or not."""
     quota = default_quota(app.state.ai_settings)
 
     async def caller(request: Request) -> Caller:
@@ -150,9 +150,9 @@ async def test_another_callers_conversation_is_404(
     app = await conversation_app(make_app)
     ada = as_caller(ADA)
     others = {
-        "another member of the organization": as_caller(BOB),
-        "the same user in another organization": as_caller(ADA, GLOBEX),
-        "the same user without the organization": as_caller(ADA, None),
+        "another user billing the same pool": as_caller(BOB),
+        "the same user billing another pool": as_caller(ADA, GLOBEX),
+        "the same user billing no pool": as_caller(ADA, None),
     }
     async with http(app) as client:
         conversation = await create(client, ada, title="mine")

@@ -1,9 +1,9 @@
 """Conversations: one caller's stored threads, and chat that remembers them.
 
 A conversation belongs to the caller that made it: the signed-in user, in the
-allowance their calls bill (`Caller.subject`: with organizations the organization
-`/ai/chat` bills, else the user's own). Every query filters on both, so another
-user's conversation, or the same user's in another organization, answers 404.
+allowance their calls bill (`Caller.subject`: the pool `/ai/chat` bills, see
+ai/seams.py, else the user's own). Every query filters on both, so another user's
+conversation, or the same user's billed to another pool, answers 404.
 
 `POST /conversations/{id}/messages` is `/chat` (the same rate limit, quota
 reservation, metering and streaming, `router.answer`) with the stored history in

@@ -6,8 +6,8 @@ migration are the same whether or not the auth module is part of the project.
 the caller's own, or a pool several callers share.
 
 Conversations (`ai_conversations`, `ai_messages`) belong to one caller: the user
-(`user_id`) in the allowance their calls bill (`subject`: with organizations the
-organization's id, else the user's). Same rule: no foreign key to `users`.
+(`user_id`) in the allowance their calls bill (`subject`: a shared pool's id, or the
+user's own). Same rule: no foreign key to `users`.
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from . import structured
 
@@ -104,6 +104,14 @@ class UsageSummary(BaseModel):
 # --- conversations (ai/conversations.py) -----------------------------------------------------
 
 
+def _aware(value: datetime) -> datetime:
+    """SQLite gives stored times back without their zone: they are UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+Stamp = Annotated[datetime, AfterValidator(_aware)]
+
+
 class ConversationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -124,8 +132,8 @@ class ConversationUpdate(BaseModel):
 class ConversationOut(BaseModel):
     id: uuid.UUID
     title: str
-    created_at: datetime
-    updated_at: datetime = Field(description="When its last message was stored")
+    created_at: Stamp
+    updated_at: Stamp = Field(description="When its last message was stored")
 
 
 class ConversationPage(BaseModel):
@@ -145,7 +153,7 @@ class StoredMessage(BaseModel):
     input_tokens: int = Field(description="Prompt tokens charged for this answer")
     output_tokens: int = Field(description="Completion tokens charged for this answer")
     cut_off: bool = Field(description="The answer stopped early (client left or upstream broke)")
-    created_at: datetime
+    created_at: Stamp
 
 
 class ConversationDetail(ConversationOut):
