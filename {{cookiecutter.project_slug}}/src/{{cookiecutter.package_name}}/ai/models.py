@@ -84,7 +84,7 @@ class AIUsageTotal(Base):
 
 
 class AIConversation(Base):
-    """A thread of messages of one caller (user and subject, see ai/conversations.py)."""
+    """A thread of messages of one caller (user and subject; the routes need accounts)."""
 
     __tablename__ = "ai_conversations"
     # The caller's conversations, most recently active first, without a sort.

@@ -101,7 +101,7 @@ class UsageSummary(BaseModel):
     remaining: int | None
 
 
-# --- conversations (ai/conversations.py) -----------------------------------------------------
+# --- conversations (ai/conversations.py, with accounts) ------------------------------------
 
 
 def _aware(value: datetime) -> datetime:
