@@ -24,7 +24,7 @@ from typing import Annotated, Any, cast
 
 import structlog
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import ColumnElement, Table, and_, delete, insert, select, update
+from sqlalchemy import ColumnElement, Table, and_, delete, insert, select, text, update
 
 from {{ cookiecutter.package_name }}.core.contract import problems
 from {{ cookiecutter.package_name }}.core.db import Database, SessionDep, get_database
@@ -57,6 +57,29 @@ router = APIRouter(prefix="/api/v1/ai", tags=["ai"])
 
 CONVERSATIONS = cast(Table, AIConversation.__table__)
 MESSAGES = cast(Table, AIMessage.__table__)
+
+# PostgreSQL stores a turn in one autocommit statement (one round trip, no BEGIN and
+# COMMIT on a pooled connection): the conversation touched, and the messages inserted
+# only if it still exists. Each column is one array, so the text never changes.
+STORE_TURN = text(
+    """
+    WITH touched AS (
+        UPDATE ai_conversations SET updated_at = :now WHERE id = :conversation_id RETURNING id
+    )
+    INSERT INTO ai_messages (conversation_id, role, content, model, input_tokens,
+                             output_tokens, cut_off, created_at)
+    SELECT touched.id, m.role, m.content, m.model, m.input_tokens, m.output_tokens,
+           m.cut_off, m.created_at
+    FROM touched, unnest(
+        CAST(:role AS varchar[]), CAST(:content AS text[]), CAST(:model AS varchar[]),
+        CAST(:input_tokens AS int[]), CAST(:output_tokens AS int[]),
+        CAST(:cut_off AS boolean[]), CAST(:created_at AS timestamptz[])
+    ) WITH ORDINALITY AS m (role, content, model, input_tokens, output_tokens, cut_off,
+                            created_at, n)
+    ORDER BY m.n
+    RETURNING id
+    """
+)
 
 NOT_FOUND = problems({404: "No such conversation of the caller's"})
 
@@ -280,10 +303,8 @@ async def store_turn(
     has the call).
     """
     now = datetime.now(UTC)
-    common = {"conversation_id": conversation_id, "tool_calls": None, "tool_call_id": None}
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
-            **common,
             "role": "user",
             "content": asked,
             "model": None,
@@ -293,7 +314,6 @@ async def store_turn(
             "created_at": asked_at,
         },
         {
-            **common,
             "role": "assistant",
             "content": answered.content,
             "model": answered.model,
@@ -303,14 +323,22 @@ async def store_turn(
             "created_at": now,
         },
     ]
-    touch = (
-        update(CONVERSATIONS).where(CONVERSATIONS.c.id == conversation_id).values(updated_at=now)
-    )
-    async with database.engine.begin() as conn:
-        if not (await conn.execute(touch)).rowcount:
-            log.info("ai_conversation_gone", conversation_id=str(conversation_id))
-            return
-        await conn.execute(insert(MESSAGES), rows)
+    if database.engine.dialect.name == "postgresql":
+        params: dict[str, Any] = {column: [row[column] for row in rows] for column in rows[0]}
+        params.update(now=now, conversation_id=conversation_id)
+        async with database.read_engine.connect() as conn:
+            stored = bool((await conn.execute(STORE_TURN, params)).all())
+    else:
+        touch = update(CONVERSATIONS).where(CONVERSATIONS.c.id == conversation_id)
+        touch = touch.values(updated_at=now)
+        async with database.engine.begin() as conn:
+            stored = bool((await conn.execute(touch)).rowcount)
+            if stored:
+                for row in rows:
+                    row["conversation_id"] = conversation_id
+                await conn.execute(insert(MESSAGES), rows)
+    if not stored:
+        log.info("ai_conversation_gone", conversation_id=str(conversation_id))
 
 
 @router.post(
