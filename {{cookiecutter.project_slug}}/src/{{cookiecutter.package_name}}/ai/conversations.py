@@ -24,7 +24,7 @@ from typing import Annotated, Any, cast
 
 import structlog
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import ColumnElement, Table, and_, delete, insert, select, text, update
+from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, text, update
 
 from {{ cookiecutter.package_name }}.core.contract import problems
 from {{ cookiecutter.package_name }}.core.db import Database, SessionDep, get_database
@@ -255,22 +255,12 @@ async def read_history(
 ) -> tuple[list[Message], list[Message]]:
     """(system messages, the newest `newest` others oldest first); 404 if not the caller's.
 
-    Two autocommit reads on one connection, given back before the model is asked.
-    Only text messages go upstream here (tool steps are not replayed).
+    One autocommit read (one round trip), its connection given back before the model
+    is asked: the conversation, if the caller's, joined with its system prompt and
+    its newest text messages. Only text goes upstream here (tool steps are not replayed).
     """
-    conversation = select(CONVERSATIONS.c.id, MESSAGES.c.content).select_from(
-        CONVERSATIONS.outerjoin(
-            MESSAGES,
-            and_(MESSAGES.c.conversation_id == CONVERSATIONS.c.id, MESSAGES.c.role == "system"),
-        )
-    )
-    conversation = conversation.where(
-        CONVERSATIONS.c.id == conversation_id,
-        CONVERSATIONS.c.subject == caller.subject,
-        CONVERSATIONS.c.user_id == caller.user_id,
-    ).order_by(MESSAGES.c.id)
     recent = (
-        select(MESSAGES.c.role, MESSAGES.c.content)
+        select(MESSAGES.c.id)
         .where(
             MESSAGES.c.conversation_id == conversation_id,
             MESSAGES.c.role.in_(("user", "assistant")),
@@ -280,13 +270,29 @@ async def read_history(
         .order_by(MESSAGES.c.id.desc())
         .limit(newest)
     )
+    wanted = or_(MESSAGES.c.role == "system", MESSAGES.c.id.in_(recent.scalar_subquery()))
+    query = (
+        select(MESSAGES.c.role, MESSAGES.c.content)
+        .select_from(
+            CONVERSATIONS.outerjoin(
+                MESSAGES, and_(MESSAGES.c.conversation_id == CONVERSATIONS.c.id, wanted)
+            )
+        )
+        .where(
+            CONVERSATIONS.c.id == conversation_id,
+            CONVERSATIONS.c.subject == caller.subject,
+            CONVERSATIONS.c.user_id == caller.user_id,
+        )
+        .order_by(MESSAGES.c.id)
+    )
     async with database.read_engine.connect() as conn:
-        found = (await conn.execute(conversation)).all()
-        if not found:
-            raise not_found()
-        rows = (await conn.execute(recent)).all()
-    system = [Message(role="system", content=row.content) for row in found if row.content]
-    history = [Message(role=row.role, content=row.content) for row in reversed(rows)]
+        rows = (await conn.execute(query)).all()
+    if not rows:
+        raise not_found()
+    system = [Message(role="system", content=r.content) for r in rows if r.role == "system"]
+    history = [
+        Message(role=r.role, content=r.content) for r in rows if r.role in ("user", "assistant")
+    ]
     return system, history
 
 
