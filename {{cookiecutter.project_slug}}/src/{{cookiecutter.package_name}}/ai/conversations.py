@@ -60,11 +60,17 @@ MESSAGES = cast(Table, AIMessage.__table__)
 
 # PostgreSQL stores a turn in one autocommit statement (one round trip, no BEGIN and
 # COMMIT on a pooled connection): the conversation touched, and the messages inserted
-# only if it still exists. Each column is one array, so the text never changes.
+# only if it still exists. Each column is one array, so the text never changes. It does
+# not wait for the WAL flush (`synchronous_commit` off for this one statement, as the
+# ledger's reservations): visible at once; only a crash of the database server within
+# a moment of it could lose the turn (the ledger row that bills it is durable).
 STORE_TURN = text(
     """
-    WITH touched AS (
-        UPDATE ai_conversations SET updated_at = :now WHERE id = :conversation_id RETURNING id
+    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS off),
+    touched AS (
+        UPDATE ai_conversations SET updated_at = :now
+        WHERE id = :conversation_id AND EXISTS (SELECT off FROM relaxed)
+        RETURNING id
     )
     INSERT INTO ai_messages (conversation_id, role, content, model, input_tokens,
                              output_tokens, cut_off, created_at)
