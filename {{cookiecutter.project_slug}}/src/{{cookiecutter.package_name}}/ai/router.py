@@ -348,7 +348,10 @@ async def _stream(
             yield sse("error", {"status": problem.status, "detail": problem.detail})
         finally:
             await finish()
-            await store(model, cut_off=True)
+            try:
+                await store(model, cut_off=True)
+            except Exception as exc:  # the client has gone: nobody to tell but the log
+                log.error("ai_answer_not_stored", exc_info=exc)
 
     return EventStreamResponse(events(), on_close=finish)
 
