@@ -112,7 +112,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "use_ai",
         paths=("src/{package}/ai", "tests/ai"),
-        requires=("openai[aiohttp]", "aiohttp", "httpx2"),
+        requires=("openai[aiohttp]", "aiohttp", "httpx2", "jsonschema"),
+        dev_requires=("types-jsonschema",),
         migration="migrations/versions/0004_ai.py",
     ),
     Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml", "deploy")),
@@ -185,6 +186,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_orgs", paths=("src/{package}/ai/orgs.py", "tests/ai/test_orgs.py")),
     # API keys that belong to an organization (issue 15).
     Option("use_orgs", migration="migrations/versions/0015_org_api_keys.py"),
+    # AI conversations (issue 16): the tables always, the routes with accounts (an owner).
+    Option(
+        "use_ai",
+        needs=("use_auth",),
+        paths=("src/{package}/ai/conversations.py", "tests/ai/test_conversations.py"),
+    ),
+    Option("use_ai", migration="migrations/versions/0018_ai_conversations.py"),
 )
 
 # CI provider -> its files; the others' files are removed.
