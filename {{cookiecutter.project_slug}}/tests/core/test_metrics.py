@@ -232,7 +232,6 @@ def test_several_worker_processes_report_together(
                 assert live.status_code == 200
                 answered += 1
 
-
             def live_count() -> float | None:
                 samples = parse(http.get(f"http://127.0.0.1:{metrics_port}/metrics").text)
                 assert value(samples, "db_pool_connections_limit") == both
