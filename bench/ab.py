@@ -276,14 +276,18 @@ def report(
         "",
         "| scenario | connections | side | req/s per run | median req/s (min-max, ±half range) "
         "| median p50 ms | median p99 ms | errors | app CPU ms per request, median (min-max) "
-        "| B/A req/s (median of the rounds' ratios) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| B/A req/s (median of the rounds' ratios) "
+        "| B/A app CPU per request (median of the rounds' ratios) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, spec in SCENARIOS.items():
         if name not in args.scenarios:
             continue
-        pairs = zip(a.runs[name], b.runs[name], strict=True)
+        pairs = list(zip(a.runs[name], b.runs[name], strict=True))
         ratios = [rb["rps"] / ra["rps"] for ra, rb in pairs if ra["rps"]]
+        # The server's own CPU time per request, B over A, round by round: each round's two
+        # runs are back to back, so what other work does to one it mostly does to the other.
+        cpu_ratios = [rb["cpu_ms"] / ra["cpu_ms"] for ra, rb in pairs if ra["cpu_ms"]]
         for side in (a, b):
             runs = side.runs[name]
             rps = [r["rps"] for r in runs]
@@ -297,13 +301,19 @@ def report(
                 if side is b
                 else ""
             )
+            cpu_ratio = (
+                f"{statistics.median(cpu_ratios):.1%} "
+                f"(rounds: {', '.join(f'{x:.0%}' for x in cpu_ratios)})"
+                if side is b and cpu_ratios
+                else ""
+            )
             lines.append(
                 f"| {name} | {spec['connections']} | {side.label} "
                 f"| {', '.join(number(x) for x in rps)} | {spread(rps)} "
                 f"| {statistics.median(r['p50_us'] for r in runs) / 1000:.1f} "
                 f"| {statistics.median(r['p99_us'] for r in runs) / 1000:.1f} | {errors} "
                 f"| {ms(statistics.median(cpu))} ({ms(min(cpu))}-{ms(max(cpu))}){in_worker} "
-                f"| {ratio} |"
+                f"| {ratio} | {cpu_ratio} |"
             )
     if statements:
         lines += [
