@@ -257,8 +257,14 @@ def report(
 ) -> str:
     candidate = f"template at {args.candidate}" if args.candidate else "this tree"
     if args.trace_b:
+        sampler = os.environ.get("OTEL_TRACES_SAMPLER")
+        sampled = (
+            f"sampler {sampler} {os.environ.get('OTEL_TRACES_SAMPLER_ARG', '')}".rstrip()
+            if sampler
+            else "every request sampled (the default sampler)"
+        )
         candidate += (
-            f", tracing every request to an OTLP receiver on 127.0.0.1 "
+            f", tracing to an OTLP receiver on 127.0.0.1, {sampled} "
             f"({_Receiver.received} exports received)"
         )
     where_jobs = (
