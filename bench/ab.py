@@ -16,7 +16,9 @@ spread, and B against A per round; also how busy the machine was (CPU use by oth
 
 With --trace-b, side B exports traces (OpenTelemetry, OTLP over HTTP) to a receiver on
 127.0.0.1 that this script runs (it takes POST /v1/traces and drops them): with --baseline
-HEAD that measures tracing on against off on the same code.
+HEAD that measures tracing on against off on the same code. --trace-a traces side A too
+(tracing in an earlier commit against this tree's). OTEL_TRACES_SAMPLER and
+OTEL_TRACES_SAMPLER_ARG in this script's environment reach the traced side(s).
 
 Without --redis (or BENCH_REDIS_URL) there is no Redis: jobs run in the app process, whose
 CPU then includes them. With it, both sides keep their rate limits in Redis and a side
@@ -256,15 +258,16 @@ def report(
     statements: list[str],
 ) -> str:
     candidate = f"template at {args.candidate}" if args.candidate else "this tree"
-    if args.trace_b:
+    if args.trace_a or args.trace_b:
         sampler = os.environ.get("OTEL_TRACES_SAMPLER")
         sampled = (
             f"sampler {sampler} {os.environ.get('OTEL_TRACES_SAMPLER_ARG', '')}".rstrip()
             if sampler
             else "every request sampled (the default sampler)"
         )
+        traced = "both sides" if args.trace_a and args.trace_b else "A" if args.trace_a else "B"
         candidate += (
-            f", tracing to an OTLP receiver on 127.0.0.1, {sampled} "
+            f"; {traced} tracing to an OTLP receiver on 127.0.0.1, {sampled} "
             f"({_Receiver.received} exports received)"
         )
     where_jobs = (
@@ -359,6 +362,11 @@ def main() -> int:
         action="store_true",
         help="side B traces every request to an OTLP receiver on 127.0.0.1 run by this script",
     )
+    parser.add_argument(
+        "--trace-a",
+        action="store_true",
+        help="side A traces too (with --trace-b: the cost of tracing in A's code against B's)",
+    )
     args = parser.parse_args()
     args.scenarios = args.scenarios.split(",")
     if not shutil.which("wrk"):
@@ -369,13 +377,14 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-ab-"))
     sides: list[Side] = []
     try:
-        sides.append(Side("A", template_at(args.baseline, workdir), workdir, args.redis))
-        candidate = template_at(args.candidate, workdir) if args.candidate else ROOT
         extra = {}
-        if args.trace_b:
+        if args.trace_b or args.trace_a:
             receiver = otlp_receiver()
             extra["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver.server_port}"
-        sides.append(Side("B", candidate, workdir, args.redis, extra))
+        baseline = template_at(args.baseline, workdir)
+        sides.append(Side("A", baseline, workdir, args.redis, extra if args.trace_a else None))
+        candidate = template_at(args.candidate, workdir) if args.candidate else ROOT
+        sides.append(Side("B", candidate, workdir, args.redis, extra if args.trace_b else None))
         a, b = sides
         for name in args.scenarios:
             for side in sides:
