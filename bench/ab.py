@@ -16,7 +16,9 @@ spread, and B against A per round; also how busy the machine was (CPU use by oth
 
 With --trace-b, side B exports traces (OpenTelemetry, OTLP over HTTP) to a receiver on
 127.0.0.1 that this script runs (it takes POST /v1/traces and drops them): with --baseline
-HEAD that measures tracing on against off on the same code.
+HEAD that measures tracing on against off on the same code. --trace-a traces side A too
+(tracing in an earlier commit against this tree's). OTEL_TRACES_SAMPLER and
+OTEL_TRACES_SAMPLER_ARG in this script's environment reach the traced side(s).
 
 Without --redis (or BENCH_REDIS_URL) there is no Redis: jobs run in the app process, whose
 CPU then includes them. With it, both sides keep their rate limits in Redis and a side
@@ -256,9 +258,16 @@ def report(
     statements: list[str],
 ) -> str:
     candidate = f"template at {args.candidate}" if args.candidate else "this tree"
-    if args.trace_b:
+    if args.trace_a or args.trace_b:
+        sampler = os.environ.get("OTEL_TRACES_SAMPLER")
+        sampled = (
+            f"sampler {sampler} {os.environ.get('OTEL_TRACES_SAMPLER_ARG', '')}".rstrip()
+            if sampler
+            else "every request sampled (the default sampler)"
+        )
+        traced = "both sides" if args.trace_a and args.trace_b else "A" if args.trace_a else "B"
         candidate += (
-            f", tracing every request to an OTLP receiver on 127.0.0.1 "
+            f"; {traced} tracing to an OTLP receiver on 127.0.0.1, {sampled} "
             f"({_Receiver.received} exports received)"
         )
     where_jobs = (
@@ -276,14 +285,18 @@ def report(
         "",
         "| scenario | connections | side | req/s per run | median req/s (min-max, ±half range) "
         "| median p50 ms | median p99 ms | errors | app CPU ms per request, median (min-max) "
-        "| B/A req/s (median of the rounds' ratios) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| B/A req/s (median of the rounds' ratios) "
+        "| B/A app CPU per request (median of the rounds' ratios) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, spec in SCENARIOS.items():
         if name not in args.scenarios:
             continue
-        pairs = zip(a.runs[name], b.runs[name], strict=True)
+        pairs = list(zip(a.runs[name], b.runs[name], strict=True))
         ratios = [rb["rps"] / ra["rps"] for ra, rb in pairs if ra["rps"]]
+        # The server's own CPU time per request, B over A, round by round: each round's two
+        # runs are back to back, so what other work does to one it mostly does to the other.
+        cpu_ratios = [rb["cpu_ms"] / ra["cpu_ms"] for ra, rb in pairs if ra["cpu_ms"]]
         for side in (a, b):
             runs = side.runs[name]
             rps = [r["rps"] for r in runs]
@@ -297,13 +310,19 @@ def report(
                 if side is b
                 else ""
             )
+            cpu_ratio = (
+                f"{statistics.median(cpu_ratios):.1%} "
+                f"(rounds: {', '.join(f'{x:.0%}' for x in cpu_ratios)})"
+                if side is b and cpu_ratios
+                else ""
+            )
             lines.append(
                 f"| {name} | {spec['connections']} | {side.label} "
                 f"| {', '.join(number(x) for x in rps)} | {spread(rps)} "
                 f"| {statistics.median(r['p50_us'] for r in runs) / 1000:.1f} "
                 f"| {statistics.median(r['p99_us'] for r in runs) / 1000:.1f} | {errors} "
                 f"| {ms(statistics.median(cpu))} ({ms(min(cpu))}-{ms(max(cpu))}){in_worker} "
-                f"| {ratio} |"
+                f"| {ratio} | {cpu_ratio} |"
             )
     if statements:
         lines += [
@@ -343,6 +362,11 @@ def main() -> int:
         action="store_true",
         help="side B traces every request to an OTLP receiver on 127.0.0.1 run by this script",
     )
+    parser.add_argument(
+        "--trace-a",
+        action="store_true",
+        help="side A traces too (with --trace-b: the cost of tracing in A's code against B's)",
+    )
     args = parser.parse_args()
     args.scenarios = args.scenarios.split(",")
     if not shutil.which("wrk"):
@@ -353,13 +377,14 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-ab-"))
     sides: list[Side] = []
     try:
-        sides.append(Side("A", template_at(args.baseline, workdir), workdir, args.redis))
-        candidate = template_at(args.candidate, workdir) if args.candidate else ROOT
         extra = {}
-        if args.trace_b:
+        if args.trace_b or args.trace_a:
             receiver = otlp_receiver()
             extra["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver.server_port}"
-        sides.append(Side("B", candidate, workdir, args.redis, extra))
+        baseline = template_at(args.baseline, workdir)
+        sides.append(Side("A", baseline, workdir, args.redis, extra if args.trace_a else None))
+        candidate = template_at(args.candidate, workdir) if args.candidate else ROOT
+        sides.append(Side("B", candidate, workdir, args.redis, extra if args.trace_b else None))
         a, b = sides
         for name in args.scenarios:
             for side in sides:

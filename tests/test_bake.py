@@ -258,7 +258,11 @@ def test_kubernetes_runs_the_image_as_compose_does(baked: bake.Baked) -> None:
     assert container["command"] == server
     port = int(server[server.index("--port") + 1])
     assert re.search(rf"^EXPOSE {port}$", dockerfile, re.M)
-    assert container["ports"] == [{"name": "http", "containerPort": port}]
+    metrics_port = int(settings["METRICS_PORT"])
+    assert container["ports"] == [
+        {"name": "http", "containerPort": port},
+        {"name": "metrics", "containerPort": metrics_port},
+    ]
     probes = {name: container[name]["httpGet"] for name in ("startupProbe", "livenessProbe")}
     probes["readinessProbe"] = container["readinessProbe"]["httpGet"]
     assert {name: probe["path"] for name, probe in probes.items()} == {
@@ -279,7 +283,7 @@ def test_kubernetes_runs_the_image_as_compose_does(baked: bake.Baked) -> None:
     (container,) = worker["spec"]["template"]["spec"]["containers"]
     assert container["command"] == services["worker"]["command"]
     assert {v["name"] for v in container["env"]} == required
-    assert "ports" not in container
+    assert container["ports"] == [{"name": "metrics", "containerPort": metrics_port}]
     grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace >= float(settings["JOBS_SHUTDOWN_SECONDS"]) + 10
 
@@ -298,12 +302,23 @@ def test_kubernetes_runs_the_image_as_compose_does(baked: bake.Baked) -> None:
     assert settings["ENVIRONMENT"] == "production"
     assert "*" not in settings["FORWARDED_ALLOW_IPS"]
 
+    # metrics: on a port of their own in the API and worker pods, for Prometheus to scrape
+    # the pods (annotations); listening on the pod's address; never behind the Service
+    assert metrics_port != port
+    assert settings["METRICS_HOST"] == "0.0.0.0"
+    for obj in (api, worker):
+        annotations = obj["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == settings["METRICS_PORT"]
+        assert annotations["prometheus.io/path"] == "/metrics"
+    assert "annotations" not in job["spec"]["template"].get("metadata", {})
+
     # the Service, Ingress, autoscaler and disruption budget reach the API's pods
     labels = api["spec"]["template"]["metadata"]["labels"]
     assert api["spec"]["selector"]["matchLabels"] == labels
     (service,) = by_kind["Service"].values()
     assert service["spec"]["selector"] == labels
-    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]  # not `metrics`
     (ingress,) = by_kind["Ingress"].values()
     for rule in ingress["spec"]["rules"]:
         assert rule["host"] in hosts
@@ -400,6 +415,8 @@ def test_kubernetes_commands_migrate_and_serve(
 
     command = list(container["command"])
     port = free_port()  # the pod's port, 8000, may be taken here
+    metrics_port = free_port()  # and the metrics' (METRICS_PORT, 9100)
+    env["METRICS_PORT"] = str(metrics_port)
     command[command.index("--port") + 1] = str(port)
     server = start(baked, command, env)
     try:
@@ -423,6 +440,13 @@ def test_kubernetes_commands_migrate_and_serve(
         (ingress,) = [obj for obj in objects if obj["kind"] == "Ingress"]
         assert probe(port, "/health/live", ingress["spec"]["rules"][0]["host"])[0] == 200
         assert probe(port, "/health/live", "unknown.invalid")[0] == 400
+        # the metrics: on their own port (the pod's address, METRICS_HOST), not the API's
+        status, body = probe(metrics_port, "/metrics", "127.0.0.1")
+        assert status == 200, body
+        assert 'http_server_request_duration_seconds_count{method="GET",route="/health/live"' in (
+            body
+        )
+        assert probe(port, "/metrics", "127.0.0.1")[0] == 404
     finally:
         output = stop(server)
         print(output)  # shown with a failure above

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from asgi_lifespan import LifespanManager
+from pydantic import ValidationError
 
 from {{ cookiecutter.package_name }}.ai.config import AISettings
 from {{ cookiecutter.package_name }}.core.config import Settings
@@ -49,3 +50,12 @@ def test_settings_use_the_sdk_names_and_an_ai_prefix(monkeypatch: pytest.MonkeyP
 def test_bad_rate_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="rate_limit"):
         AISettings(_env_file=None, rate_limit="lots")
+
+
+def test_quota_cache_seconds_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """How stale this process's memory of totals and plans may be (docs/operations.md)."""
+    monkeypatch.setenv("AI_QUOTA_CACHE_SECONDS", "60")
+    assert AISettings(_env_file=None).quota_cache_seconds == 60
+    monkeypatch.setenv("AI_QUOTA_CACHE_SECONDS", "61")
+    with pytest.raises(ValidationError, match="less than or equal to 60"):
+        AISettings(_env_file=None)

@@ -1,15 +1,24 @@
 from __future__ import annotations
 
 import os
+import secrets
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
+from {{ cookiecutter.package_name }}.core import config
 from {{ cookiecutter.package_name }}.core.config import Settings
 from tests.conftest import PROJECT_ROOT
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL")
 
 
 def settings(**values: object) -> Settings:
@@ -60,6 +69,12 @@ def test_production_accepts_a_long_random_key() -> None:
         ({"cors_origins": ["https://app.example.com", "*"]}, "CORS_ORIGINS=*"),
         ({"forwarded_allow_ips": ["*"]}, "FORWARDED_ALLOW_IPS=*"),
         ({"web_concurrency": 2}, "WEB_CONCURRENCY=2 without REDIS_URL"),
+        ({"database_url": "sqlite+aiosqlite://"}, "in-memory SQLite"),
+        ({"database_url": "sqlite+aiosqlite:///:memory:"}, "in-memory SQLite"),
+        (
+            {"database_url": "sqlite+aiosqlite:///file::memory:?cache=shared&uri=true"},
+            "in-memory SQLite",
+        ),
     ],
 )
 def test_production_refuses_unsafe_settings(
@@ -100,6 +115,140 @@ def test_several_workers_with_redis_are_fine_in_production(monkeypatch: pytest.M
     monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
     loaded = settings(**SAFE_PRODUCTION)
     assert loaded.web_concurrency == 4
+
+
+def test_a_worker_of_several_without_redis_is_refused_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`uvicorn --workers N` without WEB_CONCURRENCY: the process knows it was started by
+    a server (multiprocessing), and its rate-limit counters would be its own."""
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert settings(**SAFE_PRODUCTION).is_production  # the test runner is no server's worker
+    monkeypatch.setattr(config, "started_by_a_server", lambda: True)
+    with pytest.raises(ValidationError) as refused:
+        settings(**SAFE_PRODUCTION)
+    (error,) = refused.value.errors()
+    assert str(error["msg"]).count("\n") == 0
+    assert "REDIS_URL is unset and this is one of several worker processes" in str(error["msg"])
+    # With Redis the counters are shared; outside production it is allowed.
+    assert settings(**SAFE_PRODUCTION, redis_url="redis://cache:6379/0").is_production
+    assert not settings(**{**SAFE_PRODUCTION, "environment": "development"}).is_production
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serve(
+    tmp_path: Path, database_url: str, workers: int, **extra: str
+) -> tuple[subprocess.Popen[str], int]:
+    """The app in production under a real uvicorn, as a deployment starts it."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENTRY_"))},
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+        "JOBS_SCHEDULER": "false",
+        "PYTHONPATH": str(PROJECT_ROOT / "src"),
+        **extra,
+    }
+    for name in ("REDIS_URL", "WEB_CONCURRENCY", "METRICS_PORT"):
+        if name not in extra:
+            env.pop(name, None)
+    package = Settings.__module__.split(".")[0]
+    server = subprocess.Popen(  # noqa: S603 - this interpreter, our own app
+        [
+            *(sys.executable, "-m", "uvicorn", f"{package}.main:app"),
+            *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+        ],
+        cwd=tmp_path,  # no .env here
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    return server, port
+
+
+def stop(server: subprocess.Popen[str]) -> str:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    return server.stderr.read() if server.stderr else ""
+
+
+def test_uvicorn_workers_without_redis_do_not_start_in_production(
+    tmp_path: Path, database_url: str, migrated: object
+) -> None:
+    """The real thing: `uvicorn --workers 2` (WEB_CONCURRENCY unset) and no REDIS_URL.
+
+    Each worker stops at its import with the line; uvicorn starts it again (it gives up
+    only on its own start-up failures), so no worker ever serves.
+    """
+    server, port = serve(tmp_path, database_url, workers=2)
+    lines: list[str] = []
+    assert server.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(server.stderr or ()), daemon=True)
+    reader.start()
+    refusal = "REDIS_URL is unset and this is one of several worker processes"
+    try:
+        deadline = time.monotonic() + 90
+        while not any(refusal in line for line in lines):
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        with httpx.Client(timeout=2) as http, pytest.raises(httpx.TransportError):
+            http.get(f"http://127.0.0.1:{port}/health/live")
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        reader.join(10)
+    assert sum(refusal in line for line in lines) >= 1
+
+
+@pytest.mark.parametrize(
+    "workers",
+    [
+        1,
+        pytest.param(
+            2, marks=pytest.mark.skipif(not REDIS_URL, reason="set TEST_REDIS_URL to use Redis")
+        ),
+    ],
+)
+def test_a_correct_production_config_starts(
+    tmp_path: Path, database_url: str, migrated: object, workers: int
+) -> None:
+    """One process without Redis, or several with it: production starts and answers."""
+    extra = {}
+    if workers > 1:
+        assert REDIS_URL is not None
+        extra = {"REDIS_URL": REDIS_URL, "JOBS_QUEUE": f"settings-{secrets.token_hex(8)}"}
+    server, port = serve(tmp_path, database_url, workers, **extra)
+    try:
+        deadline = time.monotonic() + 90
+        with httpx.Client(timeout=5) as http:
+            while True:
+                assert server.poll() is None, "the server exited"
+                assert time.monotonic() < deadline, "the server did not answer within 90 s"
+                try:
+                    live = http.get(f"http://127.0.0.1:{port}/health/live")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.3)
+        assert live.status_code == 200
+    finally:
+        err = stop(server)
+    assert "refused in production" not in err, err
 
 
 def test_workers_are_read_from_web_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:

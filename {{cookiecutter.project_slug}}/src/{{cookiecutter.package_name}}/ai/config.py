@@ -10,6 +10,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# The longest AI_QUOTA_CACHE_SECONDS: how late this process may see a plan's new allowance.
+MAX_QUOTA_CACHE_SECONDS = 60.0
 
 
 class AISettings(BaseSettings):
@@ -53,7 +55,7 @@ class AISettings(BaseSettings):
     monthly_token_quota: int = Field(default=1_000_000, ge=0)
     # Seconds a caller's monthly total is trusted from memory before it is read again
     # (this instance's own usage is counted at once; other instances' within this time).
-    quota_cache_seconds: float = Field(default=1.0, ge=0)
+    quota_cache_seconds: float = Field(default=1.0, ge=0, le=MAX_QUOTA_CACHE_SECONDS)
     # Requests per caller (the user with auth, else the client address); empty: no limit.
     rate_limit: str = "60/minute"
     # "fast": a lean aiohttp path for chat completions that keeps the SDK's types, errors

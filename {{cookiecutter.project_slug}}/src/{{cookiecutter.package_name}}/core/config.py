@@ -18,6 +18,31 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 CommaList = Annotated[list[str], NoDecode]
 
 
+def sqlite_in_memory(database_url: str) -> bool:
+    """Whether DATABASE_URL names an in-memory SQLite database (each process has its own).
+
+    Also `file::memory:?cache=shared`, which lives only while a connection is open.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return False
+    return not url.database or ":memory:" in url.database or url.query.get("mode") == "memory"
+
+
+def started_by_a_server() -> bool:
+    """Whether this process is a worker a server process started (`uvicorn --workers N`).
+
+    uvicorn starts each of its worker processes (and its `--reload` child) with
+    multiprocessing; with one worker it serves in its own process. Gunicorn forks its
+    workers without multiprocessing: it reads WEB_CONCURRENCY, which the settings see.
+    """
+    import multiprocessing
+
+    return multiprocessing.parent_process() is not None
+
+
 class UnsafeSettingsError(ValueError):
     """Production refuses to start with these settings; one line per setting, naming it."""
 
@@ -161,6 +186,19 @@ class Settings(BaseSettings):
                 f"WEB_CONCURRENCY={self.web_concurrency} without REDIS_URL is refused in "
                 "production: each worker would keep its own rate-limit counters; set REDIS_URL "
                 "or run one worker per instance"
+            )
+        elif self.redis_url is None and started_by_a_server():
+            problems.append(
+                "REDIS_URL is unset and this is one of several worker processes (uvicorn "
+                "--workers): refused in production, each would keep its own rate-limit "
+                "counters; set REDIS_URL or run one worker per instance (--reload is for "
+                "development)"
+            )
+        if sqlite_in_memory(self.database_url):
+            problems.append(
+                "DATABASE_URL is an in-memory SQLite database, refused in production: each "
+                "process would have a database of its own, gone when it stops; use a file or "
+                "PostgreSQL"
             )
         return problems
 

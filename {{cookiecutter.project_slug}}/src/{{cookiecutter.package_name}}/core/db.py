@@ -36,7 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.util import await_
 
-from .config import Settings
+from .config import Settings, sqlite_in_memory
 from .contract import declare
 
 NAMING_CONVENTION = {
@@ -175,9 +175,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     }
     if url.get_backend_name() != "sqlite":
         return create_async_engine(url, echo=settings.db_echo, **pool)
-    # Also `file::memory:?cache=shared`, which lives only while a connection is open:
-    # it keeps SQLAlchemy's own choice of pool, without our recycling.
-    in_memory = not url.database or ":memory:" in url.database or url.query.get("mode") == "memory"
+    # In memory (also `file::memory:?cache=shared`, which lives only while a connection is
+    # open): SQLAlchemy's own choice of pool, without our recycling.
+    in_memory = sqlite_in_memory(settings.database_url)
     engine = create_async_engine(url, echo=settings.db_echo, **({} if in_memory else pool))
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

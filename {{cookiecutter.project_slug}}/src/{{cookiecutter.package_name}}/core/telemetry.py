@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from fastapi.telemetry import TelemetryConfig
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
+    from sqlalchemy.engine import Engine
 
     from .metrics import Metrics
 
@@ -224,20 +225,10 @@ class Telemetry:
                 _current = None
 
     def _instrument(self, app: FastAPI) -> None:
-        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-        from opentelemetry.metrics import NoOpMeterProvider
-
         provider = self.tracer_provider
         assert provider is not None
-        # SQL: this app's engine only (its listeners go with the engine).
-        import opentelemetry.instrumentation.sqlalchemy as sqlalchemy_instrumentation
-
-        unused = NoOpMeterProvider().get_meter("unused").create_up_down_counter("unused")
-        EngineTracer(  # type: ignore[no-untyped-call]
-            provider.get_tracer(sqlalchemy_instrumentation.__name__),
-            app.state.database.engine.sync_engine,
-            unused,
-        )
+        # SQL: this app's engine only.
+        self._undo.append(trace_sql(app.state.database.engine.sync_engine, provider))
         # Redis, httpx and aiohttp are patched at class level: undone when the app stops.
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 
@@ -264,6 +255,93 @@ class Telemetry:
             return  # another app in this process did (tests); it undoes it
         instrumentor.instrument(tracer_provider=provider)
         self._undo.append(instrumentor.uninstrument)
+
+
+# SQLAlchemy's dialect names as OpenTelemetry's `db.system` values.
+_DB_SYSTEMS = {"postgresql": "postgresql", "sqlite": "sqlite", "mysql": "mysql", "mssql": "mssql"}
+
+
+def trace_sql(engine: Engine, provider: TracerProvider) -> Callable[[], None]:
+    """A client span per SQL statement `engine` sends; returns what removes the listeners.
+
+    The spans opentelemetry-instrumentation-sqlalchemy makes (same name, kind, attributes
+    and instrumentation scope), for less per statement, which matters on every request
+    (docs/benchmarks.md, Tracing overhead): the engine's attributes are worked out once,
+    not per statement; the span gets its attributes when it starts; no listeners on the
+    pool (the instrumentation's connection-usage metrics, which nothing here exports);
+    and under a parent the sampler dropped (parent-based, the default) no span at all,
+    where the instrumentation makes one that records nothing.
+    """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.sampling import ParentBased
+    from opentelemetry.trace import SpanKind, StatusCode
+    from sqlalchemy import event
+
+    tracer = provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
+    url = engine.url
+    system = _DB_SYSTEMS.get(engine.dialect.name, engine.dialect.name)
+    constant: dict[str, str | int] = {"db.system": system}
+    if url.host:
+        constant["net.peer.name"] = url.host
+    if url.port:
+        constant["net.peer.port"] = url.port
+    if url.database:
+        constant["db.name"] = url.database
+    if url.username:
+        constant["db.user"] = url.username
+    in_database = f" {url.database}" if url.database else ""
+    parent_based = isinstance(provider.sampler, ParentBased)
+    get_current_span = trace.get_current_span
+
+    def before(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+    ) -> None:
+        if context is None:
+            return
+        if parent_based:
+            parent = get_current_span().get_span_context()
+            if parent.is_valid and not parent.trace_flags.sampled:
+                return  # its children are dropped too
+        words = _LEADING_COMMENT.sub("", statement).split(None, 1)
+        operation = f"{words[0]}{in_database}" if words else system
+        context._otel_span = tracer.start_span(
+            operation,
+            kind=SpanKind.CLIENT,
+            attributes={**constant, "db.statement": statement, "db.operation": operation},
+        )
+
+    def after(
+        _conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _m: bool
+    ) -> None:
+        span = getattr(context, "_otel_span", None)
+        if span is not None:
+            context._otel_span = None
+            span.end()
+
+    def failed(error: Any) -> None:
+        span = getattr(error.execution_context, "_otel_span", None)
+        if span is not None:
+            error.execution_context._otel_span = None
+            span.set_status(StatusCode.ERROR, str(error.original_exception))
+            span.end()
+
+    listeners = (
+        ("before_cursor_execute", before),
+        ("after_cursor_execute", after),
+        ("handle_error", failed),
+    )
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
+
+    def remove() -> None:
+        for name, listener in listeners:
+            if event.contains(engine, name, listener):
+                event.remove(engine, name, listener)
+
+    return remove
+
+
+_LEADING_COMMENT = re.compile(r"^\s*/\*.*?\*/")
 
 
 # The running app's telemetry (one app per process; tests run one at a time).
