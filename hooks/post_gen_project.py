@@ -163,7 +163,6 @@ OPTIONS: tuple[Option, ...] = (
             "opentelemetry-api",
             "opentelemetry-sdk",
             "opentelemetry-exporter-otlp-proto-http",
-            "opentelemetry-instrumentation-sqlalchemy",
             "opentelemetry-instrumentation-redis",
             "opentelemetry-instrumentation-httpx",
             "opentelemetry-instrumentation-aiohttp-client",
