@@ -185,6 +185,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_orgs", paths=("src/{package}/ai/orgs.py", "tests/ai/test_orgs.py")),
     # API keys that belong to an organization (issue 15).
     Option("use_orgs", migration="migrations/versions/0015_org_api_keys.py"),
+    # Row-level security on the organization's billing tables (issue 15).
+    Option(
+        "use_payments",
+        needs=("use_orgs",),
+        paths=("tests/payments/test_orgs_rls.py",),
+        migration="migrations/versions/0017_payments_rls.py",
+    ),
 )
 
 # CI provider -> its files; the others' files are removed.
