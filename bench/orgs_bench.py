@@ -141,10 +141,15 @@ async def count(
         for size in sizes:
             await asyncio.to_thread(seed, url, org["id"], size - have, size - have, have)
             have = size
-            statements.clear()
-            response = await http.get(path.replace("{org_id}", org["id"]), headers=headers)
-            response.raise_for_status()
-            counts.append([size, len(statements)])
+            # The fewest of three: the counter also sees the app's background statements
+            # (the jobs relay) when one falls inside a request.
+            seen = []
+            for _ in range(3):
+                statements.clear()
+                response = await http.get(path.replace("{org_id}", org["id"]), headers=headers)
+                response.raise_for_status()
+                seen.append(len(statements))
+            counts.append([size, min(seen)])
     return counts
 
 

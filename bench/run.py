@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -431,24 +432,65 @@ ORG_MIN_ROUNDS = 5
 ORG_TARGET = 0.15  # RLS on within 15% of RLS off
 
 
+# Few connections: one worker is saturated by them already, and no request waits long
+# enough to time out (wrk gives up on it, the server still spends CPU on it: CPU per
+# completed request would then count work for requests that were not).
+ORG_CONNECTIONS = 16
+ORG_WRK_TIMEOUT = 20.0
+
+
 @dataclass
 class Turn:
-    """One wrk run against one server: its rate and the server's CPU time per request."""
+    """One wrk run against one server: its rate, and the CPU time per request of the server
+    process and of the PostgreSQL backends serving its connections."""
 
     data: dict[str, Any]
     cpu_us: float
+    db_cpu_us: float
 
     @property
     def rps(self) -> float:
         return float(self.data["rps"])
 
 
-def turn(server: Server, url: str, connections: int, duration: float, **kwargs: Any) -> Turn:
-    """A wrk run, with the server process's CPU time (user + system, /proc) around it."""
-    before = cpu_seconds(server.process.pid)
-    data = wrk(url, connections, duration, **kwargs)
-    spent = cpu_seconds(server.process.pid) - before
-    return Turn(data, spent / max(1, data["requests"]) * 1e6)
+def backends(url: str, user: str) -> list[int]:
+    """The pids of the PostgreSQL backends of `user` on the database of `url` (but this one)."""
+    import asyncpg
+
+    admin = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+
+    async def read() -> list[int]:
+        conn = await asyncpg.connect(admin)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND usename = $1 AND pid <> pg_backend_pid()",
+                user,
+            )
+        finally:
+            await conn.close()
+        return [row["pid"] for row in rows]
+
+    return asyncio.run(read())
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):  # gone (or not visible: a server in a container)
+            found[pid] = cpu_seconds(pid)
+    return found
+
+
+def turn(server: Server, db: tuple[str, str], url: str, duration: float, **kwargs: Any) -> Turn:
+    """A wrk run, with the CPU time (user + system, /proc) around it of the server process
+    and of its database backends (a fixed pool: the same ones before and after)."""
+    before, db_before = cpu_seconds(server.process.pid), cpu_of(backends(*db))
+    data = wrk(url, ORG_CONNECTIONS, duration, timeout=ORG_WRK_TIMEOUT, **kwargs)
+    spent, db_after = cpu_seconds(server.process.pid) - before, cpu_of(backends(*db))
+    db_spent = sum(t - db_before.get(pid, 0.0) for pid, t in db_after.items())
+    per = 1e6 / max(1, data["requests"])
+    return Turn(data, spent * per, db_spent * per)
 
 
 def orgs_scenario(project: Path, package: str, url: str, args: argparse.Namespace) -> list[Result]:
@@ -479,8 +521,13 @@ def orgs_scenario(project: Path, package: str, url: str, args: argparse.Namespac
             serve(app, cwd=project, env={**env, "DATABASE_URL": role_url},
                   app_dir=project / "src") as on,
         ):  # fmt: skip
-            token = login(off.url, f"org-{uuid.uuid4().hex[:8]}@example.com")
+            email = f"org-{uuid.uuid4().hex[:8]}@example.com"
+            token = login(off.url, email)
             bearer = {"Authorization": f"Bearer {token}"}
+            # The same sign-in on the other server: both processes have hashed a password
+            # (Argon2 touches 64 MiB) before they are compared.
+            httpx.post(on.url + "/api/v1/auth/login", data={"username": email,
+                       "password": PASSWORD}, timeout=30).raise_for_status()  # fmt: skip
             org = httpx.post(off.url + "/api/v1/orgs", json={"name": "Bench"}, headers=bearer)
             org_id = org.raise_for_status().json()["id"]
             seed(url, org_id, ORG_MEMBERS - 1, ORG_MEMBERS - 1, 1)
@@ -499,6 +546,12 @@ def orgs_scenario(project: Path, package: str, url: str, args: argparse.Namespac
         drop_role(url, role_url)
 
 
+def make_url_user(url: str) -> str | None:
+    from sqlalchemy import make_url
+
+    return make_url(url).username
+
+
 def org_read(
     project: Path,
     package: str,
@@ -513,14 +566,22 @@ def org_read(
 ) -> list[Result]:
     read = path.replace("{org_id}", org_id)
     for server in (off, on):
-        wrk(server.url + read, 64, args.warmup, headers=bearer)
+        wrk(server.url + read, ORG_CONNECTIONS, args.warmup, headers=bearer)
     sides = {"RLS off (superuser)": off, "RLS on (app role)": on}
+    users = {off: str(make_url_user(url)), on: str(make_url_user(role_url))}
     turns: dict[str, list[Turn]] = {label: [] for label in sides}
-    for _ in range(max(ORG_MIN_ROUNDS, args.runs)):
-        for label, server in sides.items():
-            turns[label].append(turn(server, server.url + read, 64, args.duration, headers=bearer))
-    rps_ratios = [b.rps / a.rps for a, b in zip(*turns.values(), strict=True)]
-    cpu_ratios = [b.cpu_us / a.cpu_us for a, b in zip(*turns.values(), strict=True)]
+    for n in range(max(ORG_MIN_ROUNDS, args.runs)):
+        # off/on/off/on...: every round has both; which goes first alternates as well
+        order = list(sides.items()) if n % 2 == 0 else list(reversed(sides.items()))
+        for label, server in order:
+            turns[label].append(
+                turn(server, (url, users[server]), server.url + read, args.duration,
+                     headers=bearer)
+            )  # fmt: skip
+    pairs = list(zip(*turns.values(), strict=True))
+    rps_ratios = [b.rps / a.rps for a, b in pairs]
+    cpu_ratios = [b.cpu_us / a.cpu_us for a, b in pairs]
+    db_ratios = [b.db_cpu_us / a.db_cpu_us for a, b in pairs if a.db_cpu_us]
     out = []
     for label, server in sides.items():
         runs = turns[label]
@@ -529,7 +590,7 @@ def org_read(
         result = Result(
             scenario=f"org read, {label}",
             endpoint=f"GET {path}",
-            connections=64,
+            connections=ORG_CONNECTIONS,
             rps=middle.rps,
             p50_ms=data["p50_us"] / 1000,
             p99_ms=data["p99_us"] / 1000,
@@ -540,6 +601,8 @@ def org_read(
                 f"runs: {[round(t.rps) for t in runs]} req/s",
                 f"server CPU per request: {[round(t.cpu_us) for t in runs]} µs "
                 f"(median {statistics.median(t.cpu_us for t in runs):.0f})",
+                f"its database backends' CPU per request: {[round(t.db_cpu_us) for t in runs]} "
+                f"µs (median {statistics.median(t.db_cpu_us for t in runs):.0f})",
             ],
         )
         out.append(result)
@@ -547,12 +610,15 @@ def org_read(
     out[1].reference = out[0]
     rps = statistics.median(rps_ratios)
     cpu = statistics.median(cpu_ratios)
+    db = statistics.median(db_ratios) if db_ratios else float("nan")
     met = rps >= 1 - ORG_TARGET and cpu <= 1 + ORG_TARGET
     out[1].notes.append(
         f"RLS on / off, median of {len(rps_ratios)} interleaved rounds: req/s {rps:.0%} "
         f"(rounds {[f'{r:.0%}' for r in rps_ratios]}), server CPU per request {cpu:.0%} "
-        f"(rounds {[f'{r:.0%}' for r in cpu_ratios]}); target within {ORG_TARGET:.0%}: "
+        f"(rounds {[f'{r:.0%}' for r in cpu_ratios]}), database CPU per request {db:.0%} "
+        f"(rounds {[f'{r:.0%}' for r in db_ratios]}); target within {ORG_TARGET:.0%}: "
         + ("met" if met else "MISSED")
+        + f"; load average {os.getloadavg()[0]:.1f}"
     )
     done = subprocess.run(
         [sys.executable, str(BENCH / "orgs_bench.py"), str(project / "src"), package, url,

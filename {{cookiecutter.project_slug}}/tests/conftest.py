@@ -77,11 +77,12 @@ _APP_CODE: ContextVar[bool] = ContextVar("app_code", default=False)
 
 
 def _as_app_code(method: Any) -> Any:
+    # At least one argument after self: uvicorn calls an app with none to detect a factory.
     @functools.wraps(method)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def wrapper(self: Any, first: Any, *rest: Any) -> Any:
         token = _APP_CODE.set(True)
         try:
-            return await method(*args, **kwargs)
+            return await method(self, first, *rest)
         finally:
             _APP_CODE.reset(token)
 
@@ -103,7 +104,7 @@ def held_by_row_security(app_database_url: str, database_url: str) -> Iterator[N
         if connection.engine.url.username == role and not _APP_CODE.get():
             connection.execute(select(func.set_config(ROW_SECURITY_BYPASS, "on", True)))
 
-    patched = ((FastAPI, "__call__"), (JobRuntime, "_run_once"))
+    patched: tuple[tuple[Any, str], ...] = ((FastAPI, "__call__"), (JobRuntime, "_run_once"))
     originals = [getattr(owner, name) for owner, name in patched]
     for owner, name in patched:
         setattr(owner, name, _as_app_code(getattr(owner, name)))
