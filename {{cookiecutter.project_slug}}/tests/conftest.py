@@ -92,7 +92,7 @@ def _as_app_code(method: Any) -> Any:
 @pytest.fixture(scope="session", autouse=True)
 def held_by_row_security(app_database_url: str, database_url: str) -> Iterator[None]:
     """With TEST_APP_ROLE=1: the app's requests and jobs run as its role, held by the
-    policies, so a path that forgot its organization (or the bypass) fails its test; the
+    policies, so a path that forgot its tenant (or the bypass) fails its test; the
     tests' own reads and writes of rows (`app.state.database` outside a request or job)
     take the bypass, as the admin does."""
     if app_database_url == database_url:
@@ -140,7 +140,7 @@ def migrated(database_url: str) -> Iterator[Config]:
 
 async def clear_tables(database: Database) -> None:
     async with database.engine.begin() as conn:
-        await bypass_row_security(conn)  # the app's role sees no organization's rows otherwise
+        await bypass_row_security(conn)  # else the app role sees no tenant rows
         for table in reversed(Base.metadata.sorted_tables):
             await conn.execute(table.delete())
 

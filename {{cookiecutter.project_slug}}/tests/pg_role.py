@@ -4,7 +4,7 @@ Tests connect as `postgres`, a superuser, whom row-level security never holds; t
 policies work, a test connects as this role instead (made for the test, dropped after).
 `TEST_APP_ROLE=1` runs the whole suite's app as such a role (tests/conftest.py,
 `app_database_url`): a code path that reads or writes a table under a policy without
-entering an organization or taking the bypass then fails its test.
+entering its tenant or taking the bypass then fails its test.
 """
 
 from __future__ import annotations
