@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -423,68 +424,214 @@ def run(args: argparse.Namespace) -> tuple[list[Result], list[JobsResult], list[
     return results, jobs, startup
 
 
-ORG_READS = ("/api/v1/orgs/{org_id}/invitations", "/api/v1/orgs/{org_id}/members")
+# Reads under a policy: the invitations (orgs), the billing subscription (with payments).
+ORG_READS = ("/api/v1/orgs/{org_id}/invitations", "/api/v1/orgs/{org_id}/billing/subscription")
 ORG_FALLBACK = "/api/v1/orgs/{org_id}"
 ORG_MEMBERS = 20
+ORG_MIN_ROUNDS = 5
+ORG_TARGET = 0.15  # RLS on within 15% of RLS off
+
+
+# Few connections: one worker is saturated by them already, and no request waits long
+# enough to time out (wrk gives up on it, the server still spends CPU on it: CPU per
+# completed request would then count work for requests that were not).
+ORG_CONNECTIONS = 16
+ORG_WRK_TIMEOUT = 20.0
+
+
+@dataclass
+class Turn:
+    """One wrk run against one server: its rate, and the CPU time per request of the server
+    process and of the PostgreSQL backends serving its connections."""
+
+    data: dict[str, Any]
+    cpu_us: float
+    db_cpu_us: float
+
+    @property
+    def rps(self) -> float:
+        return float(self.data["rps"])
+
+
+def backends(url: str, user: str) -> list[int]:
+    """The pids of the PostgreSQL backends of `user` on the database of `url` (but this one)."""
+    import asyncpg
+
+    admin = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+
+    async def read() -> list[int]:
+        conn = await asyncpg.connect(admin)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND usename = $1 AND pid <> pg_backend_pid()",
+                user,
+            )
+        finally:
+            await conn.close()
+        return [row["pid"] for row in rows]
+
+    return asyncio.run(read())
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):  # gone (or not visible: a server in a container)
+            found[pid] = cpu_seconds(pid)
+    return found
+
+
+def turn(server: Server, db: tuple[str, str], url: str, duration: float, **kwargs: Any) -> Turn:
+    """A wrk run, with the CPU time (user + system, /proc) around it of the server process
+    and of its database backends (a fixed pool: the same ones before and after)."""
+    before, db_before = cpu_seconds(server.process.pid), cpu_of(backends(*db))
+    data = wrk(url, ORG_CONNECTIONS, duration, timeout=ORG_WRK_TIMEOUT, **kwargs)
+    spent, db_after = cpu_seconds(server.process.pid) - before, cpu_of(backends(*db))
+    db_spent = sum(t - db_before.get(pid, 0.0) for pid, t in db_after.items())
+    per = 1e6 / max(1, data["requests"])
+    return Turn(data, spent * per, db_spent * per)
 
 
 def orgs_scenario(project: Path, package: str, url: str, args: argparse.Namespace) -> list[Result]:
-    """An org-scoped read with row-level security holding the app, and without (PostgreSQL).
+    """Org-scoped reads with row-level security holding the app, and without (PostgreSQL).
 
-    The first of ORG_READS the app has (else `GET /orgs/{org_id}`), for an organization of
-    20 members and 19 pending invitations: the app as a role the policies hold ("RLS on")
-    against the same app as the superuser, whom they never hold ("RLS off").
+    The reads of ORG_READS the app has (else `GET /orgs/{org_id}`), for an organization of
+    20 members, 19 pending invitations and an active subscription: the app as a role the
+    policies hold ("RLS on") against the same app as the superuser, whom they never hold
+    ("RLS off"). Both servers run side by side and take turns, off/on/off/on..., at least
+    ORG_MIN_ROUNDS rounds each, so a busy machine weighs on both alike; each turn counts
+    the server's CPU time per request as well as req/s, and the verdict is on the median of
+    the rounds' on/off ratios (CPU per request holds when the machine's load swings the rate).
     """
     if not url.startswith("postgresql"):
         print("orgs: skipped (row-level security needs BENCH_DATABASE_URL)", flush=True)
         return []
-    from orgs_bench import drop_role, make_role, seed
+    from orgs_bench import drop_role, make_role, seed, seed_billing
 
     app = f"{package}.main:app"
     role_url = make_role(url)
-    env = app_env(project, url)  # one SECRET_KEY: the token works on both servers
+    # One SECRET_KEY: the token works on both servers. The seeded subscriptions' price is a plan.
+    plans = '[{"key": "pro", "name": "Pro", "price_id": "price_bench"}]'
+    env = app_env(project, url, PAYMENTS_PLANS=plans)
+    out: list[Result] = []
     try:
-        with serve(app, cwd=project, env=env, app_dir=project / "src") as server:
-            token = login(server.url, f"org-{uuid.uuid4().hex[:8]}@example.com")
+        with (
+            serve(app, cwd=project, env=env, app_dir=project / "src") as off,
+            serve(app, cwd=project, env={**env, "DATABASE_URL": role_url},
+                  app_dir=project / "src") as on,
+        ):  # fmt: skip
+            email = f"org-{uuid.uuid4().hex[:8]}@example.com"
+            token = login(off.url, email)
             bearer = {"Authorization": f"Bearer {token}"}
-            org = httpx.post(server.url + "/api/v1/orgs", json={"name": "Bench"}, headers=bearer)
+            # The same sign-in on the other server: both processes have hashed a password
+            # (Argon2 touches 64 MiB) before they are compared.
+            httpx.post(on.url + "/api/v1/auth/login", data={"username": email,
+                       "password": PASSWORD}, timeout=30).raise_for_status()  # fmt: skip
+            org = httpx.post(off.url + "/api/v1/orgs", json={"name": "Bench"}, headers=bearer)
             org_id = org.raise_for_status().json()["id"]
-            path = next(
-                (p for p in ORG_READS if httpx.get(
-                    server.url + p.replace("{org_id}", org_id), headers=bearer
-                ).status_code == 200),
-                ORG_FALLBACK,
-            )  # fmt: skip
-        seed(url, org_id, ORG_MEMBERS - 1, ORG_MEMBERS - 1, 1)
-        read = path.replace("{org_id}", org_id)
-        # Off and on take turns, one run each per round, so a busy machine weighs on both alike.
-        once = argparse.Namespace(**{**vars(args), "runs": 1})
-        rounds: dict[str, list[Result]] = {}
-        for _ in range(args.runs):
-            for label, as_url in (("RLS off (superuser)", url), ("RLS on (app role)", role_url)):
-                as_env = {**env, "DATABASE_URL": as_url}
-                with serve(app, cwd=project, env=as_env, app_dir=project / "src") as server:
-                    rounds.setdefault(label, []).append(
-                        measure(f"org read, {label}", server, read, 64, once, headers=bearer)
-                    )
-        out = [max(runs, key=lambda r: r.rps) for runs in rounds.values()]
-        for result, runs in zip(out, rounds.values(), strict=True):
-            result.notes = [f"runs: {[round(r.rps) for r in runs]} req/s"]
-        out[1].reference = out[0]
-        out[1].notes.append(f"{out[1].rps / out[0].rps:.0%} of RLS off (target at least 85%)")
-        done = subprocess.run(
-            [sys.executable, str(BENCH / "orgs_bench.py"), str(project / "src"), package, url,
-             role_url, path, "1", "10", str(ORG_MEMBERS)],
-            cwd=project, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        counts = json.loads(done.stdout.strip().splitlines()[-1])
-        out[1].notes.append(
-            ", ".join(f"{members} members: {n} statements" for members, n in counts)
-            + " (RLS on, per request)"
-        )
+            seed(url, org_id, ORG_MEMBERS - 1, ORG_MEMBERS - 1, 1)
+            if (project / "src" / package / "payments").is_dir():
+                seed_billing(url, org_id, others=200)
+            reads = [
+                p for p in ORG_READS
+                if httpx.get(on.url + p.replace("{org_id}", org_id), headers=bearer).status_code
+                == 200
+            ] or [ORG_FALLBACK]  # fmt: skip
+            for path in reads:
+                out += org_read(project, package, url, role_url, path, org_id, off, on, bearer,
+                                args)  # fmt: skip
         return out
     finally:
         drop_role(url, role_url)
+
+
+def make_url_user(url: str) -> str | None:
+    from sqlalchemy import make_url
+
+    return make_url(url).username
+
+
+def org_read(
+    project: Path,
+    package: str,
+    url: str,
+    role_url: str,
+    path: str,
+    org_id: str,
+    off: Server,
+    on: Server,
+    bearer: Mapping[str, str],
+    args: argparse.Namespace,
+) -> list[Result]:
+    read = path.replace("{org_id}", org_id)
+    for server in (off, on):
+        wrk(server.url + read, ORG_CONNECTIONS, args.warmup, headers=bearer)
+    sides = {"RLS off (superuser)": off, "RLS on (app role)": on}
+    users = {off: str(make_url_user(url)), on: str(make_url_user(role_url))}
+    turns: dict[str, list[Turn]] = {label: [] for label in sides}
+    for n in range(max(ORG_MIN_ROUNDS, args.runs)):
+        # off/on/off/on...: every round has both; which goes first alternates as well
+        order = list(sides.items()) if n % 2 == 0 else list(reversed(sides.items()))
+        for label, server in order:
+            turns[label].append(
+                turn(server, (url, users[server]), server.url + read, args.duration,
+                     headers=bearer)
+            )  # fmt: skip
+    pairs = list(zip(*turns.values(), strict=True))
+    rps_ratios = [b.rps / a.rps for a, b in pairs]
+    cpu_ratios = [b.cpu_us / a.cpu_us for a, b in pairs]
+    db_ratios = [b.db_cpu_us / a.db_cpu_us for a, b in pairs if a.db_cpu_us]
+    out = []
+    for label, server in sides.items():
+        runs = turns[label]
+        middle = sorted(runs, key=lambda t: t.rps)[len(runs) // 2]  # the median run
+        data = middle.data
+        result = Result(
+            scenario=f"org read, {label}",
+            endpoint=f"GET {path}",
+            connections=ORG_CONNECTIONS,
+            rps=middle.rps,
+            p50_ms=data["p50_us"] / 1000,
+            p99_ms=data["p99_us"] / 1000,
+            errors=sum(t.data[k] for t in runs for k in ("connect", "read", "write", "status")),
+            timeouts=sum(t.data["timeout"] for t in runs),
+            peak_rss_mb=server.peak_rss_mb(),
+            notes=[
+                f"runs: {[round(t.rps) for t in runs]} req/s",
+                f"server CPU per request: {[round(t.cpu_us) for t in runs]} µs "
+                f"(median {statistics.median(t.cpu_us for t in runs):.0f})",
+                f"its database backends' CPU per request: {[round(t.db_cpu_us) for t in runs]} "
+                f"µs (median {statistics.median(t.db_cpu_us for t in runs):.0f})",
+            ],
+        )
+        out.append(result)
+        print(f"  org read {path}, {label}: {result.notes}", flush=True)
+    out[1].reference = out[0]
+    rps = statistics.median(rps_ratios)
+    cpu = statistics.median(cpu_ratios)
+    db = statistics.median(db_ratios) if db_ratios else float("nan")
+    met = rps >= 1 - ORG_TARGET and cpu <= 1 + ORG_TARGET
+    out[1].notes.append(
+        f"RLS on / off, median of {len(rps_ratios)} interleaved rounds: req/s {rps:.0%} "
+        f"(rounds {[f'{r:.0%}' for r in rps_ratios]}), server CPU per request {cpu:.0%} "
+        f"(rounds {[f'{r:.0%}' for r in cpu_ratios]}), database CPU per request {db:.0%} "
+        f"(rounds {[f'{r:.0%}' for r in db_ratios]}); target within {ORG_TARGET:.0%}: "
+        + ("met" if met else "MISSED")
+        + f"; load average {os.getloadavg()[0]:.1f}"
+    )
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "orgs_bench.py"), str(project / "src"), package, url,
+         role_url, path, "1", "10", str(ORG_MEMBERS)],
+        cwd=project, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    out[1].notes.append(
+        ", ".join(f"{members} members: {n} statements" for members, n in counts)
+        + " (RLS on, per request)"
+    )
+    print(f"  {out[1].notes[-2]}; {out[1].notes[-1]}", flush=True)
+    return out
 
 
 def overload(project: Path, app: str, url: str, args: argparse.Namespace) -> Result:

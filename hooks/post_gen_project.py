@@ -192,6 +192,13 @@ OPTIONS: tuple[Option, ...] = (
         paths=("src/{package}/ai/conversations.py", "tests/ai/test_conversations.py"),
     ),
     Option("use_ai", migration="migrations/versions/0018_ai_conversations.py"),
+    # Row-level security on the organization's billing tables (issue 15).
+    Option(
+        "use_payments",
+        needs=("use_orgs",),
+        paths=("tests/payments/test_orgs_rls.py",),
+        migration="migrations/versions/0017_payments_rls.py",
+    ),
 )
 
 # CI provider -> its files; the others' files are removed.

@@ -304,6 +304,8 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         f"src/{package}/payments/orgs.py",
         "tests/payments/test_orgs_billing.py",
         "migrations/versions/0013_payments_orgs.py",
+        "migrations/versions/0017_payments_rls.py",
+        "tests/payments/test_orgs_rls.py",
     ]
     both = is_on(opts.get("use_payments")) and is_on(opts.get("use_orgs"))
     (present if both else absent).extend(billed)

@@ -3,8 +3,11 @@ migrated once with Alembic, the app with its lifespan, and an async HTTP client.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 from collections.abc import AsyncIterator, Generator, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,19 @@ from alembic.config import Config
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
+from sqlalchemy import Connection, event, func, make_url, select
+from sqlalchemy.orm import Session as OrmSession
 
 from {{ cookiecutter.package_name }}.core.config import Settings
-from {{ cookiecutter.package_name }}.core.db import Base, Database
+from {{ cookiecutter.package_name }}.core.db import (
+    ROW_SECURITY_BYPASS,
+    Base,
+    Database,
+    bypass_row_security,
+)
+from {{ cookiecutter.package_name }}.core.jobs.runtime import JobRuntime
 from {{ cookiecutter.package_name }}.main import create_app
+from tests.pg_role import create_role, drop_role, is_postgresql
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,8 +57,69 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    return make_settings(database_url)
+def app_database_url(database_url: str) -> Iterator[str]:
+    """The URL the app under test connects with: the owner's (who migrates), or, with
+    `TEST_APP_ROLE=1` on PostgreSQL, a role made for the session with the app's grants and
+    neither SUPERUSER nor BYPASSRLS, which row-level security holds (docs: the app's role)."""
+    if not (os.environ.get("TEST_APP_ROLE") == "1" and is_postgresql(database_url)):
+        yield database_url
+        return
+    role, url = asyncio.run(create_role(database_url))
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_role(database_url, role))
+
+
+# Set while the app's own code runs (a request, a job); with TEST_APP_ROLE=1 everything
+# else (a test reading or seeding rows) runs past row-level security.
+_APP_CODE: ContextVar[bool] = ContextVar("app_code", default=False)
+
+
+def _as_app_code(method: Any) -> Any:
+    # At least one argument after self: uvicorn calls an app with none to detect a factory.
+    @functools.wraps(method)
+    async def wrapper(self: Any, first: Any, *rest: Any) -> Any:
+        token = _APP_CODE.set(True)
+        try:
+            return await method(self, first, *rest)
+        finally:
+            _APP_CODE.reset(token)
+
+    return wrapper
+
+
+@pytest.fixture(scope="session", autouse=True)
+def held_by_row_security(app_database_url: str, database_url: str) -> Iterator[None]:
+    """With TEST_APP_ROLE=1: the app's requests and jobs run as its role, held by the
+    policies, so a path that forgot its tenant (or the bypass) fails its test; the
+    tests' own reads and writes of rows (`app.state.database` outside a request or job)
+    take the bypass, as the admin does."""
+    if app_database_url == database_url:
+        yield
+        return
+    role = make_url(app_database_url).username
+
+    def bypass(session: OrmSession, transaction: Any, connection: Connection) -> None:
+        if connection.engine.url.username == role and not _APP_CODE.get():
+            connection.execute(select(func.set_config(ROW_SECURITY_BYPASS, "on", True)))
+
+    patched: tuple[tuple[Any, str], ...] = ((FastAPI, "__call__"), (JobRuntime, "_run_once"))
+    originals = [getattr(owner, name) for owner, name in patched]
+    for owner, name in patched:
+        setattr(owner, name, _as_app_code(getattr(owner, name)))
+    event.listen(OrmSession, "after_begin", bypass)
+    try:
+        yield
+    finally:
+        event.remove(OrmSession, "after_begin", bypass)
+        for (owner, name), original in zip(patched, originals, strict=True):
+            setattr(owner, name, original)
+
+
+@pytest.fixture(scope="session")
+def settings(app_database_url: str) -> Settings:
+    return make_settings(app_database_url)
 
 
 def alembic_config(database_url: str) -> Config:
@@ -67,6 +140,7 @@ def migrated(database_url: str) -> Iterator[Config]:
 
 async def clear_tables(database: Database) -> None:
     async with database.engine.begin() as conn:
+        await bypass_row_security(conn)  # else the app role sees no tenant rows
         for table in reversed(Base.metadata.sorted_tables):
             await conn.execute(table.delete())
 

@@ -39,6 +39,7 @@ from {{ cookiecutter.package_name }}.orgs.exceptions import org_not_found
 from {{ cookiecutter.package_name }}.orgs.models import Role
 {%- endif %}
 {%- if cookiecutter.use_payments %}
+from {{ cookiecutter.package_name }}.payments import subjects
 from {{ cookiecutter.package_name }}.payments.client import get_payments_state
 from {{ cookiecutter.package_name }}.payments.service import get_entitlements
 {%- endif %}
@@ -84,6 +85,7 @@ async def monthly_quota(request: Request, subject: uuid.UUID, settings: AISettin
 
     async def read() -> tuple[int | None]:
         async with get_database(request).sessionmaker() as session:
+            await subjects.current().enter(session, subject)  # row-level security
             plan = await get_entitlements(
                 session, subject, settings=get_payments_state(request.app).settings
             )

@@ -22,7 +22,7 @@ from sqlalchemy import and_, delete, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from {{ cookiecutter.package_name }}.auth.models import utcnow
-from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.core.db import Database, bypass_row_security
 from {{ cookiecutter.package_name }}.core.jobs import JobContext, JobRecord, JobStatus, Tick, job
 from {{ cookiecutter.package_name }}.payments import service, subjects, webhooks
 from {{ cookiecutter.package_name }}.payments.client import PaymentsState, get_payments_state
@@ -52,6 +52,7 @@ class Purged:
 
 async def purge(session: AsyncSession, settings: PaymentsSettings, now: datetime) -> Purged:
     """Delete old processed events (and their done jobs) and stale checkout rows; flushes."""
+    await bypass_row_security(session)  # every subject's checkouts (row-level security)
     cutoff = now - timedelta(days=settings.event_retention_days)
     old = StripeEvent.processed_at < cutoff
     # Their finished jobs go with them: a later delivery of one is then recorded and
@@ -108,6 +109,7 @@ async def _suspects(database: Database, listed: list[dict[str, Any]]) -> list[st
     """The listed subscriptions whose stored state differs, or that are ours and missing."""
     ids = [obj["id"] for obj in listed]
     async with database.sessionmaker() as session:
+        await bypass_row_security(session)  # every subject's rows (row-level security)
         rows = {
             row.id: row
             for row in (
@@ -180,6 +182,7 @@ async def reconcile(database: Database, payments: PaymentsState) -> Reconciled:
     # Stripe lists every subscription that is not canceled: a live one of ours it did not
     # list has ended (or is gone).
     async with database.sessionmaker() as session:
+        await bypass_row_security(session)
         live = (
             await session.execute(
                 select(Subscription.id).where(Subscription.status.not_in(service.TERMINAL_STATUSES))
@@ -189,6 +192,7 @@ async def reconcile(database: Database, payments: PaymentsState) -> Reconciled:
     for subscription_id in suspects:
         result.read += 1
         async with database.sessionmaker() as session, session.begin():
+            await bypass_row_security(session)
             before = _state(await session.get(Subscription, subscription_id))
             outcome = await service.sync_subscription(session, client, subscription_id)
             after = _state(await session.get(Subscription, subscription_id, populate_existing=True))

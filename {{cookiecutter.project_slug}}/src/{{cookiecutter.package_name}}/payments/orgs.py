@@ -43,6 +43,7 @@ from {{ cookiecutter.package_name }}.orgs import events
 from {{ cookiecutter.package_name }}.orgs import exceptions as org_exceptions
 from {{ cookiecutter.package_name }}.orgs.dependencies import OrgAdmin, OrgMember
 from {{ cookiecutter.package_name }}.orgs.models import Membership, Organization
+from {{ cookiecutter.package_name }}.orgs.scoping import activation, enter_org
 from {{ cookiecutter.package_name }}.orgs.service import personal_org
 from {{ cookiecutter.package_name }}.payments import service, subjects
 from {{ cookiecutter.package_name }}.payments.client import (
@@ -90,9 +91,12 @@ class OrgSubjects(subjects.Subjects):
         return await session.get(Organization, subject_id) is not None
 
     async def of_user(self, session: AsyncSession, user: User) -> uuid.UUID:
+        """The user's personal organization, entered for the transaction (row-level
+        security: the user-level routes read and write its billing rows)."""
         org = await personal_org(session, user.id)
         if org is None:  # every account gets one at sign-up (or from the orgs migration)
             raise org_exceptions.org_not_found()
+        await enter_org(session, org.id)
         return org.id
 
     async def of_request(
@@ -106,7 +110,14 @@ class OrgSubjects(subjects.Subjects):
             org_id = uuid.UUID(str(path["org_id"]))
         except ValueError:
             raise org_exceptions.org_not_found() from None
-        member = await session.get(Membership, (org_id, user.id))
+        # The membership, and the organization entered for the transaction, in one statement.
+        member = (
+            await session.execute(
+                select(Membership.user_id, activation(session, org_id)).where(
+                    Membership.org_id == org_id, Membership.user_id == user.id
+                )
+            )
+        ).first()
         if member is None:
             raise org_exceptions.org_not_found()
         return org_id
@@ -125,6 +136,9 @@ class OrgSubjects(subjects.Subjects):
 
     async def seats(self, session: AsyncSession, subject_id: uuid.UUID) -> int:
         return max(1, await member_count(session, subject_id))
+
+    async def enter(self, session: AsyncSession, subject_id: uuid.UUID) -> None:
+        await enter_org(session, subject_id)
 
 
 subjects.install(OrgSubjects())
@@ -210,6 +224,7 @@ async def sync_seats(ctx: JobContext, args: OrgSeats) -> None:
     a retry of the same change is the same request. Stripe errors: retried.
     """
     settings = get_payments_state(ctx.app).settings
+    await enter_org(ctx.session, args.org_id)  # row-level security: its subscriptions
     for row in await _live_subscriptions(ctx.session, args.org_id):
         plan = settings.plan_for_price(row.price_id)
         if plan is None or not plan.per_seat or plan.price_id is None:
@@ -249,6 +264,7 @@ async def members_changed(session: AsyncSession, org: Organization) -> None:
     so it cannot be taken in between. A job already running may have read the count
     before this change: then a new one is enqueued.
     """
+    await enter_org(session, org.id)  # row-level security: wherever the change came from
     if not await _live_subscriptions(session, org.id):
         return  # nothing billed; the checkout counts the members
     waiting = await session.scalar(
@@ -300,6 +316,7 @@ async def cancel_subscription(ctx: JobContext, args: CancelSubscription) -> None
 async def org_deleted(session: AsyncSession, org: Organization) -> None:
     """The organization is being deleted: its live subscriptions are cancelled by jobs
     (their ids are in the jobs' arguments; the rows go with the organization)."""
+    await enter_org(session, org.id)  # row-level security: wherever the deletion came from
     for row in await _live_subscriptions(session, org.id):
         await enqueue(
             session,

@@ -52,6 +52,11 @@ class Subjects:
         """How many seats a per-seat plan bills the subject for, now."""
         return 1
 
+    async def enter(self, session: AsyncSession, subject_id: uuid.UUID) -> None:
+        """Act for the subject in the rest of the session's transaction, where nothing
+        did yet (a read of its rows in a session of its own). The user: nothing to do;
+        a subject whose tables are under row-level security enters it here."""
+
 
 _installed: list[Subjects] = [Subjects()]
 

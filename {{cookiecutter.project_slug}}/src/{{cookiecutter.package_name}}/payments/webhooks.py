@@ -36,7 +36,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from {{ cookiecutter.package_name }}.auth.models import utcnow
-from {{ cookiecutter.package_name }}.core.db import Database
+from {{ cookiecutter.package_name }}.core.db import Database, bypass_row_security
 from {{ cookiecutter.package_name }}.core.jobs import JobContext, RetryLater, enqueue, job
 from {{ cookiecutter.package_name }}.core.jobs.dead import forget
 from {{ cookiecutter.package_name }}.core.telemetry import observe
@@ -173,6 +173,8 @@ async def apply(
     replay at once) have marked it meanwhile, this run's writes stand too (they store
     Stripe's state as read, like any handling) and it answers "duplicate".
     """
+    # An event acts for whichever subject Stripe names: past row-level security (PostgreSQL).
+    await bypass_row_security(session)
     row = await session.get(StripeEvent, event_id, populate_existing=True)
     if row is None:
         if replay:
