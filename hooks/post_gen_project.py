@@ -185,6 +185,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_orgs", paths=("src/{package}/ai/orgs.py", "tests/ai/test_orgs.py")),
     # API keys that belong to an organization (issue 15).
     Option("use_orgs", migration="migrations/versions/0015_org_api_keys.py"),
+    # Metered AI overage reported to Stripe's billing meters (issue 16): with AI and payments.
+    Option(
+        "use_ai",
+        needs=("use_payments",),
+        paths=("src/{package}/ai/billing.py", "tests/ai/test_metered.py"),
+        migration="migrations/versions/0019_ai_meter.py",
+    ),
 )
 
 # CI provider -> its files; the others' files are removed.
