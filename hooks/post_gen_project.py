@@ -192,6 +192,7 @@ OPTIONS: tuple[Option, ...] = (
         paths=("src/{package}/ai/billing.py", "tests/ai/test_metered.py"),
         migration="migrations/versions/0019_ai_meter.py",
     ),
+    Option("use_ai", needs=("use_payments", "use_orgs"), paths=("tests/ai/test_metered_orgs.py",)),
 )
 
 # CI provider -> its files; the others' files are removed.

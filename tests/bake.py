@@ -312,6 +312,8 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     ]
     both = is_on(opts.get("use_ai")) and is_on(opts.get("use_payments"))
     (present if both else absent).extend(metered)
+    all_three = both and is_on(opts.get("use_orgs"))
+    (present if all_three else absent).append("tests/ai/test_metered_orgs.py")
     return present, absent
 
 
