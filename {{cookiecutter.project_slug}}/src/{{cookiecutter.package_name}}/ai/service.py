@@ -177,7 +177,7 @@ class Caller:
     rate_key: str  # what the rate limit counts under (user, or client address)
     pool: uuid.UUID | None = None
     # Tokens beyond monthly_quota are billed (a metered plan), not refused: no quota check,
-    # nothing reserved; the overage is reported to Stripe by ai/billing.py.
+    # nothing reserved; ai/billing.py (with plans) reports the overage for billing.
     overage_billed: bool = False
 
     @property
