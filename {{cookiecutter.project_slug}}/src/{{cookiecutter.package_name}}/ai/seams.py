@@ -6,10 +6,10 @@ everyone behind one client address), which key their rate limit counts under,
 whose monthly allowance they draw on (an organization's, pooled over its members),
 {%- endif %}
 and that monthly token allowance (the plan's when the project has plans, else
-AI_MONTHLY_TOKEN_QUOTA){% if cookiecutter.use_payments %}, and whether usage beyond it is billed
-(a metered plan, ai/billing.py) rather than refused{% endif %}. Nothing else in this package
-imports another module{% if cookiecutter.use_payments %} (but ai/billing.py, the seam with
-the billing provider's meters){% endif %}.
+AI_MONTHLY_TOKEN_QUOTA){% if cookiecutter.use_payments %}, with whether usage beyond it is
+billed (a metered plan) rather than refused{% endif %}. Nothing else in this package imports
+another module{% if cookiecutter.use_payments %}, but ai/billing.py (that usage, reported to the
+billing provider's meters){% endif %}.
 """
 
 from __future__ import annotations
