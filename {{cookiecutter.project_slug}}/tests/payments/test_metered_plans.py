@@ -61,6 +61,18 @@ async def test_checkout_of_a_metered_plan_adds_the_metered_price_without_quantit
     assert "line_items[2][price]" not in session.form
 
 
+async def test_the_plans_tell_which_bill_ai_usage_beyond_the_allowance(
+    client: AsyncClient,
+) -> None:
+    plans = (await client.get("/api/v1/payments/plans")).json()
+    assert {p["key"]: p["ai_overage_billed"] for p in plans} == {
+        "free": False,
+        "pro": False,
+        "metered": True,
+    }
+    assert "ai_metered_price_id" not in plans[2]
+
+
 async def test_checkout_of_a_plain_plan_has_one_line_item(
     app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe
 ) -> None:
