@@ -61,7 +61,7 @@ async def test_checkout_of_a_metered_plan_adds_the_metered_price_without_quantit
     assert "line_items[2][price]" not in session.form
 
 
-async def test_the_plans_tell_which_bill_ai_usage_beyond_the_allowance(
+async def test_the_plans_tell_which_bill_tokens_beyond_the_allowance(
     client: AsyncClient,
 ) -> None:
     plans = (await client.get("/api/v1/payments/plans")).json()
