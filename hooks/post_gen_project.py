@@ -199,6 +199,14 @@ OPTIONS: tuple[Option, ...] = (
         paths=("tests/payments/test_orgs_rls.py",),
         migration="migrations/versions/0017_payments_rls.py",
     ),
+    # Metered AI overage reported to Stripe's billing meters (issue 16): with AI and payments.
+    Option(
+        "use_ai",
+        needs=("use_payments",),
+        paths=("src/{package}/ai/billing.py", "tests/ai/test_metered.py"),
+        migration="migrations/versions/0019_ai_meter.py",
+    ),
+    Option("use_ai", needs=("use_payments", "use_orgs"), paths=("tests/ai/test_metered_orgs.py",)),
 )
 
 # CI provider -> its files; the others' files are removed.

@@ -312,6 +312,15 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     ai_orgs = [f"src/{package}/ai/orgs.py", "tests/ai/test_orgs.py"]
     both = is_on(opts.get("use_ai")) and is_on(opts.get("use_orgs"))
     (present if both else absent).extend(ai_orgs)
+    metered = [  # AI overage billed through Stripe's meters: with both AI and payments
+        f"src/{package}/ai/billing.py",
+        "tests/ai/test_metered.py",
+        "migrations/versions/0019_ai_meter.py",
+    ]
+    both = is_on(opts.get("use_ai")) and is_on(opts.get("use_payments"))
+    (present if both else absent).extend(metered)
+    all_three = both and is_on(opts.get("use_orgs"))
+    (present if all_three else absent).append("tests/ai/test_metered_orgs.py")
     return present, absent
 
 

@@ -7,6 +7,9 @@ To drop a module, delete its folders and its lines here.
 {% if cookiecutter.use_admin -%}
 from .admin import module as admin
 {% endif -%}
+{% if cookiecutter.use_ai and cookiecutter.use_payments -%}
+from .ai import billing as ai_billing
+{% endif -%}
 {% if cookiecutter.use_ai and cookiecutter.use_auth -%}
 from .ai import conversations as ai_conversations
 {% endif -%}
@@ -50,6 +53,9 @@ MODULES: tuple[Module, ...] = (
 {%- endif %}
 {%- if cookiecutter.use_ai and cookiecutter.use_auth %}
     ai_conversations.module,
+{%- endif %}
+{%- if cookiecutter.use_ai and cookiecutter.use_payments %}
+    ai_billing.module,  # metered AI overage, reported to Stripe
 {%- endif %}
 {%- if cookiecutter.use_ai and cookiecutter.use_orgs %}
     ai_orgs.module,

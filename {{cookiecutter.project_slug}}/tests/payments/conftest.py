@@ -78,6 +78,11 @@ class FakeStripe:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     hold: threading.Event | None = None
     holding: threading.Event = field(default_factory=threading.Event)
+    # Billing meter events Stripe accepted, by identifier (a second one is refused, as Stripe
+    # does); `meter_script`: how the next meter event requests go, one entry each: "fail"
+    # (500, nothing recorded) or "lost" (recorded, but the answer is a 500).
+    meter_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    meter_script: list[str] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _idempotent: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -93,6 +98,7 @@ class FakeStripe:
                 Route("/v1/subscriptions/{id}", self.get_subscription, methods=["GET"]),
                 Route("/v1/subscriptions/{id}", self.cancel_subscription, methods=["DELETE"]),
                 Route("/v1/subscription_items/{id}", self.update_item, methods=["POST"]),
+                Route("/v1/billing/meter_events", self.meter_event, methods=["POST"]),
             ]
         )
 
@@ -102,6 +108,8 @@ class FakeStripe:
         self._idempotent.clear()
         self.sessions.clear()
         self.subscriptions.clear()
+        self.meter_events.clear()
+        self.meter_script.clear()
         if self.hold is not None:
             self.hold.set()  # nothing stays held past its test
         self.hold = None
@@ -289,6 +297,57 @@ class FakeStripe:
             }
 
         return await self._answer(request, make)
+
+    def billed(self, customer_id: str) -> int:
+        """The meter's sum for a customer: what Stripe would invoice."""
+        return sum(
+            int(e["payload"]["value"])
+            for e in self.meter_events.values()
+            if e["payload"]["stripe_customer_id"] == customer_id
+        )
+
+    async def meter_event(self, request: Request) -> Response:
+        """`POST /v1/billing/meter_events`, like Stripe: an identifier is taken once."""
+        call = await self._record(request)
+        if call.headers.get("authorization") != f"Bearer {SECRET_KEY}":
+            return JSONResponse({"error": {"type": "invalid_request_error"}}, status_code=401)
+        script = self.meter_script.pop(0) if self.meter_script else None
+        outage = JSONResponse(
+            {"error": {"type": "api_error", "message": "fake outage"}}, status_code=500
+        )
+        if script == "fail" or self.fail_with is not None:
+            return outage
+        form = call.form
+        identifier = form.get("identifier") or f"mev_{next(self._ids)}"
+        value = form.get("payload[value]", "")
+        timestamp = int(form.get("timestamp") or time.time())
+        if not form.get("event_name") or not form.get("payload[stripe_customer_id]"):
+            return self._invalid("event_name and payload[stripe_customer_id] are required")
+        if not value.isdigit():
+            return self._invalid("payload[value] must be a whole number")
+        if not time.time() - 35 * 86400 <= timestamp <= time.time() + 300:
+            return self._invalid("timestamp must be within the past 35 days")
+        if identifier in self.meter_events:
+            return self._invalid(f"An event already exists with identifier {identifier}.")
+        made = {
+            "object": "billing.meter_event",
+            "created": int(time.time()),
+            "event_name": form["event_name"],
+            "identifier": identifier,
+            "livemode": False,
+            "payload": {
+                "stripe_customer_id": form["payload[stripe_customer_id]"],
+                "value": value,
+            },
+            "timestamp": timestamp,
+        }
+        self.meter_events[identifier] = made
+        return outage if script == "lost" else JSONResponse(made)
+
+    @staticmethod
+    def _invalid(message: str) -> Response:
+        error = {"type": "invalid_request_error", "message": message}
+        return JSONResponse({"error": error}, status_code=400)
 
     async def portal(self, request: Request) -> Response:
         return await self._answer(

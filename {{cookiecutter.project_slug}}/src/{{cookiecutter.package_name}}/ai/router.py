@@ -22,7 +22,7 @@ from .config import AISettings
 from .dependencies import AI, ai_state, require_ai
 from .exceptions import never_sent, upstream_failure
 from .schemas import ChatRequest, ChatResponse, Usage, UsageSummary
-from .seams import CallerDep
+from .seams import CallerDep, overage_billing
 from .service import Caller, Entry, at_midnight, next_period, period_start
 from .streaming import EventStreamResponse, sse
 
@@ -383,4 +383,5 @@ async def summary(request: Request, caller: Caller) -> UsageSummary:
         requests=totals.requests,
         quota=quota,
         remaining=None if quota is None else max(0, quota - totals.tokens),
+        overage=await overage_billing(request, caller, start, totals.tokens),
     )

@@ -92,6 +92,14 @@ class ChatResponse(BaseModel):
     usage: Usage
 
 
+class OverageBilling(BaseModel):
+    """Tokens beyond the allowance this period, on a plan that bills them (metered)."""
+
+    tokens: int = Field(description="Tokens used beyond the allowance this period")
+    billed: int = Field(description="Of those, reported to the billing provider (invoiced)")
+    unbilled: int = Field(description="Of those, not reported yet: billed by the next report")
+
+
 class UsageSummary(BaseModel):
     period_start: datetime
     resets_at: datetime
@@ -99,6 +107,11 @@ class UsageSummary(BaseModel):
     requests: int
     quota: int | None = Field(description="Tokens allowed this period; null: unlimited")
     remaining: int | None
+    overage: OverageBilling | None = Field(
+        default=None,
+        description="With a plan that bills usage beyond its allowance: what has been and "
+        "will be billed; null otherwise (usage beyond the allowance is refused)",
+    )
 
 
 # --- conversations (ai/conversations.py, with accounts) ------------------------------------

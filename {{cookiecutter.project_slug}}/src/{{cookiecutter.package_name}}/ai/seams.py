@@ -6,7 +6,10 @@ everyone behind one client address), which key their rate limit counts under,
 whose monthly allowance they draw on (an organization's, pooled over its members),
 {%- endif %}
 and that monthly token allowance (the plan's when the project has plans, else
-AI_MONTHLY_TOKEN_QUOTA). Nothing else in this package imports another module.
+AI_MONTHLY_TOKEN_QUOTA){% if cookiecutter.use_payments %}, with whether usage beyond it is
+billed (a metered plan) rather than refused{% endif %}. Nothing else in this package imports
+another module{% if cookiecutter.use_payments %}, but ai/billing.py (that usage, reported to the
+billing provider's meters){% endif %}.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 {% if cookiecutter.use_auth -%}
 import uuid
 {% endif -%}
+from datetime import date
 from typing import Annotated{% if cookiecutter.use_orgs %}, cast{% endif %}
 
 from fastapi import Depends, Request
@@ -48,8 +52,12 @@ from {{ cookiecutter.package_name }}.core.contract import declare
 from {{ cookiecutter.package_name }}.core.ratelimit import client_address
 {%- endif %}
 
+{% if cookiecutter.use_payments -%}
+from .billing import billed_overage
+{% endif -%}
 from .config import AISettings
 from .dependencies import ai_state
+from .schemas import OverageBilling
 from .service import Caller
 
 
@@ -63,8 +71,11 @@ def default_quota(settings: AISettings) -> int | None:
 PLAN_CACHE_SIZE = 100_000
 
 
-async def monthly_quota(request: Request, subject: uuid.UUID, settings: AISettings) -> int | None:
-    """The allowance of the subject's plan (the free plan's without a subscription).
+async def monthly_quota(
+    request: Request, subject: uuid.UUID, settings: AISettings
+) -> tuple[int | None, bool]:
+    """The allowance of the subject's plan (the free plan's without a subscription), and
+    whether the plan bills tokens beyond it (metered: not refused, see ai/billing.py).
 
     A plan whose `ai_monthly_tokens` is null has no limit (see docs/payments.md).
 {%- if cookiecutter.use_orgs %}
@@ -74,8 +85,8 @@ async def monthly_quota(request: Request, subject: uuid.UUID, settings: AISettin
     holds no pooled connection while it waits on the upstream), remembered per
     process for AI_QUOTA_CACHE_SECONDS like the usage totals.
     """
-    # The allowance is kept in a 1-tuple: None is an allowance (no limit), not a miss.
-    cache: Recent[uuid.UUID, tuple[int | None]] | None = getattr(
+    # The allowance is kept in a tuple: None is an allowance (no limit), not a miss.
+    cache: Recent[uuid.UUID, tuple[int | None, bool]] | None = getattr(
         request.app.state, "ai_plan_allowances", None
     )
     if cache is None:
@@ -83,20 +94,22 @@ async def monthly_quota(request: Request, subject: uuid.UUID, settings: AISettin
             settings.quota_cache_seconds, PLAN_CACHE_SIZE
         )
 
-    async def read() -> tuple[int | None]:
+    async def read() -> tuple[int | None, bool]:
         async with get_database(request).sessionmaker() as session:
             await subjects.current().enter(session, subject)  # row-level security
             plan = await get_entitlements(
                 session, subject, settings=get_payments_state(request.app).settings
             )
-        return (plan.ai_monthly_tokens,)
+        return plan.ai_monthly_tokens, plan.ai_overage_billed
 
-    return (await cache.fetch(subject, read))[0]
+    return await cache.fetch(subject, read)
 {%- else %}
 
 
-async def monthly_quota(request: Request, subject: uuid.UUID, settings: AISettings) -> int | None:
-    return default_quota(settings)
+async def monthly_quota(
+    request: Request, subject: uuid.UUID, settings: AISettings
+) -> tuple[int | None, bool]:
+    return default_quota(settings), False
 {%- endif %}
 {%- if cookiecutter.use_orgs %}
 
@@ -125,11 +138,13 @@ def _recent(request: Request, name: str) -> HomeOrgs | OrgRoles:
 
 async def pool_caller(request: Request, user_id: uuid.UUID, org_id: uuid.UUID) -> Caller:
     """A member charged to the organization's pool: its plan's allowance, shared."""
+    quota, billed = await monthly_quota(request, org_id, ai_state(request).settings)
     return Caller(
         user_id=user_id,
-        monthly_quota=await monthly_quota(request, org_id, ai_state(request).settings),
+        monthly_quota=quota,
         rate_key=f"user:{user_id}",
         pool=org_id,
+        overage_billed=billed,
     )
 
 
@@ -196,10 +211,12 @@ OrgCallerDep = Annotated[Caller, Depends(get_org_caller)]
 
 async def get_caller(request: Request, user: ReleasedUser) -> Caller:
     """The signed-in user: rate limited and metered per user."""
+    quota, billed = await monthly_quota(request, user.id, ai_state(request).settings)
     return Caller(
         user_id=user.id,
-        monthly_quota=await monthly_quota(request, user.id, ai_state(request).settings),
+        monthly_quota=quota,
         rate_key=f"user:{user.id}",
+        overage_billed=billed,
     )
 {%- endif %}
 {%- else %}
@@ -215,6 +232,28 @@ async def get_caller(request: Request) -> Caller:
 
 
 declare(get_caller, requires="public: no accounts; AI_RATE_LIMIT per client address")
+{%- endif %}
+
+{%- if cookiecutter.use_payments %}
+
+
+async def overage_billing(
+    request: Request, caller: Caller, period: date, tokens: int
+) -> OverageBilling | None:
+    """What of the caller's month beyond a metered plan's allowance is billed, and not yet."""
+    if not caller.overage_billed or caller.monthly_quota is None:
+        return None
+    return await billed_overage(
+        get_database(request), caller.subject, period, max(0, tokens - caller.monthly_quota)
+    )
+{%- else %}
+
+
+async def overage_billing(
+    request: Request, caller: Caller, period: date, tokens: int
+) -> OverageBilling | None:
+    """Without plans nothing is billed beyond the allowance: usage beyond it is refused."""
+    return None
 {%- endif %}
 
 

@@ -176,6 +176,9 @@ class Caller:
     monthly_quota: int | None  # tokens; None: unlimited
     rate_key: str  # what the rate limit counts under (user, or client address)
     pool: uuid.UUID | None = None
+    # Tokens beyond monthly_quota are billed (a metered plan), not refused: no quota check,
+    # nothing reserved; ai/billing.py (with plans) reports the overage for billing.
+    overage_billed: bool = False
 
     @property
     def subject(self) -> uuid.UUID:
@@ -381,7 +384,7 @@ class Metering:
 
         A quick refusal from memory; what holds under concurrency is `reserve`.
         """
-        if caller.monthly_quota is None:
+        if caller.monthly_quota is None or caller.overage_billed:
             return
         now = datetime.now(UTC)
         used = await self.totals(caller.subject, period_start(now))
@@ -394,9 +397,9 @@ class Metering:
         Clamped to what the month has left; 429 when nothing is left. It goes
         through the ledger's writer, so under load the reservations and the
         charges of many requests share one statement (one round trip). None:
-        the caller has no quota, nothing to reserve.
+        the caller has no quota (or is billed beyond it), nothing to reserve.
         """
-        if caller.monthly_quota is None:
+        if caller.monthly_quota is None or caller.overage_billed:
             return None
         now = datetime.now(UTC)
         key = (caller.subject, period_start(now))

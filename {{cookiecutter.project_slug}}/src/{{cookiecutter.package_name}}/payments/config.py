@@ -35,6 +35,30 @@ class Plan(BaseModel):
     # Billed per seat: the subscription's quantity is the number of seats (see
     # docs/payments.md; without a module that counts seats, one).
     per_seat: bool = False
+    # Metered AI overage (docs/payments.md): tokens beyond `ai_monthly_tokens` are not
+    # refused but billed. The Stripe price (recurring, usage-based, on a billing meter) that
+    # checkout adds as a second line item, and that meter's event name, which the AI module
+    # reports the overage to. Both or neither.
+    ai_metered_price_id: str | None = None
+    ai_meter_event_name: str | None = Field(default=None, max_length=100)
+
+    @model_validator(mode="after")
+    def _metered_needs_both(self) -> Plan:
+        if (self.ai_metered_price_id is None) != (self.ai_meter_event_name is None):
+            raise ValueError(
+                f"plan {self.key!r}: ai_metered_price_id and ai_meter_event_name go together"
+            )
+        if self.ai_metered_price_id is not None and self.ai_monthly_tokens is None:
+            raise ValueError(
+                f"plan {self.key!r}: a metered plan bills tokens beyond ai_monthly_tokens, "
+                "which must be set"
+            )
+        return self
+
+    @property
+    def ai_overage_billed(self) -> bool:
+        """Tokens beyond the allowance are billed through the meter instead of refused."""
+        return self.ai_meter_event_name is not None
 
 
 class PaymentsSettings(BaseSettings):
@@ -96,6 +120,11 @@ class PaymentsSettings(BaseSettings):
         prices = [plan.price_id for plan in self.plans]
         if None in prices or len(set(prices)) != len(prices):
             raise ValueError("PAYMENTS_PLANS: every plan needs its own Stripe price_id")
+        if self.free_plan.ai_overage_billed:
+            raise ValueError("PAYMENTS_FREE_PLAN: the free plan cannot bill metered usage")
+        metered = [p.ai_metered_price_id for p in self.plans if p.ai_metered_price_id]
+        if set(metered) & set(prices):
+            raise ValueError("PAYMENTS_PLANS: a metered price cannot be a plan's price_id")
         return self
 
     def plan(self, key: str) -> Plan | None:

@@ -53,6 +53,7 @@ async def list_plans(settings: PaymentsSettingsDep) -> list[PlanRead]:
             ai_monthly_tokens=plan.ai_monthly_tokens,
             features=plan.features,
             purchasable=plan.price_id is not None,
+            ai_overage_billed=plan.ai_overage_billed,
         )
         for plan in (settings.free_plan, *settings.plans)
     ]

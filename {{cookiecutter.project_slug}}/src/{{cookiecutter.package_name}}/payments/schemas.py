@@ -13,6 +13,8 @@ class PlanRead(BaseModel):
     ai_monthly_tokens: int | None
     features: list[str]
     purchasable: bool
+    # AI tokens beyond ai_monthly_tokens are billed by usage (metered) rather than refused.
+    ai_overage_billed: bool = False
 
 
 class CheckoutRequest(BaseModel):

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import false, func, select, update
@@ -32,6 +32,9 @@ from {{ cookiecutter.package_name }}.payments.models import (
     Subscription,
 )
 from {{ cookiecutter.package_name }}.payments.sdk import stripe
+
+if TYPE_CHECKING:
+    from stripe.params.checkout import SessionCreateParamsLineItem
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +61,8 @@ class Entitlements:
     ai_monthly_tokens: int | None  # None: no limit
     features: frozenset[str]
     subscription: Subscription | None
+    # AI tokens beyond ai_monthly_tokens are billed through a Stripe meter, not refused.
+    ai_overage_billed: bool = False
 
 
 async def current_subscription(session: AsyncSession, subject_id: uuid.UUID) -> Subscription | None:
@@ -94,6 +99,7 @@ async def get_entitlements(
         ai_monthly_tokens=plan.ai_monthly_tokens,
         features=frozenset(plan.features),
         subscription=subscription,
+        ai_overage_billed=plan.ai_overage_billed,
     )
 
 
@@ -263,6 +269,9 @@ async def create_checkout(
         raise exceptions.already_subscribed()
     customer_id = await ensure_customer(session, client, subject_id, user)
     quantity = await subjects.current().seats(session, subject_id) if plan.per_seat else 1
+    line_items: list[SessionCreateParamsLineItem] = [{"price": plan.price_id, "quantity": quantity}]
+    if plan.ai_metered_price_id is not None:  # usage-based: Stripe takes no quantity for it
+        line_items.append({"price": plan.ai_metered_price_id})
     key = subjects.current().key
     expires_at = utcnow() + timedelta(seconds=settings.checkout_expires_seconds)
     try:
@@ -271,7 +280,7 @@ async def create_checkout(
                 "mode": "subscription",
                 "customer": customer_id,
                 "client_reference_id": str(subject_id),
-                "line_items": [{"price": plan.price_id, "quantity": quantity}],
+                "line_items": line_items,
                 "success_url": settings.success_url,
                 "cancel_url": settings.cancel_url,
                 "expires_at": int(expires_at.timestamp()),
@@ -409,12 +418,22 @@ async def _resolve_subject(
 
 
 def _subscription_fields(obj: Mapping[str, Any]) -> tuple[str | None, datetime | None]:
-    """(price id, current period end); the period lives on the items since API 2025-03-31."""
+    """(price id, current period end); the period lives on the items since API 2025-03-31.
+
+    The plan's price is the first item's that is not usage-based: a plan with metered AI
+    overage has a second item, on its metered price, in no promised order.
+    """
     items = (obj.get("items") or {}).get("data") or [{}]
-    first = items[0]
+    first = next((item for item in items if not _metered(item)), items[0])
     price = _id(first.get("price"))
     period_end = _timestamp(first.get("current_period_end") or obj.get("current_period_end"))
     return price, period_end
+
+
+def _metered(item: Mapping[str, Any]) -> bool:
+    price = item.get("price")
+    recurring = price.get("recurring") if isinstance(price, Mapping) else None
+    return isinstance(recurring, Mapping) and recurring.get("usage_type") == "metered"
 
 
 def _invoice_status(invoice: Any) -> str | None:
