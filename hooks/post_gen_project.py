@@ -185,6 +185,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_orgs", paths=("src/{package}/ai/orgs.py", "tests/ai/test_orgs.py")),
     # API keys that belong to an organization (issue 15).
     Option("use_orgs", migration="migrations/versions/0015_org_api_keys.py"),
+    # The AI tool that reads the caller's plan goes with the payments module (issue 16).
+    Option(
+        "use_payments",
+        paths=("src/{package}/ai/payments_tools.py", "tests/ai/test_payments_tools.py"),
+    ),
 )
 
 # CI provider -> its files; the others' files are removed.

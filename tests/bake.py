@@ -305,6 +305,9 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     ai_orgs = [f"src/{package}/ai/orgs.py", "tests/ai/test_orgs.py"]
     both = is_on(opts.get("use_ai")) and is_on(opts.get("use_orgs"))
     (present if both else absent).extend(ai_orgs)
+    ai_payments = [f"src/{package}/ai/payments_tools.py", "tests/ai/test_payments_tools.py"]
+    both = is_on(opts.get("use_ai")) and is_on(opts.get("use_payments"))
+    (present if both else absent).extend(ai_payments)
     return present, absent
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,13 +16,16 @@ from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.ratelimit import get_rate_limiter
 
 from . import tokens
+from .calls import complete_metered, gone_or_failed
 from .config import AISettings
-from .dependencies import AI, ai_state, require_ai
+from .dependencies import AI, AIState, ai_state, require_ai
 from .exceptions import never_sent, upstream_failure
-from .schemas import ChatRequest, ChatResponse, Usage, UsageSummary
+from .loop import ToolLoop
+from .schemas import ChatRequest, ChatResponse, ToolRead, Usage, UsageSummary
 from .seams import CallerDep
 from .service import Caller, Entry, at_midnight, next_period, period_start
 from .streaming import EventStreamResponse, sse
+from .tools import Tool, registry
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
@@ -107,6 +109,22 @@ def check_size(settings: AISettings, chat: ChatRequest) -> int:
     return chat.max_tokens
 
 
+def choose_tools(request: Request, names: list[str]) -> list[Tool[Any]]:
+    """The registered tools a request names (422 for any other name)."""
+    tools = registry(request.app)
+    wanted = list(dict.fromkeys(names))
+    found = [t for t in map(tools.get, wanted) if t is not None]
+    if len(found) < len(wanted):
+        unknown = ", ".join(name for name in wanted if tools.get(name) is None)
+        offered = ", ".join(t.name for t in tools) or "none"
+        raise ProblemError(
+            422,
+            f"No such tool: {unknown}; the tools are: {offered}.",
+            errors=[{"loc": ["body", "tools"], "msg": "unknown tool", "type": "value_error"}],
+        )
+    return found
+
+
 def choose_model(ai: AI, chat: ChatRequest) -> str:
     model = chat.model or ai.settings.default_model
     if model not in ai.settings.models:
@@ -139,11 +157,13 @@ async def answer(chat: ChatRequest, request: Request, caller: Caller) -> Respons
     # In the body rather than in a dependency of their own, as /usage does: each
     # dependency costs FastAPI a few percent of this endpoint's CPU (docs/ai.md).
     ai = require_ai(request)
-    import openai  # imported by the backend (require_ai builds it at its first use)
-
     await enforce_rate_limit(request, ai.settings, caller)
     model = choose_model(ai, chat)
     max_tokens = check_size(ai.settings, chat)
+    if chat.tools:
+        tools = choose_tools(request, chat.tools)
+        await ai.metering.check(caller)
+        return await ToolLoop.for_chat(ai, caller, chat, request, model, max_tokens, tools).run()
     await ai.metering.check(caller)
     entry = Entry(
         caller=caller,
@@ -157,25 +177,9 @@ async def answer(chat: ChatRequest, request: Request, caller: Caller) -> Respons
     if chat.stream:
         body["stream_options"] = {"include_usage": True}
         return await _stream(ai, entry, body, max_tokens)
-    entry.reservation = await ai.metering.reserve(caller, entry.estimated_prompt + max_tokens)
-    try:
-        completion = await ai.backend.complete(body)
-        usage = completion.usage
-        choice = completion.choices[0] if completion.choices else None
-        content = (choice.message.content or "") if choice else ""
-        entry.prompt_tokens = usage.prompt_tokens if usage else 0
-        entry.completion_tokens = usage.completion_tokens if usage else 0
-        entry.estimated_completion = tokens.completion_tokens(content)
-    except openai.OpenAIError as exc:
-        problem, entry.outcome = upstream_failure(exc, timeout=ai.settings.timeout)
-        entry.reached = not never_sent(exc)
-        await settle(ai, entry)
-        raise problem from None
-    except BaseException as exc:
-        entry.outcome = gone_or_failed(exc)
-        await settle(ai, entry)
-        raise
-    await settle(ai, entry)
+    completion = await complete_metered(ai, entry, body, max_tokens)
+    choice = completion.choices[0] if completion.choices else None
+    content = (choice.message.content or "") if choice else ""
     prompt, completion_tokens = entry.charged()
     answer = ChatResponse.model_construct(
         content=content,
@@ -187,18 +191,7 @@ async def answer(chat: ChatRequest, request: Request, caller: Caller) -> Respons
             total_tokens=prompt + completion_tokens,
         ),
     )
-    return Response(answer.model_dump_json(), media_type="application/json")
-
-
-def gone_or_failed(exc: BaseException) -> str:
-    """The outcome of a call that ended in something other than an upstream error."""
-    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "upstream_error"
-
-
-async def settle(ai: AI, entry: Entry) -> None:
-    """Charge the entry and give back its reservation, even if the caller is cancelled."""
-    with anyio.CancelScope(shield=True):
-        await ai.metering.record(entry)
+    return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")
 
 
 async def _stream(ai: AI, entry: Entry, body: dict[str, Any], max_tokens: int) -> Response:
@@ -302,6 +295,11 @@ async def summary(request: Request, caller: Caller) -> UsageSummary:
     """The month's totals of the caller's allowance (rate limited like chat)."""
     state = ai_state(request)
     await enforce_rate_limit(request, state.settings, caller)
+    return await month_of(state, caller)
+
+
+async def month_of(state: AIState, caller: Caller) -> UsageSummary:
+    """The month's totals of the caller's allowance, read now."""
     start = period_start(datetime.now(UTC))
     totals = await state.metering.totals(caller.subject, start, fresh=True)
     quota = caller.monthly_quota
@@ -313,3 +311,13 @@ async def summary(request: Request, caller: Caller) -> UsageSummary:
         quota=quota,
         remaining=None if quota is None else max(0, quota - totals.tokens),
     )
+
+
+@router.get("/tools", responses=problems({429: "AI_RATE_LIMIT exceeded (with Retry-After)"}))
+async def list_tools(request: Request, caller: CallerDep) -> list[ToolRead]:
+    """The tools a chat request may name in `tools` (none of them run unless named)."""
+    await enforce_rate_limit(request, ai_state(request).settings, caller)
+    return [
+        ToolRead(name=t.name, description=t.description, parameters=t.parameters)
+        for t in registry(request.app)
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,12 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=200_000)
     stream: bool = False
+    tools: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] | None = Field(
+        default=None,
+        max_length=32,
+        description="Names of registered tools (GET /api/v1/ai/tools) the model may call; "
+        "none when omitted or empty",
+    )
 
 
 class Usage(BaseModel):
@@ -31,11 +37,31 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class ToolCallRead(BaseModel):
+    id: str
+    name: str
+    arguments: str = Field(description="As the model wrote them (JSON text)")
+    result: str = Field(description="What went back to the model (JSON text)")
+    error: str | None = Field(description="Why the call failed (also in `result`); null: it ran")
+
+
 class ChatResponse(BaseModel):
     content: str
     model: str
     finish_reason: str | None
-    usage: Usage
+    usage: Usage = Field(description="What the request was charged (all its steps)")
+    steps: int | None = Field(
+        default=None, description="With `tools`: the upstream calls the request made"
+    )
+    tool_calls: list[ToolCallRead] | None = Field(
+        default=None, description="With `tools`: the calls the model made, in order"
+    )
+
+
+class ToolRead(BaseModel):
+    name: str
+    description: str
+    parameters: dict[str, Any] = Field(description="The arguments' JSON schema")
 
 
 class UsageSummary(BaseModel):
