@@ -8,7 +8,9 @@ import logging
 import uuid
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict
 
@@ -19,6 +21,7 @@ from {{ cookiecutter.package_name }}.core.db import Base
 from tests.ai.conftest import MakeApp, http, ledger
 from tests.ai.fake_upstream import PROMPT_TOKENS, REPLY, TOOL_CALL_TOKENS, FakeUpstream
 from tests.ai.test_chat import events
+from tests.loopback import free_port
 
 CHAT = "/api/v1/ai/chat"
 ASK = {"messages": [{"role": "user", "content": "What is 2 + 3, and how much have I used?"}]}
@@ -332,3 +335,41 @@ async def test_the_tools_of_the_projects_modules_are_listed(
     assert set(listed) == expected
     assert listed["get_usage"]["parameters"]["additionalProperties"] is False
     assert "usage" in listed["get_usage"]["description"]
+
+
+async def test_a_client_leaving_mid_loop_stops_it(
+    make_app: MakeApp, upstream: FakeUpstream
+) -> None:
+    """Gone during a tool: the tool is cancelled, the rounds so far charged, the slot freed."""
+    upstream.tool_script = [[("slow", "{}")]]
+    app = await tool_app(make_app, tool_timeout=20)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    streams = app.state.ai.metering.streams
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+            client.stream("POST", CHAT, json={**ASK, "tools": ["slow"], "stream": True}) as res,
+        ):
+            assert res.status_code == 200
+            async for line in res.aiter_lines():
+                if line == "event: tool_call":
+                    break  # the tool is about to run: hang up
+        for _ in range(250):
+            if not streams.open_streams and ran:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        server.should_exit = True
+        await serving
+    assert streams.open_streams == {}
+    assert ran == [("slow", ALICE)]
+    assert upstream.calls == 1  # no round after the tool
+    [row] = await ledger(app)
+    assert (row.outcome, row.streamed) == ("ok", True)
