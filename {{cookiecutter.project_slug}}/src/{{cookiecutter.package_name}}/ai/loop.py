@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
 
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 
@@ -92,7 +92,7 @@ class ToolLoop:
         ai: AI,
         caller: Caller,
         *,
-        app: Any,
+        app: FastAPI,
         model: str,
         max_tokens: int,
         body: dict[str, Any],
