@@ -126,21 +126,20 @@ class ToolLoop:
         caller: Caller,
         chat: ChatRequest,
         request: Request,
-        model: str,
+        body: dict[str, Any],
         max_tokens: int,
         tools: list[Tool[Any]],
     ) -> ToolLoop:
-        body: dict[str, Any] = {"model": model, ai.settings.max_tokens_parameter: max_tokens}
-        if chat.temperature is not None:
-            body["temperature"] = chat.temperature
+        """The loop of a chat request whose upstream body (`router.upstream_body`) is `body`."""
+        rest = {k: v for k, v in body.items() if k != "messages"}
         return cls(
             ai,
             caller,
             app=request.app,
-            model=model,
+            model=body["model"],
             max_tokens=max_tokens,
-            body=body,
-            messages=[m.model_dump() for m in chat.messages],
+            body=rest,
+            messages=list(body["messages"]),
             tools=tools,
             request_id=getattr(request.state, "request_id", None),
             streamed=chat.stream,

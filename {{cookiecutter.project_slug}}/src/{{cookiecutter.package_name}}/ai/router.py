@@ -163,7 +163,9 @@ async def answer(chat: ChatRequest, request: Request, caller: Caller) -> Respons
     if chat.tools:
         tools = choose_tools(request, chat.tools)
         await ai.metering.check(caller)
-        return await ToolLoop.for_chat(ai, caller, chat, request, model, max_tokens, tools).run()
+        body = upstream_body(chat, model, max_tokens, ai.settings)
+        loop = ToolLoop.for_chat(ai, caller, chat, request, body, max_tokens, tools)
+        return await loop.run()
     await ai.metering.check(caller)
     entry = Entry(
         caller=caller,
