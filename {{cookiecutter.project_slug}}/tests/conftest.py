@@ -4,8 +4,9 @@ migrated once with Alembic, the app with its lifespan, and an async HTTP client.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -84,3 +85,20 @@ async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
     transport = ASGITransport(app=app, raise_app_exceptions=False)
     async with AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """A failed test shows what its fixtures have to say: e.g. the logs of the processes
+    it talked to (tests/scaleout.py), which ran outside its own output."""
+    outcome: Any = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.failed:
+        seen: set[int] = set()  # a fixture may hand on another's value
+        for name, value in getattr(item, "funcargs", {}).items():
+            describe = getattr(value, "failure_report", None)
+            if callable(describe) and id(value) not in seen:
+                seen.add(id(value))
+                report.sections.append((f"{name}: failure report", str(describe())))

@@ -231,18 +231,25 @@ def test_several_worker_processes_report_together(
                 live = http.get(f"http://127.0.0.1:{api}/health/live", headers=CLOSE)
                 assert live.status_code == 200
                 answered += 1
-            counts = set()
-            for _ in range(6):
+
+
+            def live_count() -> float | None:
                 samples = parse(http.get(f"http://127.0.0.1:{metrics_port}/metrics").text)
-                count = value(
+                assert value(samples, "db_pool_connections_limit") == both
+                return value(
                     samples,
                     "http_server_request_duration_seconds_count",
                     method="GET",
                     route="/health/live",
                     status="200",
                 )
-                counts.add(count)
-                assert value(samples, "db_pool_connections_limit") == both
+
+            # A request is counted once its response has gone: the last one may still be
+            # on its way into the count. Wait for it, then every scrape must agree.
+            while live_count() != answered:
+                assert time.monotonic() < deadline, f"never counted {answered} requests"
+                time.sleep(0.1)
+            counts = {live_count() for _ in range(6)}
         assert counts == {answered}
     finally:
         os.killpg(server.pid, signal.SIGTERM)

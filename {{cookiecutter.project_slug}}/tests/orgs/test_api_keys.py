@@ -152,3 +152,20 @@ async def test_keys_cannot_make_keys_and_non_members_see_none(
     assert_problem(
         await client.post(f"{ORGS}/{acme['id']}/api-keys", json={"name": "k"}, headers=eve), 404
     )
+
+
+async def test_a_key_lists_only_its_organization_and_makes_none(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    acme, ada, _bob = await acme_with(app, client, "member")
+    key = {"X-API-Key": (await org_key(client, ada, acme["id"], role="admin"))["key"]}
+    listed = (await client.get(ORGS, headers=key)).json()
+    assert [(o["id"], o["role"]) for o in listed] == [(acme["id"], "admin")]
+    assert len(await my_orgs(client, ada)) == 2  # Ada herself still sees both
+    refused = await client.post(ORGS, json={"name": "Shadow"}, headers=key)
+    assert_problem(refused, 403)
+    assert len(await my_orgs(client, ada)) == 2  # nothing made
+    # A personal key acts as its creator: it lists and makes organizations.
+    personal = {"X-API-Key": await api_key_for(app, "ada@example.com")}
+    assert len((await client.get(ORGS, headers=personal)).json()) == 2
+    assert (await client.post(ORGS, json={"name": "New"}, headers=personal)).status_code == 201

@@ -5,7 +5,7 @@ its service); an `org_api_keys` row binds it to the organization with a role. Su
 key acts only in its organization (404 anywhere else), with the lower of its role and
 its creator's current role (orgs/dependencies.py), so demoting the creator lowers it
 and removing them stops it. Outside `/orgs/{org_id}` it acts as its creator, and AI
-chat bills its organization.
+chat bills its organization; it lists only its organization and makes none.
 
 Any member may make a key for themselves with a role up to their own (default
 `member`); admins and owners see and may revoke every key of the organization,

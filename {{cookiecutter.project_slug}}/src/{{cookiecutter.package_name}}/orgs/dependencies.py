@@ -70,7 +70,7 @@ def effective_role(
     return min(role, Role(key_role), key=lambda r: r.rank)
 
 
-def _with_key(
+def with_key(
     query: Select[*tuple[Any, ...]], api_key_id: uuid.UUID | None
 ) -> Select[*tuple[Any, ...]]:
     """`query` (over memberships) with the API key's organization and role as its last columns."""
@@ -81,7 +81,7 @@ def _with_key(
     )
 
 
-def _role(
+def row_role(
     org_id: uuid.UUID, row: Row[*tuple[Any, ...]], api_key_id: uuid.UUID | None, at: int = 1
 ) -> Role | None:
     """`effective_role` from a row of a query with the membership's role at `at`."""
@@ -102,8 +102,8 @@ async def get_org_access(
         .join(Membership, Membership.org_id == Organization.id)
         .where(Organization.id == org_id, Membership.user_id == principal.user.id)
     )
-    row = (await session.execute(_with_key(query, key_id))).first()
-    role = None if row is None else _role(org_id, row, key_id)
+    row = (await session.execute(with_key(query, key_id))).first()
+    role = None if row is None else row_role(org_id, row, key_id)
     if row is None or role is None:
         raise exceptions.org_not_found()
     return OrgAccess(org=row[0], user=principal.user, role=role)
@@ -121,8 +121,8 @@ async def read_role(
         Membership.org_id == org_id, Membership.user_id == user_id
     )
     async with database.read_engine.connect() as conn:
-        row = (await conn.execute(_with_key(query, api_key_id))).first()
-    return None if row is None else _role(org_id, row, api_key_id, at=0)
+        row = (await conn.execute(with_key(query, api_key_id))).first()
+    return None if row is None else row_role(org_id, row, api_key_id, at=0)
 
 
 async def read_home_org(

@@ -10,6 +10,8 @@ from fastapi import APIRouter
 from {{ cookiecutter.package_name }}.auth.dependencies import (
     AuthStateDep,
     CurrentUser,
+    Principal,
+    PrincipalDep,
     require_scopes,
     require_session_scopes,
 )
@@ -17,7 +19,7 @@ from {{ cookiecutter.package_name }}.auth.models import utcnow
 from {{ cookiecutter.package_name }}.core.contract import declare, problems
 from {{ cookiecutter.package_name }}.core.db import SessionDep
 
-from . import service
+from . import exceptions, service
 from .config import OrgsSettingsDep
 from .dependencies import OrgAdmin, OrgMember, OrgOwner
 from .models import Invitation, Organization, Role
@@ -36,6 +38,10 @@ from .schemas import (
 router = APIRouter(prefix="/api/v1", tags=["orgs"])
 
 
+def _key_id(principal: Principal) -> uuid.UUID | None:
+    return principal.api_key.id if principal.api_key is not None else None
+
+
 def _org_read(org: Organization, role: Role) -> OrgRead:
     return OrgRead(
         id=org.id,
@@ -46,17 +52,26 @@ def _org_read(org: Organization, role: Role) -> OrgRead:
     )
 
 
-@router.post("/orgs", status_code=201, dependencies=[require_scopes("write")])
-async def create_org(body: OrgCreate, user: CurrentUser, session: SessionDep) -> OrgRead:
+@router.post(
+    "/orgs",
+    status_code=201,
+    dependencies=[require_scopes("write")],
+    responses=problems({403: "An organization's API key acts only in its organization"}),
+)
+async def create_org(body: OrgCreate, principal: PrincipalDep, session: SessionDep) -> OrgRead:
     """A new organization; the caller is its owner."""
-    org = await service.create_org(session, user, body.name)
+    if await service.bound_org(session, _key_id(principal)) is not None:
+        raise exceptions.forbidden("An organization's API key acts only in its organization.")
+    org = await service.create_org(session, principal.user, body.name)
     return _org_read(org, Role.OWNER)
 
 
 @router.get("/orgs", dependencies=[require_scopes("read")])
-async def list_orgs(user: CurrentUser, session: SessionDep) -> list[OrgRead]:
-    """The caller's organizations, with their role in each."""
-    return [_org_read(org, role) for org, role in await service.orgs_of(session, user.id)]
+async def list_orgs(principal: PrincipalDep, session: SessionDep) -> list[OrgRead]:
+    """The caller's organizations, with their role in each (an organization's API key: its
+    organization only)."""
+    found = await service.orgs_of(session, principal.user.id, _key_id(principal))
+    return [_org_read(org, role) for org, role in found]
 
 
 @router.get("/orgs/{org_id}")

@@ -20,8 +20,8 @@ from {{ cookiecutter.package_name }}.core.jobs import enqueue
 
 from . import events, exceptions, jobs
 from .config import OrgsSettings
-from .dependencies import OrgAccess
-from .models import Invitation, Membership, Organization, Role
+from .dependencies import OrgAccess, row_role, with_key
+from .models import Invitation, Membership, Organization, OrgApiKey, Role
 from .schemas import InvitationState
 from .scoping import enter_org
 from .tokens import new_nonce, org_of, stored_hash
@@ -56,15 +56,32 @@ async def personal_org(session: AsyncSession, user_id: uuid.UUID) -> Organizatio
     ).scalar_one_or_none()
 
 
-async def orgs_of(session: AsyncSession, user_id: uuid.UUID) -> list[tuple[Organization, Role]]:
-    """The caller's organizations with their role in each, oldest first."""
-    rows = await session.execute(
+async def orgs_of(
+    session: AsyncSession, user_id: uuid.UUID, api_key_id: uuid.UUID | None = None
+) -> list[tuple[Organization, Role]]:
+    """The caller's organizations with their role in each, oldest first.
+
+    Through an organization's API key, only that organization, with the key's role.
+    """
+    query = (
         select(Organization, Membership.role)
         .join(Membership, Membership.org_id == Organization.id)
         .where(Membership.user_id == user_id)
         .order_by(Organization.created_at, Organization.id)
     )
-    return [(org, Role(role)) for org, role in rows]
+    found = [
+        (row[0], row_role(row[0].id, row, api_key_id))
+        for row in await session.execute(with_key(query, api_key_id))
+    ]
+    return [(org, role) for org, role in found if role is not None]
+
+
+async def bound_org(session: AsyncSession, api_key_id: uuid.UUID | None) -> uuid.UUID | None:
+    """The organization an API key belongs to, if any."""
+    if api_key_id is None:
+        return None
+    query = select(OrgApiKey.org_id).where(OrgApiKey.api_key_id == api_key_id)
+    return (await session.execute(query)).scalar_one_or_none()
 
 
 # --- organizations ----------------------------------------------------------------------------
