@@ -7,9 +7,15 @@ warms it up (--warmup seconds at 64 callers), then drives POST /api/v1/ai/chat
 with wrk at each --connections for --duration seconds while probing
 GET /health/live (is the event loop free?).
 The usage ledger and the quota check run on every request, as in production.
+With --route conversation it drives POST /api/v1/ai/conversations/{id}/messages
+instead (needs the auth module): --conversations conversations, each seeded with
+--history messages, picked at random per request; AI_MAX_MESSAGES is set to
+--history + 1, so every request sends the newest --history stored messages and the
+new one, reads them (two queries) and stores the question and the answer.
 
     .venv/bin/python bench/ai_chat.py                      # SQLite, 64 and 256 callers
     .venv/bin/python bench/ai_chat.py --database-url postgresql+asyncpg://...
+    .venv/bin/python bench/ai_chat.py --route conversation       # 10-message history
     BENCH_DATABASE_URL=postgresql+asyncpg://... .venv/bin/python bench/ai_chat.py   # the same
 
 Needs wrk (apt-get install wrk). Prints req/s, latency p50/p99, errors, timeouts
@@ -111,6 +117,45 @@ def sign_in(base: str) -> str:
         return str(json.loads(answer.read())["access_token"])
 
 
+def post_json(base: str, path: str, token: str, body: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(
+        base + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        result: dict[str, object] = json.loads(answer.read())
+        return result
+
+
+def seed_conversations(base: str, token: str, count: int, history: int) -> list[str]:
+    """`count` conversations with `history` stored messages each (half asked, half answers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> str:
+        made = post_json(base, "/api/v1/ai/conversations", token, {"title": f"bench {i}"})
+        conversation = str(made["id"])
+        for turn in range(history // 2):
+            path = f"/api/v1/ai/conversations/{conversation}/messages"
+            post_json(base, path, token, {"content": f"Question {turn} of conversation {i}?"})
+        return conversation
+
+    with ThreadPoolExecutor(32) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def conversation_script(ids: list[str]) -> str:
+    """wrk: each request posts to one of the conversations, at random."""
+    listed = ", ".join(f'"{i}"' for i in ids)
+    return (
+        f"local ids = {{{listed}}}\n"
+        "request = function()\n"
+        "  local path = '/api/v1/ai/conversations/' .. ids[math.random(#ids)] .. '/messages'\n"
+        "  return wrk.format('POST', path, nil, '{\"content\":\"Say hello\"}')\n"
+        "end\n"
+    )
+
+
 def package_of(project: Path) -> str:
     return next(p.name for p in (project / "src").iterdir() if (p / "__init__.py").is_file())
 
@@ -198,6 +243,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10, help="seconds at 64 callers first")
     parser.add_argument("--delay", type=float, default=0.2)
     parser.add_argument("--transport", choices=["fast", "sdk"], default="fast")
+    parser.add_argument("--route", choices=["chat", "conversation"], default="chat")
+    parser.add_argument("--history", type=int, default=10, help="conversation: stored messages")
+    parser.add_argument("--conversations", type=int, default=256, help="conversation: how many")
     parser.add_argument(
         "--wrk-timeout", type=int, default=2, help="seconds before wrk counts a timeout"
     )
@@ -231,6 +279,10 @@ def main() -> int:
         ),
         "PYTHONPATH": str(project / "src"),
     }
+    if args.route == "conversation":
+        # The newest --history stored messages and the new one, however long it grows.
+        env["AI_MAX_MESSAGES"] = str(args.history + 1)
+        env["AI_HISTORY_TOKEN_BUDGET"] = str(10**6)
     script = work / "chat.lua"
     subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
@@ -282,13 +334,21 @@ def main() -> int:
         wait_port(upstream_port)
         wait_http(health)
         lua = WRK_SCRIPT
+        base = f"http://127.0.0.1:{app_port}"
         if (project / "src" / package / "auth").is_dir():
-            token = sign_in(f"http://127.0.0.1:{app_port}")
+            token = sign_in(base)
             lua = f'wrk.headers["Authorization"] = "Bearer {token}"\n' + lua
+            if args.route == "conversation":
+                ids = seed_conversations(base, token, args.conversations, args.history)
+                lua += conversation_script(ids)
+        elif args.route == "conversation":
+            raise SystemExit("--route conversation needs a project with the auth module")
         script.write_text(lua)
         print(
             f"project {project} ({package}), database {database_url.split('://')[0]}, "
-            f"transport {args.transport}, upstream delay {args.delay * 1000:.0f} ms"
+            f"transport {args.transport}, upstream delay {args.delay * 1000:.0f} ms, "
+            f"route {args.route}"
+            + (f" ({args.history}-message history)" if args.route == "conversation" else "")
         )
         run_wrk(url, 64, args.warmup, script, args.wrk_timeout)
         print(

@@ -112,7 +112,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "use_ai",
         paths=("src/{package}/ai", "tests/ai"),
-        requires=("openai[aiohttp]", "aiohttp", "httpx2"),
+        requires=("openai[aiohttp]", "aiohttp", "httpx2", "jsonschema"),
+        dev_requires=("types-jsonschema",),
         migration="migrations/versions/0004_ai.py",
     ),
     Option("use_docker", paths=("Dockerfile", ".dockerignore", "compose.yaml", "deploy")),
@@ -190,6 +191,17 @@ OPTIONS: tuple[Option, ...] = (
         "use_payments",
         paths=("src/{package}/ai/payments_tools.py", "tests/ai/test_payments_tools.py"),
     ),
+    # AI conversations (issue 16): the tables always, the routes with accounts (an owner).
+    Option(
+        "use_ai",
+        needs=("use_auth",),
+        paths=(
+            "src/{package}/ai/conversations.py",
+            "tests/ai/test_conversations.py",
+            "tests/ai/test_conversation_tools.py",
+        ),
+    ),
+    Option("use_ai", migration="migrations/versions/0018_ai_conversations.py"),
 )
 
 # CI provider -> its files; the others' files are removed.

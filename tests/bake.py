@@ -259,8 +259,17 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "migrations/versions/0004_ai.py",
         "migrations/versions/0007_ai_reservations.py",
         "migrations/versions/0014_ai_subject.py",
+        "migrations/versions/0018_ai_conversations.py",
     ]
     (present if is_on(opts.get("use_ai")) else absent).extend(ai)
+    # conversations need an owner: with accounts only (the tables are there either way)
+    conversations = [
+        f"src/{package}/ai/conversations.py",
+        "tests/ai/test_conversations.py",
+        "tests/ai/test_conversation_tools.py",
+    ]
+    both = is_on(opts.get("use_ai")) and is_on(opts.get("use_auth"))
+    (present if both else absent).extend(conversations)
     ci = opts["ci"]
     (present if ci == "github" else absent).extend([".github", ".github/dependabot.yml"])
     (present if ci == "gitlab" else absent).extend([".gitlab-ci.yml", "renovate.json"])

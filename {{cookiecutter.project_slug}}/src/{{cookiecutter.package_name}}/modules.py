@@ -7,6 +7,9 @@ To drop a module, delete its folders and its lines here.
 {% if cookiecutter.use_admin -%}
 from .admin import module as admin
 {% endif -%}
+{% if cookiecutter.use_ai and cookiecutter.use_auth -%}
+from .ai import conversations as ai_conversations
+{% endif -%}
 {% if cookiecutter.use_ai -%}
 from .ai import module as ai
 {% endif -%}
@@ -47,6 +50,9 @@ MODULES: tuple[Module, ...] = (
 {%- endif %}
 {%- if cookiecutter.use_ai %}
     ai.module,
+{%- endif %}
+{%- if cookiecutter.use_ai and cookiecutter.use_auth %}
+    ai_conversations.module,
 {%- endif %}
 {%- if cookiecutter.use_ai and cookiecutter.use_orgs %}
     ai_orgs.module,

@@ -204,6 +204,16 @@ class FakeUpstream:
         return response
 
 
+def json_chunks(value: Any, pieces: int = 3) -> list[str]:
+    """An answer that is `value` as JSON, in `pieces` deltas (set as `FakeUpstream.chunks`).
+
+    A string is taken as the answer's text as is (invalid JSON, for the failure cases).
+    """
+    text = value if isinstance(value, str) else json.dumps(value)
+    size = max(1, -(-len(text) // pieces))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
 async def start(fake: FakeUpstream, port: int = 0) -> web.AppRunner:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", fake.handle)

@@ -16,9 +16,9 @@ from httpx import AsyncClient
 from {{ cookiecutter.package_name }}.ai.seams import get_caller
 from {{ cookiecutter.package_name }}.core.config import Settings
 from tests.ai.conftest import MakeApp, http, ledger
-from tests.ai.test_contract import ai_app
+from tests.ai.test_contract import AI_CHECKS, ai_app
 from tests.auth.conftest import login, register, sign_up
-from tests.contract import CHECKS, ContractCase, contract_test, document
+from tests.contract import ContractCase, contract_test, document
 
 CHAT = "/api/v1/ai/chat"
 HELLO = {"messages": [{"role": "user", "content": "Say hello"}]}
@@ -84,4 +84,4 @@ def test_ai_routes_keep_the_contract_signed_in(
     case: ContractCase, signed_in_ai_app: Signed
 ) -> None:
     app, headers = signed_in_ai_app
-    case.call_and_validate(app=app, headers=headers, checks=CHECKS)
+    case.call_and_validate(app=app, headers=headers, checks=AI_CHECKS)

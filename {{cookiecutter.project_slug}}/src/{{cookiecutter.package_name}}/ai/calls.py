@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -14,6 +16,24 @@ from .service import Entry
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionMessage
+
+
+@dataclass(frozen=True)
+class Answered:
+    """An answer as a conversation stores it: its text, model and the tokens charged."""
+
+    content: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cut_off: bool  # stopped early: the client left, or the upstream broke mid-stream
+    # With tools: the rounds before the answer, as upstream messages (the assistant's
+    # calls with `tool_calls`, each result as a `tool` message with `tool_call_id`).
+    steps: Sequence[dict[str, Any]] = ()
+
+
+# Called once with the answer (also a cut-off one), before the client sees its usage.
+OnAnswer = Callable[[Answered], Awaitable[None]]
 
 
 def gone_or_failed(exc: BaseException) -> str:

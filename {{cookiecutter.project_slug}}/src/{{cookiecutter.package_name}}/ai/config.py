@@ -43,6 +43,10 @@ class AISettings(BaseSettings):
     # Input caps per request (413 problem+json above them).
     max_messages: int = Field(default=100, ge=1)
     max_input_chars: int = Field(default=100_000, ge=1)
+    # Conversations: the most tokens (estimated) of stored history sent upstream with a new
+    # message; the newest messages that fit are sent (the system prompt and the new
+    # message always).
+    history_token_budget: int = Field(default=8000, ge=1)
     # Streams a caller may have open at once on one instance (429 above it); 0: no cap.
     max_concurrent_streams: int = Field(default=4, ge=0)
     # Tokens per caller per calendar month (UTC); 0 turns the quota off.

@@ -21,18 +21,21 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import structlog
 from fastapi import FastAPI, Request, Response
 
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 
-from . import tokens
-from .calls import complete_metered, gone_or_failed
+from . import structured, tokens
+from .calls import Answered, OnAnswer, complete_metered, gone_or_failed
 from .dependencies import AI
 from .exceptions import never_sent, upstream_failure
 from .schemas import ChatRequest, ChatResponse, ToolCallRead, Usage
 from .service import Caller, Entry
 from .streaming import EventStreamResponse, sse
 from .tools import Tool, ToolCall, run_call
+
+log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk, ChatCompletionMessage
@@ -100,6 +103,7 @@ class ToolLoop:
         tools: list[Tool[Any]],
         request_id: str | None,
         streamed: bool,
+        on_answer: OnAnswer | None = None,
     ) -> None:
         self.ai = ai
         self.caller = caller
@@ -111,6 +115,7 @@ class ToolLoop:
         self.tools = tools
         self.request_id = request_id
         self.streamed = streamed
+        self.on_answer = on_answer  # called once with the answer, as `router.answer` does
         self.added: list[dict[str, Any]] = []  # what the loop appended
         self.calls: list[ToolCall] = []
         self.steps = 0
@@ -129,6 +134,7 @@ class ToolLoop:
         body: dict[str, Any],
         max_tokens: int,
         tools: list[Tool[Any]],
+        on_answer: OnAnswer | None = None,
     ) -> ToolLoop:
         """The loop of a chat request whose upstream body (`router.upstream_body`) is `body`."""
         rest = {k: v for k, v in body.items() if k != "messages"}
@@ -143,6 +149,7 @@ class ToolLoop:
             tools=tools,
             request_id=getattr(request.state, "request_id", None),
             streamed=chat.stream,
+            on_answer=on_answer,
         )
 
     async def run(self) -> Response:
@@ -209,6 +216,28 @@ class ToolLoop:
         self._add(call.message)
         return call
 
+    def _problems(self, content: str) -> list[dict[str, Any]]:
+        """What is wrong with a final answer under the request's `response_format`."""
+        response_format = self.body.get("response_format")
+        return structured.answer_problems(response_format, content) if response_format else []
+
+    async def _store(self, content: str, model: str, *, cut_off: bool) -> None:
+        """Hand the answer, with the rounds before it, to `on_answer` (once)."""
+        call, self.on_answer = self.on_answer, None
+        if call is None:
+            return
+        steps = self.added if cut_off else self.added[:-1]  # not the final answer itself
+        answered = Answered(
+            content,
+            model,
+            self.prompt_tokens,
+            self.completion_tokens,
+            cut_off=cut_off,
+            steps=list(steps),
+        )
+        with anyio.CancelScope(shield=True):
+            await call(answered)
+
     def _usage(self) -> Usage:
         return Usage(
             prompt_tokens=self.prompt_tokens,
@@ -235,10 +264,15 @@ class ToolLoop:
                 for call in calls:
                     await self._run(call)
                 continue
+            errors = self._problems(content)
+            if errors:
+                raise structured.invalid_output(errors)
             self._add({"role": "assistant", "content": content})
+            model = completion.model or self.model
+            await self._store(content, model, cut_off=False)
             answer = ChatResponse(
                 content=content,
-                model=completion.model or self.model,
+                model=model,
                 finish_reason=choice.finish_reason if choice else None,
                 usage=self._usage(),
                 steps=self.steps,
@@ -341,6 +375,7 @@ class ToolLoop:
         async def events() -> AsyncIterator[bytes]:
             current: ChatStream | None = first
             model, finish_reason = self.model, None
+            content = ""  # the answer so far of the round in flight
             try:
                 for step in range(limit + 1):
                     final = step == limit
@@ -391,8 +426,24 @@ class ToolLoop:
                             else:
                                 result["error"] = call.error
                             yield sse("tool_result", result)
+                        content = ""
                         continue
+                    errors = self._problems(content)
+                    if errors:
+                        self.on_answer = None  # an invalid answer is not stored
+                        problem = structured.invalid_output(errors)
+                        yield sse(
+                            "error",
+                            {
+                                "status": problem.status,
+                                "type": problem.type,
+                                "detail": problem.detail,
+                                "errors": errors,
+                            },
+                        )
+                        return
                     self._add({"role": "assistant", "content": content})
+                    await self._store(content, model, cut_off=False)
                     usage = self._usage()
                     yield sse(
                         "usage",
@@ -411,5 +462,9 @@ class ToolLoop:
                 yield sse("error", {"status": problem.status, "detail": problem.detail})
             finally:
                 await finish()
+                try:
+                    await self._store(content, model, cut_off=True)  # unless stored already
+                except Exception as exc:  # the client has gone: nobody to tell but the log
+                    log.error("ai_answer_not_stored", exc_info=exc)
 
         return EventStreamResponse(events(), on_close=finish)

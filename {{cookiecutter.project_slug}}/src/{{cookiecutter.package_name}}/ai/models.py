@@ -4,14 +4,33 @@
 migration are the same whether or not the auth module is part of the project.
 `subject` is whose monthly totals a row was charged to (`ai_usage_totals.subject`):
 the caller's own, or a pool several callers share.
+
+Conversations (`ai_conversations`, `ai_messages`) belong to one caller: the user
+(`user_id`) in the allowance their calls bill (`subject`: a shared pool's id, or the
+user's own). Same rule: no foreign key to `users`.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, Index, Integer, String, Uuid, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from {{ cookiecutter.package_name }}.core.db import Base
@@ -62,3 +81,56 @@ class AIUsageTotal(Base):
     reserved: Mapped[int] = mapped_column(BigInteger(), server_default=text("0"))
     last_grant: Mapped[int] = mapped_column(BigInteger(), server_default=text("0"))
     reserved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AIConversation(Base):
+    """A thread of messages of one caller (user and subject; the routes need accounts)."""
+
+    __tablename__ = "ai_conversations"
+    # The caller's conversations, most recently active first, without a sort.
+    __table_args__ = (Index("ix_ai_conversations_owner", "subject", "user_id", "updated_at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    subject: Mapped[uuid.UUID] = mapped_column(Uuid())
+    title: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+
+
+class AIMessage(Base):
+    """One message of a conversation, in order of `id`.
+
+    `content` is null for an assistant message that only calls tools; `tool_calls`
+    holds those calls (OpenAI's shape), `tool_call_id` what a `tool` message answers.
+    `cut_off`: the answer stopped before the model finished (the client left, or the
+    upstream broke mid-stream); `content` is what had been relayed.
+    """
+
+    __tablename__ = "ai_messages"
+    __table_args__ = (
+        Index("ix_ai_messages_conversation_id", "conversation_id", "id"),
+        CheckConstraint(
+            "role IN ('system', 'user', 'assistant', 'tool')",
+            name="role",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("ai_conversations.id", ondelete="CASCADE")
+    )
+    role: Mapped[str] = mapped_column(String(20))
+    content: Mapped[str | None] = mapped_column(Text())
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON())
+    tool_call_id: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(100))
+    input_tokens: Mapped[int] = mapped_column(Integer(), server_default=text("0"))
+    output_tokens: Mapped[int] = mapped_column(Integer(), server_default=text("0"))
+    cut_off: Mapped[bool] = mapped_column(Boolean(), server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

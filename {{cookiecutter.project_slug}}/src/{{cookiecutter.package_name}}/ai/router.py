@@ -15,8 +15,8 @@ from {{ cookiecutter.package_name }}.core.contract import problems
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.ratelimit import get_rate_limiter
 
-from . import tokens
-from .calls import complete_metered, gone_or_failed
+from . import structured, tokens
+from .calls import Answered, OnAnswer, complete_metered, gone_or_failed
 from .config import AISettings
 from .dependencies import AI, AIState, ai_state, require_ai
 from .exceptions import never_sent, upstream_failure
@@ -78,6 +78,8 @@ def upstream_body(
     }
     if chat.temperature is not None:
         body["temperature"] = chat.temperature
+    if chat.response_format is not None:
+        body["response_format"] = chat.response_format.model_dump(by_alias=True, exclude_none=True)
     return body
 
 
@@ -152,8 +154,15 @@ async def chat(chat: ChatRequest, request: Request, caller: CallerDep) -> Respon
     return await answer(chat, request, caller)
 
 
-async def answer(chat: ChatRequest, request: Request, caller: Caller) -> Response:
-    """A chat endpoint's work for a caller its dependency resolved (plain or streamed)."""
+async def answer(
+    chat: ChatRequest, request: Request, caller: Caller, on_answer: OnAnswer | None = None
+) -> Response:
+    """A chat endpoint's work for a caller its dependency resolved (plain or streamed).
+
+    `on_answer` (conversations) gets the answer to store: a complete one that conforms
+    to the `response_format` if any, or a streamed one cut off by the client or the
+    upstream. Never an error before the first byte, nor an invalid structured answer.
+    """
     # In the body rather than in a dependency of their own, as /usage does: each
     # dependency costs FastAPI a few percent of this endpoint's CPU (docs/ai.md).
     ai = require_ai(request)
@@ -164,7 +173,7 @@ async def answer(chat: ChatRequest, request: Request, caller: Caller) -> Respons
         tools = choose_tools(request, chat.tools)
         await ai.metering.check(caller)
         body = upstream_body(chat, model, max_tokens, ai.settings)
-        loop = ToolLoop.for_chat(ai, caller, chat, request, body, max_tokens, tools)
+        loop = ToolLoop.for_chat(ai, caller, chat, request, body, max_tokens, tools, on_answer)
         return await loop.run()
     await ai.metering.check(caller)
     entry = Entry(
@@ -178,14 +187,21 @@ async def answer(chat: ChatRequest, request: Request, caller: Caller) -> Respons
     body = upstream_body(chat, model, max_tokens, ai.settings)
     if chat.stream:
         body["stream_options"] = {"include_usage": True}
-        return await _stream(ai, entry, body, max_tokens)
+        return await _stream(ai, entry, body, max_tokens, on_answer)
     completion = await complete_metered(ai, entry, body, max_tokens)
     choice = completion.choices[0] if completion.choices else None
     content = (choice.message.content or "") if choice else ""
     prompt, completion_tokens = entry.charged()
+    if "response_format" in body:
+        errors = structured.answer_problems(body["response_format"], content)
+        if errors:
+            raise structured.invalid_output(errors)
+    model = completion.model or model
+    if on_answer is not None:
+        await on_answer(Answered(content, model, prompt, completion_tokens, cut_off=False))
     answer = ChatResponse.model_construct(
         content=content,
-        model=completion.model or model,
+        model=model,
         finish_reason=choice.finish_reason if choice else None,
         usage=Usage.model_construct(
             prompt_tokens=prompt,
@@ -196,7 +212,9 @@ async def answer(chat: ChatRequest, request: Request, caller: Caller) -> Respons
     return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")
 
 
-async def _stream(ai: AI, entry: Entry, body: dict[str, Any], max_tokens: int) -> Response:
+async def _stream(
+    ai: AI, entry: Entry, body: dict[str, Any], max_tokens: int, on_answer: OnAnswer | None
+) -> Response:
     import openai  # imported by the backend already
 
     caller, streams = entry.caller, ai.metering.streams
@@ -243,7 +261,22 @@ async def _stream(ai: AI, entry: Entry, body: dict[str, Any], max_tokens: int) -
         await finish()
         raise
 
+    response_format: dict[str, Any] | None = body.get("response_format")
+    # The text relayed, kept when it is checked or stored at the end.
+    parts: list[str] | None = [] if on_answer or response_format else None
+    pending = on_answer  # called once: at the end, or with what was relayed when cut off
+
+    async def store(model: str, cut_off: bool) -> None:
+        nonlocal pending
+        call, pending = pending, None
+        if call is not None:
+            prompt, completion = entry.charged()
+            text = "".join(parts or ())
+            with anyio.CancelScope(shield=True):
+                await call(Answered(text, model, prompt, completion, cut_off=cut_off))
+
     async def events() -> AsyncIterator[bytes]:
+        nonlocal pending
         assert upstream is not None
         entry.outcome = "cancelled"
         model, finish_reason = entry.model, None
@@ -258,9 +291,27 @@ async def _stream(ai: AI, entry: Entry, body: dict[str, Any], max_tokens: int) -
                     entry.completion_tokens = chunk.usage.completion_tokens
                 if content:
                     entry.estimated_completion = relayed.add(content)
+                    if parts is not None:
+                        parts.append(content)
                     yield sse("delta", {"content": content})
             entry.outcome = "ok"
             prompt, completion = entry.charged()
+            if response_format is not None:
+                errors = structured.answer_problems(response_format, "".join(parts or ()))
+                if errors:
+                    pending = None  # an invalid answer is not stored, as without streaming
+                    problem = structured.invalid_output(errors)
+                    yield sse(
+                        "error",
+                        {
+                            "status": problem.status,
+                            "type": problem.type,
+                            "detail": problem.detail,
+                            "errors": errors,
+                        },
+                    )
+                    return
+            await store(model, cut_off=False)
             yield sse(
                 "usage",
                 {
@@ -276,6 +327,10 @@ async def _stream(ai: AI, entry: Entry, body: dict[str, Any], max_tokens: int) -
             yield sse("error", {"status": problem.status, "detail": problem.detail})
         finally:
             await finish()
+            try:
+                await store(model, cut_off=True)
+            except Exception as exc:  # the client has gone: nobody to tell but the log
+                log.error("ai_answer_not_stored", exc_info=exc)
 
     return EventStreamResponse(events(), on_close=finish)
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from . import structured
+
+# The largest JSON schema a request may send (characters of its JSON text).
+MAX_SCHEMA_CHARS = 50_000
 
 
 class Message(BaseModel):
@@ -15,10 +22,48 @@ class Message(BaseModel):
     content: str = Field(max_length=200_000)
 
 
-class ChatRequest(BaseModel):
+class JsonSchemaSpec(BaseModel):
+    """OpenAI's `json_schema`: the answer must be JSON valid against `schema`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = Field(default=None, max_length=2000)
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value)) > MAX_SCHEMA_CHARS:
+            raise ValueError(f"at most {MAX_SCHEMA_CHARS} characters of JSON")
+        problem = structured.schema_problem(value)
+        if problem is not None:
+            raise ValueError(f"not a valid JSON schema: {problem}")
+        return value
+
+
+class JsonSchemaFormat(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[Message] = Field(min_length=1, max_length=200)
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+class JsonObjectFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["json_object"]
+
+
+ResponseFormat = Annotated[JsonSchemaFormat | JsonObjectFormat, Field(discriminator="type")]
+
+
+class Options(BaseModel):
+    """What a request may choose besides its messages (/chat and conversation messages)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     model: str | None = Field(default=None, max_length=100)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=200_000)
@@ -29,6 +74,15 @@ class ChatRequest(BaseModel):
         description="Names of registered tools (GET /api/v1/ai/tools) the model may call; "
         "none when omitted or empty",
     )
+    response_format: ResponseFormat | None = Field(
+        default=None,
+        description="OpenAI's structured output: the answer is checked on the way back "
+        "(502 problem+json `ai-invalid-structured-output` when it does not conform)",
+    )
+
+
+class ChatRequest(Options):
+    messages: list[Message] = Field(min_length=1, max_length=200)
 
 
 class Usage(BaseModel):
@@ -71,3 +125,66 @@ class UsageSummary(BaseModel):
     requests: int
     quota: int | None = Field(description="Tokens allowed this period; null: unlimited")
     remaining: int | None
+
+
+# --- conversations (ai/conversations.py, with accounts) ------------------------------------
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite gives stored times back without their zone: they are UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+Stamp = Annotated[datetime, AfterValidator(_aware)]
+
+
+class ConversationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(default="New conversation", min_length=1, max_length=200)
+    system: str | None = Field(
+        default=None,
+        max_length=200_000,
+        description="Instructions sent first with every message of the conversation",
+    )
+
+
+class ConversationUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+
+
+class ConversationOut(BaseModel):
+    id: uuid.UUID
+    title: str
+    created_at: Stamp
+    updated_at: Stamp = Field(description="When its last message was stored")
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationOut] = Field(description="Most recently active first")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="The offset of the next page; null: last page")
+
+
+class StoredMessage(BaseModel):
+    id: int
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None
+    tool_call_id: str | None
+    model: str | None
+    input_tokens: int = Field(description="Prompt tokens charged for this answer")
+    output_tokens: int = Field(description="Completion tokens charged for this answer")
+    cut_off: bool = Field(description="The answer stopped early (client left or upstream broke)")
+    created_at: Stamp
+
+
+class ConversationDetail(ConversationOut):
+    messages: list[StoredMessage] = Field(description="Oldest first")
+
+
+class MessageCreate(Options):
+    content: str = Field(min_length=1, max_length=200_000)

@@ -1,0 +1,64 @@
+"""Structured output: the client's JSON schema checked before the call, the answer after.
+
+`jsonschema` validates (the draft named by the schema's `$schema`, else 2020-12).
+Remote `$ref`s are never fetched: a reference the schema does not hold itself makes
+the answer fail validation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import SchemaError
+
+from {{ cookiecutter.package_name }}.core.errors import ProblemError
+
+INVALID_OUTPUT = "ai-invalid-structured-output"
+
+# Validation errors reported back, at most.
+MAX_ERRORS = 10
+
+
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why `schema` is not a valid JSON schema; None when it is."""
+    cls = validators.validator_for(schema, default=Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        return exc.message
+    return None
+
+
+def answer_problems(response_format: dict[str, Any], content: str) -> list[dict[str, Any]]:
+    """What is wrong with an answer under `response_format` (OpenAI's shape); [] if nothing."""
+    try:
+        value = json.loads(content)
+    except ValueError as exc:
+        return [{"path": [], "message": f"not JSON: {exc}"}]
+    if response_format["type"] == "json_object":
+        if not isinstance(value, dict):
+            return [{"path": [], "message": "not a JSON object"}]
+        return []
+    schema = response_format["json_schema"]["schema"]
+    cls = validators.validator_for(schema, default=Draft202012Validator)
+    found: list[dict[str, Any]] = []
+    try:
+        for error in cls(schema).iter_errors(value):
+            found.append({"path": list(error.absolute_path), "message": error.message})
+            if len(found) >= MAX_ERRORS:
+                break
+    except Exception as exc:  # an unresolvable $ref, a pattern Python cannot compile...
+        return [{"path": [], "message": f"the schema could not be applied: {exc}"}]
+    return found
+
+
+def invalid_output(errors: list[dict[str, Any]]) -> ProblemError:
+    return ProblemError(
+        502,
+        "The model's answer does not conform to the requested response_format.",
+        title="Invalid structured output",
+        type_=INVALID_OUTPUT,
+        errors=errors,
+    )
