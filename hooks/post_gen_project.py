@@ -185,11 +185,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_orgs", paths=("src/{package}/ai/orgs.py", "tests/ai/test_orgs.py")),
     # API keys that belong to an organization (issue 15).
     Option("use_orgs", migration="migrations/versions/0015_org_api_keys.py"),
+    # The AI tool that reads the caller's plan goes with the payments module (issue 16).
+    Option(
+        "use_payments",
+        paths=("src/{package}/ai/payments_tools.py", "tests/ai/test_payments_tools.py"),
+    ),
     # AI conversations (issue 16): the tables always, the routes with accounts (an owner).
     Option(
         "use_ai",
         needs=("use_auth",),
-        paths=("src/{package}/ai/conversations.py", "tests/ai/test_conversations.py"),
+        paths=(
+            "src/{package}/ai/conversations.py",
+            "tests/ai/test_conversations.py",
+            "tests/ai/test_conversation_tools.py",
+        ),
     ),
     Option("use_ai", migration="migrations/versions/0018_ai_conversations.py"),
     # Row-level security on the organization's billing tables (issue 15).

@@ -263,7 +263,11 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     ]
     (present if is_on(opts.get("use_ai")) else absent).extend(ai)
     # conversations need an owner: with accounts only (the tables are there either way)
-    conversations = [f"src/{package}/ai/conversations.py", "tests/ai/test_conversations.py"]
+    conversations = [
+        f"src/{package}/ai/conversations.py",
+        "tests/ai/test_conversations.py",
+        "tests/ai/test_conversation_tools.py",
+    ]
     both = is_on(opts.get("use_ai")) and is_on(opts.get("use_auth"))
     (present if both else absent).extend(conversations)
     ci = opts["ci"]
@@ -312,6 +316,9 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     ai_orgs = [f"src/{package}/ai/orgs.py", "tests/ai/test_orgs.py"]
     both = is_on(opts.get("use_ai")) and is_on(opts.get("use_orgs"))
     (present if both else absent).extend(ai_orgs)
+    ai_payments = [f"src/{package}/ai/payments_tools.py", "tests/ai/test_payments_tools.py"]
+    both = is_on(opts.get("use_ai")) and is_on(opts.get("use_payments"))
+    (present if both else absent).extend(ai_payments)
     metered = [  # AI overage billed through Stripe's meters: with both AI and payments
         f"src/{package}/ai/billing.py",
         "tests/ai/test_metered.py",

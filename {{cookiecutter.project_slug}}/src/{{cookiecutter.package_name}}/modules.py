@@ -19,6 +19,9 @@ from .ai import module as ai
 {% if cookiecutter.use_ai and cookiecutter.use_orgs -%}
 from .ai import orgs as ai_orgs
 {% endif -%}
+{% if cookiecutter.use_ai and cookiecutter.use_payments -%}
+from .ai import payments_tools as ai_payments_tools
+{% endif -%}
 {% if cookiecutter.use_auth -%}
 from .auth import module as auth
 {% endif -%}
@@ -59,6 +62,9 @@ MODULES: tuple[Module, ...] = (
 {%- endif %}
 {%- if cookiecutter.use_ai and cookiecutter.use_orgs %}
     ai_orgs.module,
+{%- endif %}
+{%- if cookiecutter.use_ai and cookiecutter.use_payments %}
+    ai_payments_tools.module,  # the get_subscription tool
 {%- endif %}
 {%- if cookiecutter.use_admin %}
     admin.module,

@@ -13,6 +13,7 @@ from aiohttp import web
 REPLY = ["Hello", " there", ",", " friend", "!"]
 PROMPT_TOKENS = 12
 UPSTREAM_SECRET = "upstream-internal-detail-do-not-leak"
+TOOL_CALL_TOKENS = 9  # completion tokens the fake reports per tool call
 
 
 @dataclass
@@ -38,6 +39,12 @@ class FakeUpstream:
     aborted_streams: int = 0
     finished_streams: int = 0
     url: str = ""
+    # Tool calling: per request that offers tools (and does not say tool_choice "none"),
+    # the next entry's calls are the answer: [(name, arguments JSON text), ...]. With
+    # none left, it answers with `chunks` as usual. `always_call` answers every such
+    # request with these calls (a model that never stops calling tools).
+    tool_script: list[list[tuple[str, str]]] = field(default_factory=list)
+    always_call: list[tuple[str, str]] | None = None
 
     def reset(self) -> None:
         fresh = FakeUpstream(url=self.url)
@@ -77,6 +84,9 @@ class FakeUpstream:
             headers = {"retry-after": self.retry_after} if self.retry_after else {}
             error = {"message": UPSTREAM_SECRET, "type": "server_error", "code": None}
             return web.json_response({"error": error}, status=status, headers=headers)
+        calls = self._tool_calls(body)
+        if calls:
+            return await self._tool_answer(request, body, calls)
         if body.get("stream"):
             return await self._stream(request, body)
         return web.json_response(
@@ -133,6 +143,63 @@ class FakeUpstream:
         except (ConnectionError, asyncio.CancelledError):
             self.aborted_streams += 1
             raise
+        self.finished_streams += 1
+        return response
+
+    # --- tool calls ------------------------------------------------------------------
+
+    def _tool_calls(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        if not body.get("tools") or body.get("tool_choice") == "none":
+            return []
+        if self.always_call is not None:
+            return self.always_call
+        return self.tool_script.pop(0) if self.tool_script else []
+
+    async def _tool_answer(
+        self, request: web.Request, body: dict[str, Any], calls: list[tuple[str, str]]
+    ) -> web.StreamResponse:
+        """An answer that calls tools (ids "call_<request>_<n>"), plain or streamed."""
+        ids = [f"call_{self.calls}_{n}" for n in range(len(calls))]
+        usage = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": TOOL_CALL_TOKENS * len(calls),
+            "total_tokens": self.prompt_tokens + TOOL_CALL_TOKENS * len(calls),
+        }
+        base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
+        if not body.get("stream"):
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": i, "type": "function", "function": {"name": name, "arguments": args}}
+                    for i, (name, args) in zip(ids, calls, strict=True)
+                ],
+            }
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            return web.json_response(
+                {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def send(choices: list[dict[str, Any]], usage: Any = None) -> None:
+            data = {**base, "object": "chat.completion.chunk", "choices": choices, "usage": usage}
+            await response.write(f"data: {json.dumps(data)}\n\n".encode())
+
+        for index, (call_id, (name, args)) in enumerate(zip(ids, calls, strict=True)):
+            # The call in pieces, as OpenAI streams it: id and name first, then the arguments.
+            head = {"index": index, "id": call_id, "type": "function"}
+            head["function"] = {"name": name, "arguments": ""}
+            await send([{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}])
+            middle = len(args) // 2
+            for piece in (args[:middle], args[middle:]):
+                delta = {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+                await send([{"index": 0, "delta": delta, "finish_reason": None}])
+        await send([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await send([], usage)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
         self.finished_streams += 1
         return response
 

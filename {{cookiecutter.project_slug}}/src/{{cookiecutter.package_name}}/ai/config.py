@@ -61,6 +61,13 @@ class AISettings(BaseSettings):
     # "fast": a lean aiohttp path for chat completions that keeps the SDK's types, errors
     # and retry rules; "sdk": every call through the SDK's own client (aiohttp transport).
     transport: Literal["fast", "sdk"] = "fast"
+    # Tool calling (ai/tools.py): rounds of tool calls one request may run; after the last,
+    # the model is asked once more with tool_choice "none" for its final answer.
+    max_tool_steps: int = Field(default=5, ge=1)
+    # Seconds one tool call may run; then its result is an error for the model to read.
+    tool_timeout: float = Field(default=10.0, gt=0)
+    # Characters of one tool's result sent back to the model (cut beyond).
+    max_tool_result_chars: int = Field(default=20_000, ge=100)
 
     @field_validator("openai_api_key", "openai_base_url", mode="before")
     @classmethod

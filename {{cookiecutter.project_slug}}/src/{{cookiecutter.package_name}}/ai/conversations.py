@@ -32,9 +32,10 @@ from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.plugin import Module
 
 from . import tokens
+from .calls import Answered
 from .dependencies import ai_state
 from .models import AIConversation, AIMessage
-from .router import PROBLEMS, Answered, answer
+from .router import PROBLEMS, answer
 from .schemas import (
     ChatRequest,
     ChatResponse,
@@ -311,6 +312,9 @@ async def store_turn(
 ) -> None:
     """Store the caller's message and the answer (with what it was charged), in one commit.
 
+    With tools, the rounds before the answer go between them (the assistant's calls,
+    then each result as a `tool` message); the answer carries the tokens of all rounds.
+
     A conversation deleted while the model answered keeps nothing (the ledger still
     has the call).
     """
@@ -325,6 +329,20 @@ async def store_turn(
             "cut_off": False,
             "created_at": asked_at,
         },
+        *(
+            {
+                "role": step["role"],
+                "content": step.get("content"),
+                "model": answered.model if step["role"] == "assistant" else None,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cut_off": False,
+                "created_at": now,
+                "tool_calls": step.get("tool_calls"),
+                "tool_call_id": step.get("tool_call_id"),
+            }
+            for step in answered.steps
+        ),
         {
             "role": "assistant",
             "content": answered.content,
@@ -335,7 +353,7 @@ async def store_turn(
             "created_at": now,
         },
     ]
-    if database.engine.dialect.name == "postgresql":
+    if database.engine.dialect.name == "postgresql" and not answered.steps:
         params: dict[str, Any] = {column: [row[column] for row in rows] for column in rows[0]}
         params.update(now=now, conversation_id=conversation_id)
         async with database.read_engine.connect() as conn:
@@ -348,6 +366,8 @@ async def store_turn(
             if stored:
                 for row in rows:
                     row["conversation_id"] = conversation_id
+                    row.setdefault("tool_calls", None)
+                    row.setdefault("tool_call_id", None)
                 await conn.execute(insert(MESSAGES), rows)
     if not stored:
         log.info("ai_conversation_gone", conversation_id=str(conversation_id))

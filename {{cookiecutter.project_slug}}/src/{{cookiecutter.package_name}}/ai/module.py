@@ -15,6 +15,8 @@ from .config import AISettings
 from .dependencies import AIState, LazyBackend
 from .router import router
 from .service import Metering
+from .tools import provide
+from .usage_tool import get_usage
 
 log = structlog.get_logger(__name__)
 
@@ -45,4 +47,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await backend.aclose()
 
 
-module = Module("ai", routers=(router,), lifespan=lifespan)
+module = Module("ai", routers=(router,), lifespan=lifespan, install=provide(get_usage))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +16,16 @@ from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.ratelimit import get_rate_limiter
 
 from . import structured, tokens
+from .calls import Answered, OnAnswer, complete_metered, gone_or_failed
 from .config import AISettings
-from .dependencies import AI, ai_state, require_ai
+from .dependencies import AI, AIState, ai_state, require_ai
 from .exceptions import never_sent, upstream_failure
-from .schemas import ChatRequest, ChatResponse, Usage, UsageSummary
+from .loop import ToolLoop
+from .schemas import ChatRequest, ChatResponse, ToolRead, Usage, UsageSummary
 from .seams import CallerDep, overage_billing
 from .service import Caller, Entry, at_midnight, next_period, period_start
 from .streaming import EventStreamResponse, sse
+from .tools import Tool, registry
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
@@ -110,6 +111,22 @@ def check_size(settings: AISettings, chat: ChatRequest) -> int:
     return chat.max_tokens
 
 
+def choose_tools(request: Request, names: list[str]) -> list[Tool[Any]]:
+    """The registered tools a request names (422 for any other name)."""
+    tools = registry(request.app)
+    wanted = list(dict.fromkeys(names))
+    found = [t for t in map(tools.get, wanted) if t is not None]
+    if len(found) < len(wanted):
+        unknown = ", ".join(name for name in wanted if tools.get(name) is None)
+        offered = ", ".join(t.name for t in tools) or "none"
+        raise ProblemError(
+            422,
+            f"No such tool: {unknown}; the tools are: {offered}.",
+            errors=[{"loc": ["body", "tools"], "msg": "unknown tool", "type": "value_error"}],
+        )
+    return found
+
+
 def choose_model(ai: AI, chat: ChatRequest) -> str:
     model = chat.model or ai.settings.default_model
     if model not in ai.settings.models:
@@ -137,21 +154,6 @@ async def chat(chat: ChatRequest, request: Request, caller: CallerDep) -> Respon
     return await answer(chat, request, caller)
 
 
-@dataclass(frozen=True)
-class Answered:
-    """An answer as a conversation stores it: its text, model and the tokens charged."""
-
-    content: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    cut_off: bool  # stopped early: the client left, or the upstream broke mid-stream
-
-
-# Called once with the answer (also a cut-off one), before the client sees its usage.
-OnAnswer = Callable[[Answered], Awaitable[None]]
-
-
 async def answer(
     chat: ChatRequest, request: Request, caller: Caller, on_answer: OnAnswer | None = None
 ) -> Response:
@@ -164,11 +166,15 @@ async def answer(
     # In the body rather than in a dependency of their own, as /usage does: each
     # dependency costs FastAPI a few percent of this endpoint's CPU (docs/ai.md).
     ai = require_ai(request)
-    import openai  # imported by the backend (require_ai builds it at its first use)
-
     await enforce_rate_limit(request, ai.settings, caller)
     model = choose_model(ai, chat)
     max_tokens = check_size(ai.settings, chat)
+    if chat.tools:
+        tools = choose_tools(request, chat.tools)
+        await ai.metering.check(caller)
+        body = upstream_body(chat, model, max_tokens, ai.settings)
+        loop = ToolLoop.for_chat(ai, caller, chat, request, body, max_tokens, tools, on_answer)
+        return await loop.run()
     await ai.metering.check(caller)
     entry = Entry(
         caller=caller,
@@ -182,25 +188,9 @@ async def answer(
     if chat.stream:
         body["stream_options"] = {"include_usage": True}
         return await _stream(ai, entry, body, max_tokens, on_answer)
-    entry.reservation = await ai.metering.reserve(caller, entry.estimated_prompt + max_tokens)
-    try:
-        completion = await ai.backend.complete(body)
-        usage = completion.usage
-        choice = completion.choices[0] if completion.choices else None
-        content = (choice.message.content or "") if choice else ""
-        entry.prompt_tokens = usage.prompt_tokens if usage else 0
-        entry.completion_tokens = usage.completion_tokens if usage else 0
-        entry.estimated_completion = tokens.completion_tokens(content)
-    except openai.OpenAIError as exc:
-        problem, entry.outcome = upstream_failure(exc, timeout=ai.settings.timeout)
-        entry.reached = not never_sent(exc)
-        await settle(ai, entry)
-        raise problem from None
-    except BaseException as exc:
-        entry.outcome = gone_or_failed(exc)
-        await settle(ai, entry)
-        raise
-    await settle(ai, entry)
+    completion = await complete_metered(ai, entry, body, max_tokens)
+    choice = completion.choices[0] if completion.choices else None
+    content = (choice.message.content or "") if choice else ""
     prompt, completion_tokens = entry.charged()
     if "response_format" in body:
         errors = structured.answer_problems(body["response_format"], content)
@@ -219,18 +209,7 @@ async def answer(
             total_tokens=prompt + completion_tokens,
         ),
     )
-    return Response(answer.model_dump_json(), media_type="application/json")
-
-
-def gone_or_failed(exc: BaseException) -> str:
-    """The outcome of a call that ended in something other than an upstream error."""
-    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "upstream_error"
-
-
-async def settle(ai: AI, entry: Entry) -> None:
-    """Charge the entry and give back its reservation, even if the caller is cancelled."""
-    with anyio.CancelScope(shield=True):
-        await ai.metering.record(entry)
+    return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")
 
 
 async def _stream(
@@ -373,6 +352,13 @@ async def summary(request: Request, caller: Caller) -> UsageSummary:
     """The month's totals of the caller's allowance (rate limited like chat)."""
     state = ai_state(request)
     await enforce_rate_limit(request, state.settings, caller)
+    month = await month_of(state, caller)
+    month.overage = await overage_billing(request, caller, month.period_start.date(), month.tokens)
+    return month
+
+
+async def month_of(state: AIState, caller: Caller) -> UsageSummary:
+    """The month's totals of the caller's allowance, read now."""
     start = period_start(datetime.now(UTC))
     totals = await state.metering.totals(caller.subject, start, fresh=True)
     quota = caller.monthly_quota
@@ -383,5 +369,14 @@ async def summary(request: Request, caller: Caller) -> UsageSummary:
         requests=totals.requests,
         quota=quota,
         remaining=None if quota is None else max(0, quota - totals.tokens),
-        overage=await overage_billing(request, caller, start, totals.tokens),
     )
+
+
+@router.get("/tools", responses=problems({429: "AI_RATE_LIMIT exceeded (with Retry-After)"}))
+async def list_tools(request: Request, caller: CallerDep) -> list[ToolRead]:
+    """The tools a chat request may name in `tools` (none of them run unless named)."""
+    await enforce_rate_limit(request, ai_state(request).settings, caller)
+    return [
+        ToolRead(name=t.name, description=t.description, parameters=t.parameters)
+        for t in registry(request.app)
+    ]

@@ -23,8 +23,8 @@ per long prompt on the path this module keeps lean (docs/ai.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 BYTES_PER_TOKEN = 4
 PER_MESSAGE = 3 + 1  # the message's framing and its role
@@ -72,3 +72,14 @@ class Relayed:
         self.size += text_size(text)
         self.pieces += 1
         return max(self.pieces, self.size // BYTES_PER_TOKEN)
+
+
+def message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
+    """`prompt_tokens` of upstream messages as dicts, tool calls and results included."""
+    total = REPLY_PRIMING
+    for message in messages:
+        total += PER_MESSAGE + text_tokens(message.get("content") or "")
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            total += text_tokens(function.get("name", "") + function.get("arguments", ""))
+    return total
