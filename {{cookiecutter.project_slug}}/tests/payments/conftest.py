@@ -385,7 +385,7 @@ def make_payments_settings(api_base: str, **overrides: Any) -> PaymentsSettings:
         "stripe_webhook_secret": WEBHOOK_SECRET,
         "stripe_api_base": api_base,
         "stripe_max_network_retries": 0,
-        "stripe_timeout": 5.0,
+        "stripe_timeout": 15.0,  # above HOLD_SECONDS: a held answer is slow, not lost
         "plans": [
             {"key": "pro", "name": "Pro", "price_id": PRO_PRICE, "ai_monthly_tokens": 1_000_000},
             {
