@@ -187,13 +187,15 @@ async def test_a_refused_connection_is_retried(make_app: MakeApp, upstream: Fake
     """Nothing listens at first: the request never left, so it is safe to send again.
 
     The upstream starts listening `delay` seconds after the request: after the client's
-    first attempt and before its first retry (which waits at least 0.5 s). On a busy
-    machine the first attempt may come later than that; the upstream then answers it at
-    once (retry count 0) and the scenario runs again with a longer delay (bounded).
+    first attempt and, mostly, before its first retry (which waits at least 0.5 s). On a
+    busy machine the first attempt may come later than that; the upstream then answers it
+    at once (retry count 0) and the scenario runs again with a longer delay (bounded). A
+    busy machine may also start listening after the first retry: the second one (count 2)
+    shows the same thing.
     """
     url = upstream.url
     counts: list[str] = []
-    for delay in (0.1, 0.25, 0.4):
+    for delay in (0.1, 0.25, 0.4, 0.8):
         port = free_port()
         app = await make_app(max_retries=2, openai_base_url=f"http://127.0.0.1:{port}/v1")
         runner: web.AppRunner | None = None
@@ -218,9 +220,9 @@ async def test_a_refused_connection_is_retried(make_app: MakeApp, upstream: Fake
         assert response.status_code == 200, response.text
         assert upstream.calls == before + 1  # refused attempts never reached it
         counts.append(upstream.headers[-1]["x-stainless-retry-count"])
-        if counts[-1] == "1":
+        if counts[-1] != "0":
             break
-    assert counts[-1] == "1", f"the first attempt never came before the upstream listened: {counts}"
+    assert counts[-1] in ("1", "2"), f"no attempt came before the upstream listened: {counts}"
 
 
 async def test_disallowed_model_is_422(make_app: MakeApp, upstream: FakeUpstream) -> None:
