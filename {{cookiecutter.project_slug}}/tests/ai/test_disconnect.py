@@ -25,6 +25,8 @@ async def test_client_disconnect_mid_stream(
     upstream.chunks = [f" word{i}" for i in range(100)]
     upstream.chunk_interval = 0.02  # two seconds in all, if nobody stops it
     app = await make_app()
+    root = logging.getLogger()
+    root.addHandler(caplog.handler)  # the app's logging setup replaced the root's handlers
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
     server = uvicorn.Server(config)
@@ -55,6 +57,7 @@ async def test_client_disconnect_mid_stream(
     finally:
         server.should_exit = True
         await serving
+        root.removeHandler(caplog.handler)
     [row] = rows
     assert row.outcome == "cancelled"
     assert row.streamed is True
