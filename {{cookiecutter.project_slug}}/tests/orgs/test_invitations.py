@@ -279,11 +279,13 @@ async def test_resend_sends_a_new_link_and_kills_the_old(
     assert second != first
 
     bob = await verified_signed_in(app, client, BOB)
+    await delivered(app)  # the sign-up's verification email, if it ran before the test verified
+    sent = len(outbox.to(BOB))
     assert_problem(await accept(client, bob, first), 404)
     # The first email's job run again (a replayed dead job, say) sends nothing.
     await replay(app, first_job)
     await delivered(app)
-    assert len(outbox.to(BOB)) == 2
+    assert len(outbox.to(BOB)) == sent
     assert (await accept(client, bob, second)).status_code == 200
     assert_problem(await client.post(resend, headers=ada), 409)  # accepted
 
