@@ -30,13 +30,13 @@ from {{ cookiecutter.package_name }}.modules import MODULES
 from {{ cookiecutter.package_name }}.orgs import events
 from {{ cookiecutter.package_name }}.orgs.dependencies import OrgMember
 from {{ cookiecutter.package_name }}.orgs.models import Membership, Organization
+from {{ cookiecutter.package_name }}.payments import orgs as payments_orgs
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
 from {{ cookiecutter.package_name }}.payments.dependencies import require_plan
 from {{ cookiecutter.package_name }}.payments.models import (
     StripeCheckout,
     StripeCustomer,
 )
-from {{ cookiecutter.package_name }}.payments import orgs as payments_orgs
 from {{ cookiecutter.package_name }}.payments.orgs import SEAT_PRORATION
 from {{ cookiecutter.package_name }}.payments.service import get_entitlements
 from tests.auth.conftest import assert_problem, sign_up, signed_in
