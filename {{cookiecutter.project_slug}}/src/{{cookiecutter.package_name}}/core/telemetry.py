@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
     from sqlalchemy.engine import Engine
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from .metrics import Metrics
 
@@ -108,7 +109,8 @@ def tracer_provider_from(settings: TelemetrySettings) -> TracerProvider:
     if settings.otel_traces_exporter == "console":
         exporter = ConsoleSpanExporter()
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        # The SDK's OTLP/HTTP exporter with a leaner encoding of the spans (core/otlp.py).
+        from .otlp import SpanExporter as OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=settings.traces_endpoint)
     provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -173,34 +175,25 @@ class Telemetry:
         return self._tracer
 
     def fastapi_options(self) -> TelemetryConfig:
-        """`FastAPI(telemetry=...)`: FastAPI's own request spans, only with our provider.
+        """`FastAPI(telemetry=...)`: FastAPI's own telemetry stays off.
 
-        FastAPI names each server span "<METHOD> <route template>" and makes it current
-        while the request runs. Its metrics go to Prometheus our way (core/metrics.py).
+        The request spans are ours (`ServerSpans`, added by `install`): the same spans
+        for about half of the CPU (docs/benchmarks.md, Tracing overhead). Metrics go to
+        Prometheus our way (core/metrics.py).
         """
-        if self.tracer_provider is None:
-            return {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
-        excluded = self._excluded
-        return {
-            "tracer_provider": self.tracer_provider,
-            "tracing": True,
-            "metrics": False,
-            "logs": False,
-            # One span a request, not one per dependency: cheaper, and the SQL, Redis and
-            # HTTP spans below it say where the time went.
-            "operation_spans": False,
-            "auto_configure": False,
-            "exclude": (lambda scope: bool(excluded.search(scope.get("path", ""))))
-            if excluded is not None
-            else None,
-        }
+        return {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
 
     def install(self, app: FastAPI) -> None:
-        """Middleware: request metrics (when on); called by create_app."""
+        """Middleware: request metrics and the request spans (when on); called by create_app.
+
+        Added last, so outside the app's other middleware (inside Starlette's error one).
+        """
         if self.metrics is not None:
             from .metrics import RequestMetricsMiddleware
 
             app.add_middleware(RequestMetricsMiddleware, metrics=self.metrics)
+        if self.tracer_provider is not None:
+            app.add_middleware(ServerSpans, telemetry=self)
 
     @asynccontextmanager
     async def running(self, app: FastAPI) -> AsyncIterator[None]:
@@ -255,6 +248,169 @@ class Telemetry:
             return  # another app in this process did (tests); it undoes it
         instrumentor.instrument(tracer_provider=provider)
         self._undo.append(instrumentor.uninstrument)
+
+
+# Methods named as themselves in spans; others are "_OTHER" (OpenTelemetry's HTTP conventions).
+_HTTP_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"}
+)
+# Query parameters whose values a span never shows (the conventions' list, as FastAPI's).
+_SENSITIVE_QUERY_PARAMETERS = frozenset(
+    {"X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "sig", "X-Goog-Signature"}
+)
+
+
+class ServerSpans:
+    """Pure ASGI: a server span per HTTP request, current while the app answers it.
+
+    The span FastAPI's own telemetry makes (OpenTelemetry's HTTP server conventions):
+    named `<METHOD> <route template>`, with `http.request.method`, `url.scheme`,
+    `url.path`, `url.query` (signature parameters redacted), `server.address`,
+    `server.port`, `network.protocol.version`, then `http.route`,
+    `http.response.status_code` and, for a 5xx or an exception, `error.type` and an error
+    status. A caller's trace context (`traceparent`, or what `OTEL_PROPAGATORS` reads)
+    is continued. For less per request than FastAPI's (docs/benchmarks.md, Tracing
+    overhead): the attributes that depend only on method, scheme, protocol and host are
+    made once per combination, the headers are read once and the propagator only runs
+    when a header it reads is there, and one context is attached rather than three.
+    """
+
+    def __init__(self, app: ASGIApp, *, telemetry: Telemetry) -> None:
+        from opentelemetry import context, propagate
+        from opentelemetry.trace import SpanKind, StatusCode, set_span_in_context
+
+        self.app = app
+        self._tracer = telemetry.tracer
+        self._excluded = telemetry._excluded
+        self._propagator = propagate.get_global_textmap
+        self._fields: tuple[Any, frozenset[bytes]] = (None, frozenset())
+        self._attach, self._detach, self._root = context.attach, context.detach, context.Context
+        self._in_context = set_span_in_context
+        self._server, self._error = SpanKind.SERVER, StatusCode.ERROR
+        # (method, scheme, protocol, Host) -> the span's first attributes; bounded.
+        self._constant: dict[tuple[str, str, str, bytes | None], dict[str, Any]] = {}
+
+    def _read_headers(self, propagator: Any) -> frozenset[bytes]:
+        """The header names the propagator reads (ASGI's are lower-case bytes)."""
+        if self._fields[0] is not propagator:
+            self._fields = (propagator, frozenset(f.lower().encode() for f in propagator.fields))
+        return self._fields[1]
+
+    def _attributes(
+        self, method: str, original: str, scope: Scope, host: bytes | None
+    ) -> dict[str, Any]:
+        key = (original, scope["scheme"], scope.get("http_version", ""), host)
+        found = self._constant.get(key)
+        if found is None:
+            found = {"http.request.method": method, "url.scheme": scope["scheme"]}
+            if scope.get("http_version"):
+                found["network.protocol.version"] = scope["http_version"]
+            if original != method:
+                found["http.request.method_original"] = original
+            found.update(_server_address(scope, host))
+            if len(self._constant) >= 256:
+                self._constant.clear()
+            self._constant[key] = found
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (
+            self._excluded is not None and self._excluded.search(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        propagator = self._propagator()
+        fields = self._read_headers(propagator)
+        carrier: dict[str, list[str]] | None = None
+        host = None
+        for name, value in scope["headers"]:
+            if name in fields:
+                carrier = carrier if carrier is not None else {}
+                carrier.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+            elif name == b"host":
+                host = value
+        if carrier is not None and "baggage" in carrier:
+            carrier["baggage"] = [",".join(carrier["baggage"])]  # it reads the first only
+        parent = propagator.extract(carrier) if carrier is not None else self._root()
+        original = scope["method"]
+        method = original if original in _HTTP_METHODS else "_OTHER"
+        span_method = method if method != "_OTHER" else "HTTP"
+        attributes = {**self._attributes(method, original, scope, host), "url.path": scope["path"]}
+        if scope.get("query_string"):
+            attributes["url.query"] = _redacted_query(scope["query_string"])
+        span = self._tracer.start_span(
+            span_method, context=parent, kind=self._server, attributes=attributes
+        )
+        status: int | None = None
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        token = self._attach(self._in_context(span, parent))
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._detach(token)
+            route = scope.get("route")
+            template = getattr(route, "path_format", None) or getattr(route, "path", None)
+            end: dict[str, Any] = {}
+            if template:
+                end["http.route"] = template
+                span.update_name(f"{span_method} {template}")
+            if status is None and isinstance(error, Exception):
+                status = 500  # what Starlette's error middleware, outside this one, sends
+            if status is not None:
+                end["http.response.status_code"] = status
+            if error is not None or status is None or status >= 500:
+                end["error.type"] = (
+                    _exception_type(error)
+                    if error is not None
+                    else str(status or "incomplete_response")
+                )
+                span.set_status(self._error)
+            span.set_attributes(end)
+            span.end()
+
+
+def _server_address(scope: Scope, host: bytes | None) -> dict[str, Any]:
+    """`server.address` and `server.port`, from the Host header (else the socket's)."""
+    from urllib.parse import urlsplit
+
+    if host is not None:
+        try:
+            url = urlsplit("//" + host.decode("latin-1"))
+            address, port = url.hostname, url.port
+        except ValueError:  # a malformed Host must not fail the request
+            return {}
+        if url.username is not None or url.path or url.query or url.fragment:
+            return {}
+        if port is None:
+            port = {"http": 80, "https": 443}.get(scope.get("scheme", "http"))
+    else:
+        address, port = scope.get("server") or (None, None)
+    if address is None:
+        return {}
+    return {"server.address": address, **({"server.port": port} if port is not None else {})}
+
+
+def _redacted_query(query: bytes) -> str:
+    from urllib.parse import parse_qsl, urlencode
+
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    return urlencode([(k, "REDACTED" if k in _SENSITIVE_QUERY_PARAMETERS else v) for k, v in pairs])
+
+
+def _exception_type(error: BaseException) -> str:
+    kind = type(error)
+    name = kind.__qualname__
+    return name if kind.__module__ == "builtins" else f"{kind.__module__}.{name}"
 
 
 # SQLAlchemy's dialect names as OpenTelemetry's `db.system` values.
