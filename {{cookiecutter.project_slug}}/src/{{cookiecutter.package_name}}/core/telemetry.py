@@ -423,7 +423,8 @@ def trace_sql(engine: Engine, provider: TracerProvider) -> Callable[[], None]:
     The spans opentelemetry-instrumentation-sqlalchemy makes (same name, kind, attributes
     and instrumentation scope), for less per statement, which matters on every request
     (docs/benchmarks.md, Tracing overhead): the engine's attributes are worked out once,
-    not per statement; the span gets its attributes when it starts; no listeners on the
+    and a statement's name and attributes once per statement text (the last 1,024), not
+    each time it is sent; the span gets its attributes when it starts; no listeners on the
     pool (the instrumentation's connection-usage metrics, which nothing here exports);
     and under a parent the sampler dropped (parent-based, the default) no span at all,
     where the instrumentation makes one that records nothing.
@@ -448,6 +449,9 @@ def trace_sql(engine: Engine, provider: TracerProvider) -> Callable[[], None]:
     in_database = f" {url.database}" if url.database else ""
     parent_based = isinstance(provider.sampler, ParentBased)
     get_current_span = trace.get_current_span
+    # statement -> (span name, attributes): an app sends the same few hundred statements
+    # over and over; worked out once each (bounded; the SDK copies the attributes).
+    seen: dict[str, tuple[str, dict[str, str | int]]] = {}
 
     def before(
         _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
@@ -458,13 +462,16 @@ def trace_sql(engine: Engine, provider: TracerProvider) -> Callable[[], None]:
             parent = get_current_span().get_span_context()
             if parent.is_valid and not parent.trace_flags.sampled:
                 return  # its children are dropped too
-        words = _LEADING_COMMENT.sub("", statement).split(None, 1)
-        operation = f"{words[0]}{in_database}" if words else system
-        context._otel_span = tracer.start_span(
-            operation,
-            kind=SpanKind.CLIENT,
-            attributes={**constant, "db.statement": statement, "db.operation": operation},
-        )
+        found = seen.get(statement)
+        if found is None:
+            words = _LEADING_COMMENT.sub("", statement).split(None, 1)
+            operation = f"{words[0]}{in_database}" if words else system
+            attributes = {**constant, "db.statement": statement, "db.operation": operation}
+            found = (operation, attributes)
+            if len(seen) >= 1024:
+                seen.clear()
+            seen[statement] = found
+        context._otel_span = tracer.start_span(found[0], kind=SpanKind.CLIENT, attributes=found[1])
 
     def after(
         _conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _m: bool
