@@ -236,9 +236,28 @@ async def test_the_environment_sends_spans_to_an_otlp_receiver(
     paths = {path for path, _, _ in Receiver.received}
     assert paths == {"/v1/traces"}
     assert {kind for _, kind, _ in Receiver.received} == {"application/x-protobuf"}
-    sent = b"".join(body for _, _, body in Receiver.received)
-    assert b"GET /health/live" in sent
-    assert b"{{ cookiecutter.package_name }}" in sent  # the service's name
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    # What was posted is OTLP's protobuf (core/otlp.py encodes it).
+    exports = [ExportTraceServiceRequest.FromString(body) for _, _, body in Receiver.received]
+    [resource] = {
+        str(r.resource) for export in exports for r in export.resource_spans
+    }  # one process, one resource: its service's name
+    assert '"{{ cookiecutter.package_name }}"' in resource
+    sent = [
+        span
+        for export in exports
+        for r in export.resource_spans
+        for scope in r.scope_spans
+        for span in scope.spans
+    ]
+    [live] = [span for span in sent if span.name == "GET /health/live"]
+    assert live.kind == live.SPAN_KIND_SERVER
+    attributes = {a.key: a.value for a in live.attributes}
+    assert attributes["http.route"].string_value == "/health/live"
+    assert attributes["http.response.status_code"].int_value == 200
 
 
 async def test_a_request_and_its_sql_are_one_trace(
@@ -382,3 +401,159 @@ async def test_a_job_joins_the_trace_of_the_request_that_enqueued_it(
     # The request's log lines carry its trace id.
     trace_id = f"{request.context.trace_id:032x}"
     assert f"trace_id={trace_id}" in access_line, access_line
+
+
+async def test_the_request_span_follows_the_http_conventions(
+    settings: Settings, migrated: object, exporter: InMemorySpanExporter
+) -> None:
+    """Our server span (core/telemetry.py ServerSpans) says what FastAPI's said."""
+    router = APIRouter()
+
+    @router.get("/test-spans/{item}")
+    @public("a test route")
+    async def item(item: str) -> dict[str, str]:
+        if item == "boom":
+            raise RuntimeError("boom")
+        return {"item": item}
+
+    app = create_app(
+        settings, modules=(*MODULES, Module("t", routers=(router,))), telemetry=traced(exporter)
+    )
+    caller_trace, caller_span = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+    async with served(app) as http:
+        ok = await http.get(
+            "/test-spans/seven?sig=secret&page=2",
+            headers={"traceparent": f"00-{caller_trace:032x}-{caller_span:016x}-01"},
+        )
+        assert ok.status_code == 200
+        assert (await http.get("/test-spans/boom")).status_code == 500
+        assert (await http.get("/no-such-path")).status_code == 404
+    spans = exporter.get_finished_spans()
+    [seven, boom] = [s for s in spans if s.name == "GET /test-spans/{item}"]
+    assert seven.kind is SpanKind.SERVER
+    # A caller's trace is continued.
+    assert seven.context.trace_id == caller_trace
+    assert parent_id(seven) == caller_span
+    assert dict(seven.attributes or {}) == {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "url.path": "/test-spans/seven",
+        "url.query": "sig=REDACTED&page=2",
+        "server.address": "testserver",
+        "server.port": 80,
+        "network.protocol.version": "1.1",
+        "http.route": "/test-spans/{item}",
+        "http.response.status_code": 200,
+    }
+    assert seven.status.status_code is StatusCode.UNSET
+    assert boom.parent is None  # no traceparent: a trace of its own
+    assert boom.status.status_code is StatusCode.ERROR
+    assert (boom.attributes or {})["error.type"] == "RuntimeError"
+    assert (boom.attributes or {})["http.response.status_code"] == 500
+    # A path no route has: the method alone, no route (a scan of random URLs adds no names).
+    [unmatched] = [s for s in spans if s.name == "GET"]
+    assert "http.route" not in (unmatched.attributes or {})
+    assert (unmatched.attributes or {})["http.response.status_code"] == 404
+
+
+def sample_spans() -> tuple[ReadableSpan, ...]:
+    """Spans with every part an export carries: events, links, a remote parent, statuses,
+    trace state, attributes of each type, two scopes (one made by two tracers)."""
+    from opentelemetry.trace import (
+        Link,
+        NonRecordingSpan,
+        SpanContext,
+        Status,
+        TraceFlags,
+        TraceState,
+        set_span_in_context,
+    )
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    remote = SpanContext(
+        0xABC,
+        0xDEF,
+        is_remote=True,
+        trace_flags=TraceFlags(1),
+        trace_state=TraceState([("vendor", "v1"), ("other", "w")]),
+    )
+    server = provider.get_tracer("tests").start_span(
+        "GET /things/{id}",
+        context=set_span_in_context(NonRecordingSpan(remote)),
+        kind=SpanKind.SERVER,
+        attributes={"url.path": "/things/7", "server.port": 80, "http.request.method": "GET"},
+    )
+    sql = provider.get_tracer("db", "1.0", schema_url="https://example.com/s").start_span(
+        "SELECT app",
+        context=set_span_in_context(server),
+        kind=SpanKind.CLIENT,
+        attributes={"db.statement": "SELECT 1", "db.system": "postgresql", "net.peer.port": 5432},
+    )
+    sql.end()
+    job = provider.get_tracer("db", "1.0", schema_url="https://example.com/s").start_span(
+        "job thing",
+        kind=SpanKind.CONSUMER,
+        links=[Link(remote, {"why": "enqueued by"})],
+        attributes={
+            "flag": True,
+            "off": False,
+            "count": -5,
+            "big": 2**62,
+            "ratio": 1.5,
+            "raw": b"\x00\x01",
+            "names": ["a", "b"],
+            "numbers": (1, 2, 3),
+            "empty": "",
+            "unicode": "é ✓",
+        },
+    )
+    job.add_event("retry", {"attempt": 2})
+    job.add_event("bare")
+    job.set_status(Status(StatusCode.ERROR, "it failed"))
+    job.end()
+    server.set_status(Status(StatusCode.OK))
+    server.end()
+    return exported.get_finished_spans()
+
+
+def test_the_exporter_encodes_spans_as_the_sdk_does() -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from {{ cookiecutter.package_name }}.core.otlp import SpanEncoder
+
+    spans = sample_spans()
+    encoder = SpanEncoder()
+    ours = encoder.encode(spans)
+    assert ExportTraceServiceRequest.FromString(ours) == encode_spans(spans)
+    # Again, from the encoder's caches: the same.
+    assert encoder.encode(spans) == ours
+
+
+def test_the_exporter_encodes_in_a_fraction_of_the_sdks_time() -> None:
+    """The reason core/otlp.py exists: CPU per exported span (about 5 against 28 µs)."""
+    import time
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from {{ cookiecutter.package_name }}.core.otlp import SpanEncoder
+
+    spans = sample_spans() * 100
+    encoder = SpanEncoder()
+
+    def cpu(encode: object) -> float:
+        started = time.process_time()
+        for _ in range(5):
+            encode()  # type: ignore[operator]
+        return time.process_time() - started
+
+    # Best of five each, taking turns: a busy machine slows both alike.
+    sdk, ours = [], []
+    for _ in range(5):
+        sdk.append(cpu(lambda: encode_spans(spans).SerializePartialToString()))
+        ours.append(cpu(lambda: encoder.encode(spans)))
+    assert min(ours) < min(sdk) / 2, (ours, sdk)
