@@ -321,6 +321,7 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     (present if both else absent).extend(ai_payments)
     metered = [  # AI overage billed through Stripe's meters: with both AI and payments
         f"src/{package}/ai/billing.py",
+        f"src/{package}/ai/meter.py",
         "tests/ai/test_metered.py",
         "migrations/versions/0019_ai_meter.py",
     ]
