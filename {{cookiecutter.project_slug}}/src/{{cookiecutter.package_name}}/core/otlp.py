@@ -247,7 +247,7 @@ def _bucket(
     return encoded
 
 
-class SpanExporter(OTLPSpanExporter):
+class OTLPExporter(OTLPSpanExporter):
     """The SDK's OTLP/HTTP exporter, with the encoding above.
 
     `export` is the SDK's (opentelemetry-exporter-otlp-proto-http, pinned), but for the

@@ -110,9 +110,9 @@ def tracer_provider_from(settings: TelemetrySettings) -> TracerProvider:
         exporter = ConsoleSpanExporter()
     else:
         # The SDK's OTLP/HTTP exporter with a leaner encoding of the spans (core/otlp.py).
-        from .otlp import SpanExporter as OTLPSpanExporter
+        from .otlp import OTLPExporter
 
-        exporter = OTLPSpanExporter(endpoint=settings.traces_endpoint)
+        exporter = OTLPExporter(endpoint=settings.traces_endpoint)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
