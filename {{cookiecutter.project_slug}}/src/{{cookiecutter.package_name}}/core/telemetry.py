@@ -300,7 +300,8 @@ class ServerSpans:
         self, method: str, original: str, scope: Scope, host: bytes | None
     ) -> dict[str, Any]:
         key = (original, scope["scheme"], scope.get("http_version", ""), host)
-        found = self._constant.get(key)
+        # Without a Host header (HTTP/1.0) the address is the socket's: not cached.
+        found = self._constant.get(key) if host is not None else None
         if found is None:
             found = {"http.request.method": method, "url.scheme": scope["scheme"]}
             if scope.get("http_version"):
@@ -308,9 +309,10 @@ class ServerSpans:
             if original != method:
                 found["http.request.method_original"] = original
             found.update(_server_address(scope, host))
-            if len(self._constant) >= 256:
-                self._constant.clear()
-            self._constant[key] = found
+            if host is not None:
+                if len(self._constant) >= 256:
+                    self._constant.clear()
+                self._constant[key] = found
         return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
