@@ -39,21 +39,21 @@ class AddArguments(BaseModel):
 ran: list[tuple[str, uuid.UUID | None]] = []
 
 
-@tool("add")
+@tool("add", scopes=[])
 async def add(ctx: ToolContext, args: AddArguments) -> dict[str, int]:
     """Add two integers."""
     ran.append(("add", ctx.caller.user_id))
     return {"sum": args.a + args.b}
 
 
-@tool("explode")
+@tool("explode", scopes=[])
 async def explode(ctx: ToolContext, args: NoArguments) -> str:
     """Always fails."""
     ran.append(("explode", ctx.caller.user_id))
     raise RuntimeError("the tool broke\n[SQL: internals that stay in the log]")
 
 
-@tool("slow")
+@tool("slow", scopes=[])
 async def slow(ctx: ToolContext, args: NoArguments) -> str:
     """Takes longer than AI_TOOL_TIMEOUT."""
     ran.append(("slow", ctx.caller.user_id))

@@ -111,8 +111,9 @@ def check_size(settings: AISettings, chat: ChatRequest) -> int:
     return chat.max_tokens
 
 
-def choose_tools(request: Request, names: list[str]) -> list[Tool[Any]]:
-    """The registered tools a request names (422 for any other name)."""
+def choose_tools(request: Request, names: list[str], caller: Caller) -> list[Tool[Any]]:
+    """The registered tools a request names (422 for any other name), each one the caller's
+    credentials hold the scopes for (403 otherwise)."""
     tools = registry(request.app)
     wanted = list(dict.fromkeys(names))
     found = [t for t in map(tools.get, wanted) if t is not None]
@@ -123,6 +124,17 @@ def choose_tools(request: Request, names: list[str]) -> list[Tool[Any]]:
             422,
             f"No such tool: {unknown}; the tools are: {offered}.",
             errors=[{"loc": ["body", "tools"], "msg": "unknown tool", "type": "value_error"}],
+        )
+    refused = {t.name: t.missing_scopes(caller.scopes) for t in found}
+    refused = {name: missing for name, missing in refused.items() if missing}
+    if refused:
+        missing = sorted({scope for lacking in refused.values() for scope in lacking})
+        raise ProblemError(
+            403,
+            f"Missing scope: {' '.join(missing)}, which the tool(s) {', '.join(refused)} need; "
+            "the token or API key does not hold it.",
+            missing_scopes=missing,
+            tools=list(refused),
         )
     return found
 
@@ -170,7 +182,7 @@ async def answer(
     model = choose_model(ai, chat)
     max_tokens = check_size(ai.settings, chat)
     if chat.tools:
-        tools = choose_tools(request, chat.tools)
+        tools = choose_tools(request, chat.tools, caller)
         await ai.metering.check(caller)
         body = upstream_body(chat, model, max_tokens, ai.settings)
         loop = ToolLoop.for_chat(ai, caller, chat, request, body, max_tokens, tools, on_answer)
@@ -374,9 +386,10 @@ async def month_of(state: AIState, caller: Caller) -> UsageSummary:
 
 @router.get("/tools", responses=problems({429: "AI_RATE_LIMIT exceeded (with Retry-After)"}))
 async def list_tools(request: Request, caller: CallerDep) -> list[ToolRead]:
-    """The tools a chat request may name in `tools` (none of them run unless named)."""
+    """The tools the caller's chat requests may name in `tools` (none of them run unless
+    named): those whose scopes the token or API key holds."""
     await enforce_rate_limit(request, ai_state(request).settings, caller)
     return [
         ToolRead(name=t.name, description=t.description, parameters=t.parameters)
-        for t in registry(request.app)
+        for t in registry(request.app).usable(caller.scopes)
     ]
