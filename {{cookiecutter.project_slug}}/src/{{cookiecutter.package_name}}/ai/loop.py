@@ -203,15 +203,23 @@ class ToolLoop:
 
     async def _run(self, call: ToolCall) -> ToolCall:
         settings = self.ai.settings
-        await run_call(
-            call,
-            self.tools,
-            app=self.app,
-            caller=self.caller,
-            request_id=self.request_id,
-            seconds=settings.tool_timeout,
-            max_chars=settings.max_tool_result_chars,
-        )
+        try:
+            await run_call(
+                call,
+                self.tools,
+                app=self.app,
+                caller=self.caller,
+                request_id=self.request_id,
+                seconds=settings.tool_timeout,
+                max_chars=settings.max_tool_result_chars,
+            )
+        except BaseException:
+            # Cancelled mid-tool (the client left): the call is answered all the same, so
+            # the rounds stored with a cut-off answer never hold a call without its result.
+            call.fail("The request ended before the tool finished.")
+            self.calls.append(call)
+            self._add(call.message)
+            raise
         self.calls.append(call)
         self._add(call.message)
         return call

@@ -218,6 +218,12 @@ class ToolCall:
         """The `tool` message that answers the call."""
         return {"role": "tool", "tool_call_id": self.id, "content": self.result}
 
+    def fail(self, error: str) -> ToolCall:
+        """The call's result is this error (what the model reads: `{"error": ...}`)."""
+        self.error = error
+        self.result = json.dumps({"error": error})
+        return self
+
 
 def _validation_text(exc: ValidationError) -> str:
     """The errors without the input values (the model wrote those)."""
@@ -287,6 +293,4 @@ async def run_call(
 
 
 def _failed(call: ToolCall, error: str) -> ToolCall:
-    call.error = error
-    call.result = json.dumps({"error": error})
-    return call
+    return call.fail(error)
