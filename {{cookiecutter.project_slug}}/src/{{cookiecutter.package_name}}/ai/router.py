@@ -16,7 +16,15 @@ from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.ratelimit import get_rate_limiter
 
 from . import structured, tokens
-from .calls import Answered, OnAnswer, complete_metered, gone_or_failed
+from .calls import (
+    Answered,
+    OnAnswer,
+    StreamSlot,
+    complete_metered,
+    error_event,
+    gone_or_failed,
+    invalid_output_event,
+)
 from .config import AISettings
 from .dependencies import AI, AIState, ai_state, require_ai
 from .exceptions import never_sent, upstream_failure
@@ -229,37 +237,24 @@ async def _stream(
 ) -> Response:
     import openai  # imported by the backend already
 
-    caller, streams = entry.caller, ai.metering.streams
-    if not streams.open(caller.rate_key):
-        raise ProblemError(
-            429,
-            f"At most {streams.limit} streamed answers at a time per caller; retry when one "
-            "has ended.",
-            headers={"Retry-After": "1"},
-        )
+    slot = StreamSlot(ai, entry.caller)
     try:
         want = entry.estimated_prompt + max_tokens
-        entry.reservation = await ai.metering.reserve(caller, want)
+        entry.reservation = await ai.metering.reserve(entry.caller, want)
     except BaseException:
-        streams.close(caller.rate_key)
+        await slot.close()
         raise
     # From here on the request may reach the provider: it is settled exactly once,
     # whichever way it ends (also when the response is never started).
     upstream: ChatStream | None = None
-    settled = False
+
+    async def settle() -> None:
+        if upstream is not None:
+            await upstream.aclose()
+        await ai.metering.record(entry)
 
     async def finish() -> None:
-        nonlocal settled
-        if settled:
-            return
-        settled = True
-        with anyio.CancelScope(shield=True):
-            try:
-                if upstream is not None:
-                    await upstream.aclose()
-                await ai.metering.record(entry)
-            finally:
-                streams.close(caller.rate_key)
+        await slot.close(settle)
 
     try:
         upstream = await ai.backend.open_stream(body)
@@ -312,16 +307,7 @@ async def _stream(
                 errors = structured.answer_problems(response_format, "".join(parts or ()))
                 if errors:
                     pending = None  # an invalid answer is not stored, as without streaming
-                    problem = structured.invalid_output(errors)
-                    yield sse(
-                        "error",
-                        {
-                            "status": problem.status,
-                            "type": problem.type,
-                            "detail": problem.detail,
-                            "errors": errors,
-                        },
-                    )
+                    yield invalid_output_event(errors)
                     return
             await store(model, cut_off=False)
             yield sse(
@@ -336,7 +322,7 @@ async def _stream(
             )
         except openai.OpenAIError as exc:
             problem, entry.outcome = upstream_failure(exc, timeout=ai.settings.timeout)
-            yield sse("error", {"status": problem.status, "detail": problem.detail})
+            yield error_event(problem)
         finally:
             await finish()
             try:
