@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -412,18 +413,30 @@ def payments_settings(fake_stripe: FakeStripe) -> PaymentsSettings:
     return make_payments_settings(fake_stripe.url)
 
 
-@pytest.fixture
-async def app(
-    settings: Settings, migrated: Config, payments_settings: PaymentsSettings
+@asynccontextmanager
+async def running_app(
+    settings: Settings, payments_settings: PaymentsSettings, **state: Any
 ) -> AsyncIterator[FastAPI]:
+    """The app with these payments settings (and `state`: more `app.state` members, e.g.
+    `ai_settings`), started; afterwards its jobs finished and its tables emptied."""
     application = create_app(settings)
     application.state.auth_settings = AuthSettings(_env_file=None, cookie_secure=False)
     application.state.payments_settings = payments_settings
+    for name, value in state.items():
+        setattr(application.state, name, value)
     async with LifespanManager(application):
         yield application
         await drain(application)  # no job may write while the tables are cleared
         await application.state.rate_limiter.reset()
         await clear_tables(application.state.database)
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, migrated: Config, payments_settings: PaymentsSettings
+) -> AsyncIterator[FastAPI]:
+    async with running_app(settings, payments_settings) as application:
+        yield application
 
 
 # --- users ------------------------------------------------------------------------------------
