@@ -225,11 +225,10 @@ class ToolLoop:
             # Cancelled mid-tool (the client left): the call is answered all the same, so
             # the rounds stored with a cut-off answer never hold a call without its result.
             call.fail("The request ended before the tool finished.")
+            raise
+        finally:
             self.calls.append(call)
             self._add(call.message)
-            raise
-        self.calls.append(call)
-        self._add(call.message)
         return call
 
     def _problems(self, content: str) -> list[dict[str, Any]]:
