@@ -34,8 +34,8 @@ from tests.pg_role import create_role, drop_role, is_postgresql
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # SQLite's wait for the one write lock in the suite (DB_SQLITE_BUSY_TIMEOUT; 5 s by default):
 # on a loaded CI machine a short write by another connection can take seconds, and a test
-# should wait for it rather than fail with "database is locked". A test that holds the lock
-# on purpose must hold it longer than this (tests/payments/conftest.py HOLD_SECONDS).
+# should wait for it rather than fail with "database is locked". A test that shows a write
+# failing behind a held lock must hold it longer than this.
 BUSY_TIMEOUT = 30.0
 
 
