@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -18,10 +19,11 @@ import pytest
 from fastapi import FastAPI, Request
 
 from {{ cookiecutter.package_name }}.ai import tokens
-from {{ cookiecutter.package_name }}.ai.conversations import trim
+from {{ cookiecutter.package_name }}.ai.conversations import Conversations, trim
 from {{ cookiecutter.package_name }}.ai.schemas import Message
 from {{ cookiecutter.package_name }}.ai.seams import default_quota, get_caller
 from {{ cookiecutter.package_name }}.ai.service import Caller
+from {{ cookiecutter.package_name }}.core.batch import Batcher
 from tests.ai.conftest import MakeApp, http, ledger
 from tests.ai.fake_upstream import REPLY, FakeUpstream, json_chunks
 from tests.ai.test_signed_in import signed_in
@@ -203,6 +205,80 @@ async def test_history_is_trimmed_to_the_budget_newest_first(
     ]
     [*_, row] = await ledger(app)
     assert row.prompt_tokens >= tokens.prompt_tokens(Message(**m) for m in last)
+
+
+async def test_concurrent_messages_each_read_and_store_their_own_conversation(
+    make_app: MakeApp, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Histories are read and turns stored in batches shared by concurrent requests
+    (ai/conversations.py, `Conversations`): each request still gets its own history and
+    stores its own turn, and a conversation deleted meanwhile keeps nothing."""
+    app = await conversation_app(make_app, monthly_token_quota=10**9)  # room for all at once
+    ada, bob = as_caller(ADA), as_caller(BOB)
+    upstream.delay = 0.3  # the messages wait on the model together
+    conversations: Conversations = app.state.ai_conversations
+    sizes: dict[str, list[int]] = {"read": [], "store": []}
+    monkeypatch.setattr(conversations.read, "_run", counted(conversations.read, sizes["read"]))
+    monkeypatch.setattr(conversations.store, "_run", counted(conversations.store, sizes["store"]))
+    async with http(app) as client:
+        mine = [await create(client, ada, system=f"Prompt {i}.") for i in range(4)]
+        theirs = await create(client, bob, system="Bob's prompt.")
+        deleted = await create(client, ada, system="Deleted.")
+        sends = [
+            (conversation, headers, f"{n} to {conversation}")
+            for n in range(3)
+            for conversation, headers in [*((c, ada) for c in mine), (theirs, bob), (deleted, ada)]
+        ]
+
+        async def send(conversation: str, headers: dict[str, str], content: str) -> int:
+            url = f"{BASE}/{conversation}/messages"
+            response = await client.post(url, json={"content": content}, headers=headers)
+            return response.status_code
+
+        sent = asyncio.gather(*(send(*s) for s in sends))
+        for _ in range(500):  # all asked (at most 5 s): the deletion comes while they wait
+            if upstream.calls == len(sends) or sent.done():
+                break
+            await asyncio.sleep(0.01)
+        assert (await client.delete(f"{BASE}/{deleted}", headers=ada)).status_code == 204
+        statuses = await sent
+        details = {
+            c: (await client.get(f"{BASE}/{c}", headers=h)).json()
+            for c, h in [*((c, ada) for c in mine), (theirs, bob)]
+        }
+    assert statuses == [200] * len(sends)
+    for conversation, detail in details.items():
+        messages = [(m["role"], m["content"]) for m in detail["messages"]]
+        asked = sorted(content for c, _, content in sends if c == conversation)
+        assert messages[0][0] == "system"
+        turns = messages[1:]
+        # Each turn stored whole (the question, then its answer), whatever the order of turns.
+        assert [role for role, _ in turns] == ["user", "assistant"] * 3, conversation
+        assert sorted(content for role, content in turns if role == "user") == asked
+        assert {content for role, content in turns if role == "assistant"} == {"".join(REPLY)}
+    # Every request sent upstream its own conversation's prompt and nothing of another's.
+    prompts = {c: d["messages"][0]["content"] for c, d in details.items()} | {deleted: "Deleted."}
+    assert len(upstream.requests) == len(sends)
+    for request in upstream.requests:
+        conversation = request["messages"][-1]["content"].split(" to ")[1]
+        assert request["messages"][0]["content"] == prompts[conversation]
+        others = [m["content"] for m in request["messages"][1:-1]]
+        assert all(other.endswith(conversation) or other == "".join(REPLY) for other in others)
+    assert len(await ledger(app)) == len(sends)  # the deleted conversation's calls are billed
+    # They did share batches (one statement each on PostgreSQL).
+    assert max(sizes["read"]) > 1, sizes
+    assert max(sizes["store"]) > 1, sizes
+    assert sum(sizes["read"]) == sum(sizes["store"]) == len(sends)
+
+
+def counted(batcher: Batcher[Any, Any], sizes: list[int]) -> Any:
+    run = batcher._run
+
+    async def counting(batch: Sequence[Any]) -> Any:
+        sizes.append(len(batch))
+        return await run(batch)
+
+    return counting
 
 
 def test_trim_always_sends_the_system_prompt_and_the_new_message() -> None:

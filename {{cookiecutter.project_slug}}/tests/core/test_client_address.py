@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request
 
-from {{ cookiecutter.package_name }}.core.ratelimit import client_address, rate_limit
+from {{ cookiecutter.package_name }}.core.ratelimit import client_address, network_key, rate_limit
 from {{ cookiecutter.package_name }}.main import create_app
 from tests.conftest import make_settings
 from tests.core.served import served
@@ -74,3 +74,30 @@ def test_forwarded_headers_from_an_untrusted_peer_do_not_change_the_key(
     # Logged once, naming the setting, so an operator behind an unlisted proxy notices.
     assert err.count("forwarded_header_ignored") == 1, err
     assert "FORWARDED_ALLOW_IPS" in err
+
+
+def test_an_ipv6_client_counts_as_its_64(
+    database_url: str, migrated: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = probe_app(database_url)
+    with served(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+        # Addresses of one /64 share a budget, whichever the client picks ...
+        picked = ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:2:abcd:ef01:2345:6789"]
+        assert [whoami(http, a).status_code for a in picked] == [200, 200, 200]
+        assert whoami(http, "2001:db8:1:2::42").status_code == 429
+        # ... the next /64 is another client, and the address is still reported whole.
+        other = whoami(http, "2001:db8:1:3::1")
+        assert other.status_code == 200, other.text
+        assert other.json()["client"] == "2001:db8:1:3::1"
+        # An IPv4-mapped address is its IPv4 client, not one of a shared ::ffff:0:0/64.
+        mapped = [whoami(http, f"::ffff:203.0.113.{i}").status_code for i in range(4)]
+        assert mapped == [200] * 4
+    capsys.readouterr()
+
+
+def test_network_keys() -> None:
+    assert network_key("203.0.113.9") == "203.0.113.9"
+    assert network_key("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    assert network_key("2001:DB8:1:2::") == "2001:db8:1:2::/64"
+    assert network_key("::ffff:203.0.113.9") == "203.0.113.9"
+    assert network_key("unknown") == "unknown"  # no client (a test transport)

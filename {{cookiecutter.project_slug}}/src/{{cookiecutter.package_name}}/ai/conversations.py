@@ -9,7 +9,8 @@ conversation, or the same user's billed to another pool, answers 404.
 reservation, metering and streaming, `router.answer`) with the stored history in
 front of the new message, trimmed to AI_HISTORY_TOKEN_BUDGET; the answer and what
 it was charged are stored with it. Like `/chat` it holds no pooled connection while
-the model answers: one autocommit read before the call, one short write after it.
+the model answers: the history is read before the call and the turn stored after it,
+each in a batch shared with the requests arriving at the same time (`Conversations`).
 
 Removed from projects without the auth module (no caller to own a conversation;
 see docs/ai.md and the hook's table).
@@ -17,17 +18,21 @@ see docs/ai.md and the hook's table).
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import structlog
-from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, text, update
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, select, text, update
 
+from {{ cookiecutter.package_name }}.core.batch import Batcher
 from {{ cookiecutter.package_name }}.core.contract import problems
-from {{ cookiecutter.package_name }}.core.db import Database, SessionDep, get_database
+from {{ cookiecutter.package_name }}.core.db import Database, SessionDep
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.plugin import Module
 
@@ -47,6 +52,7 @@ from .schemas import (
     Message,
     MessageCreate,
     Options,
+    Role,
     StoredMessage,
 )
 from .seams import CallerDep
@@ -58,35 +64,6 @@ router = APIRouter(prefix="/api/v1/ai", tags=["ai"])
 
 CONVERSATIONS = cast(Table, AIConversation.__table__)
 MESSAGES = cast(Table, AIMessage.__table__)
-
-# PostgreSQL stores a turn in one autocommit statement (one round trip, no BEGIN and
-# COMMIT on a pooled connection): the conversation touched, and the messages inserted
-# only if it still exists. Each column is one array, so the text never changes. It does
-# not wait for the WAL flush (`synchronous_commit` off for this one statement, as the
-# ledger's reservations): visible at once; only a crash of the database server within
-# a moment of it could lose the turn (the ledger row that bills it is durable).
-STORE_TURN = text(
-    """
-    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS off),
-    touched AS (
-        UPDATE ai_conversations SET updated_at = :now
-        WHERE id = :conversation_id AND EXISTS (SELECT off FROM relaxed)
-        RETURNING id
-    )
-    INSERT INTO ai_messages (conversation_id, role, content, model, input_tokens,
-                             output_tokens, cut_off, created_at)
-    SELECT touched.id, m.role, m.content, m.model, m.input_tokens, m.output_tokens,
-           m.cut_off, m.created_at
-    FROM touched, unnest(
-        CAST(:role AS varchar[]), CAST(:content AS text[]), CAST(:model AS varchar[]),
-        CAST(:input_tokens AS int[]), CAST(:output_tokens AS int[]),
-        CAST(:cut_off AS boolean[]), CAST(:created_at AS timestamptz[])
-    ) WITH ORDINALITY AS m (role, content, model, input_tokens, output_tokens, cut_off,
-                            created_at, n)
-    ORDER BY m.n
-    RETURNING id
-    """
-)
 
 NOT_FOUND = problems({404: "No such conversation of the caller's"})
 
@@ -257,54 +234,252 @@ def trim(
     return [*system, *kept, new]
 
 
-async def read_history(
-    database: Database, caller: Caller, conversation_id: uuid.UUID, newest: int
-) -> tuple[list[Message], list[Message]]:
-    """(system messages, the newest `newest` others oldest first); 404 if not the caller's.
+# --- the hot path: histories read and turns stored in batches ------------------------------
+#
+# Every message a caller sends reads its conversation's history before the model is
+# asked and stores the turn after it. Each is one small round trip, which costs the
+# app more CPU (SQLAlchemy's work per statement, the socket) than the rows do, so
+# both go through a `Batcher` (core/batch.py): the requests that arrive while one
+# read or store runs share the next one, a single statement on PostgreSQL
+# (docs/ai.md, the conversation route's benchmark). Neither holds a pooled connection
+# while the model answers.
 
-    One autocommit read (one round trip), its connection given back before the model
-    is asked: the conversation, if the caller's, joined with its system prompt and
-    its newest text messages. Only text goes upstream here (tool steps are not replayed).
+
+@dataclass(frozen=True)
+class Wanted:
+    """A history to read: the caller's conversation, and how many of its newest messages."""
+
+    conversation_id: uuid.UUID
+    subject: uuid.UUID
+    user_id: uuid.UUID | None
+    newest: int
+
+
+# (the system prompt, if any; the newest text messages, oldest first)
+History = tuple[list[Message], list[Message]]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What one message stores: the caller's text, and the rows of the answer after it."""
+
+    conversation_id: uuid.UUID
+    rows: list[dict[str, Any]]
+
+
+# Only text goes upstream from the history (tool steps are not replayed), and the system
+# prompt, which `create_conversation` stores as a conversation's first message.
+TEXT_ROLES = ("user", "assistant")
+
+# PostgreSQL: every history of a batch in one statement. The conversation must be the
+# caller's (else no row: 404); then its first message if that is the system prompt, and
+# its newest text messages, each read from the (conversation_id, id) index however long
+# the conversation is.
+READ_HISTORIES = text(
     """
-    recent = (
-        select(MESSAGES.c.id)
-        .where(
-            MESSAGES.c.conversation_id == conversation_id,
-            MESSAGES.c.role.in_(("user", "assistant")),
-            MESSAGES.c.content.is_not(None),
-            MESSAGES.c.content != "",
-        )
-        .order_by(MESSAGES.c.id.desc())
-        .limit(newest)
+    SELECT q.n, m.role, m.content
+    FROM unnest(CAST(:conversation_id AS uuid[]), CAST(:subject AS uuid[]),
+                CAST(:user_id AS uuid[]), CAST(:newest AS int[]))
+         WITH ORDINALITY AS q (conversation_id, subject, user_id, newest, n)
+    JOIN ai_conversations AS c
+      ON c.id = q.conversation_id AND c.subject = q.subject
+     AND c.user_id IS NOT DISTINCT FROM q.user_id
+    LEFT JOIN LATERAL (
+        SELECT f.id, f.role, f.content FROM (
+            SELECT id, role, content FROM ai_messages
+            WHERE conversation_id = c.id ORDER BY id LIMIT 1
+        ) AS f WHERE f.role = 'system'
+        UNION ALL
+        (SELECT id, role, content FROM ai_messages
+         WHERE conversation_id = c.id AND role IN ('user', 'assistant')
+           AND content IS NOT NULL AND content <> ''
+         ORDER BY id DESC LIMIT q.newest)
+    ) AS m ON true
+    ORDER BY q.n, m.id
+    """
+)
+
+# PostgreSQL: every turn of a batch in one autocommit statement: the conversations
+# touched, and their messages inserted, in order, only where the conversation still
+# exists. Each column is one array, so the text never changes. It does not wait for the
+# WAL flush (`synchronous_commit` off for this one statement, as the ledger's
+# reservations): visible at once; only a crash of the database server within a moment
+# of it could lose a turn (the ledger row that bills it is durable).
+STORE_TURNS = text(
+    """
+    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS off),
+    touched AS (
+        UPDATE ai_conversations AS c SET updated_at = t.at
+        FROM unnest(CAST(:touch_id AS uuid[]), CAST(:touch_at AS timestamptz[])) AS t (id, at)
+        WHERE c.id = t.id AND EXISTS (SELECT off FROM relaxed)
+        RETURNING c.id
     )
-    wanted = or_(MESSAGES.c.role == "system", MESSAGES.c.id.in_(recent.scalar_subquery()))
-    query = (
-        select(MESSAGES.c.role, MESSAGES.c.content)
-        .select_from(
-            CONVERSATIONS.outerjoin(
-                MESSAGES, and_(MESSAGES.c.conversation_id == CONVERSATIONS.c.id, wanted)
-            )
-        )
-        .where(
-            CONVERSATIONS.c.id == conversation_id,
-            CONVERSATIONS.c.subject == caller.subject,
-            CONVERSATIONS.c.user_id == caller.user_id,
-        )
-        .order_by(MESSAGES.c.id)
+    INSERT INTO ai_messages (conversation_id, role, content, model, input_tokens,
+                             output_tokens, cut_off, created_at, tool_calls, tool_call_id)
+    SELECT m.conversation_id, m.role, m.content, m.model, m.input_tokens, m.output_tokens,
+           m.cut_off, m.created_at, m.tool_calls, m.tool_call_id
+    FROM unnest(
+        CAST(:conversation_id AS uuid[]), CAST(:role AS varchar[]), CAST(:content AS text[]),
+        CAST(:model AS varchar[]), CAST(:input_tokens AS int[]),
+        CAST(:output_tokens AS int[]), CAST(:cut_off AS boolean[]),
+        CAST(:created_at AS timestamptz[]), CAST(CAST(:tool_calls AS text[]) AS json[]),
+        CAST(:tool_call_id AS varchar[])
+    ) WITH ORDINALITY AS m (conversation_id, role, content, model, input_tokens,
+                            output_tokens, cut_off, created_at, tool_calls, tool_call_id, n)
+    WHERE m.conversation_id IN (SELECT id FROM touched)
+    ORDER BY m.n
+    RETURNING conversation_id
+    """
+)
+COLUMNS = (
+    "conversation_id",
+    "role",
+    "content",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cut_off",
+    "created_at",
+    "tool_calls",
+    "tool_call_id",
+)
+
+# Other databases (SQLite): the same, statement by statement on one connection. Built
+# once: a statement built per request costs more CPU than running it.
+OWNED = select(CONVERSATIONS.c.id).where(
+    CONVERSATIONS.c.id == bindparam("conversation_id"),
+    CONVERSATIONS.c.subject == bindparam("subject"),
+    CONVERSATIONS.c.user_id.is_not_distinct_from(bindparam("user_id")),
+)
+FIRST = (
+    select(MESSAGES.c.role, MESSAGES.c.content)
+    .where(MESSAGES.c.conversation_id == bindparam("conversation_id"))
+    .order_by(MESSAGES.c.id)
+    .limit(1)
+)
+NEWEST = (
+    select(MESSAGES.c.role, MESSAGES.c.content)
+    .where(
+        MESSAGES.c.conversation_id == bindparam("conversation_id"),
+        MESSAGES.c.role.in_(TEXT_ROLES),
+        MESSAGES.c.content.is_not(None),
+        MESSAGES.c.content != "",
     )
-    async with database.read_engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    if not rows:
+    .order_by(MESSAGES.c.id.desc())
+    .limit(bindparam("newest"))
+)
+TOUCH = (
+    update(CONVERSATIONS)
+    .where(CONVERSATIONS.c.id == bindparam("conversation_id"))
+    .values(updated_at=bindparam("touched_at"))
+)
+
+
+def _message(role: str, content: str) -> Message:
+    # Read back from our own rows, which were validated on the way in.
+    return Message.model_construct(role=cast(Role, role), content=content)
+
+
+class Conversations:
+    """The conversation routes' state in one app: the batched reads and writes."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        postgres = database.engine.dialect.name == "postgresql"
+        self.read: Batcher[Wanted, History | None] = Batcher(
+            self._read_postgres if postgres else self._read_each, name="ai-history"
+        )
+        self.store: Batcher[Turn, bool] = Batcher(
+            self._store_postgres if postgres else self._store_each, name="ai-turns"
+        )
+
+    async def aclose(self) -> None:
+        await self.read.aclose()
+        await self.store.aclose()
+
+    async def _read_postgres(self, batch: Sequence[Wanted]) -> list[History | None]:
+        params = {
+            "conversation_id": [w.conversation_id for w in batch],
+            "subject": [w.subject for w in batch],
+            "user_id": [w.user_id for w in batch],
+            "newest": [w.newest for w in batch],
+        }
+        async with self.database.read_engine.connect() as conn:
+            rows = (await conn.execute(READ_HISTORIES, params)).all()
+        found: list[History | None] = [None] * len(batch)
+        for n, role, content in rows:
+            history = found[n - 1]
+            if history is None:
+                history = found[n - 1] = ([], [])
+            if role == "system":
+                history[0].append(_message(role, content))
+            elif role is not None:  # None: a conversation without messages
+                history[1].append(_message(role, content))
+        return found
+
+    async def _read_each(self, batch: Sequence[Wanted]) -> list[History | None]:
+        found: list[History | None] = []
+        async with self.database.read_engine.connect() as conn:
+            for w in batch:
+                ids = {"conversation_id": w.conversation_id}
+                owner = {**ids, "subject": w.subject, "user_id": w.user_id}
+                if (await conn.execute(OWNED, owner)).first() is None:
+                    found.append(None)
+                    continue
+                first = (await conn.execute(FIRST, ids)).first()
+                prompt = first is not None and first.role == "system"
+                system = [_message("system", first.content)] if first and prompt else []
+                newest = (await conn.execute(NEWEST, {**ids, "newest": w.newest})).all()
+                found.append((system, [_message(r.role, r.content) for r in reversed(newest)]))
+        return found
+
+    async def _store_postgres(self, batch: Sequence[Turn]) -> list[bool]:
+        rows = [{"conversation_id": t.conversation_id, **row} for t in batch for row in t.rows]
+        params: dict[str, Any] = {column: [row.get(column) for row in rows] for column in COLUMNS}
+        params["tool_calls"] = [
+            None if calls is None else json.dumps(calls) for calls in params["tool_calls"]
+        ]
+        touched = {t.conversation_id: t.rows[-1]["created_at"] for t in batch}
+        params.update(touch_id=list(touched), touch_at=list(touched.values()))
+        async with self.database.read_engine.connect() as conn:
+            stored = set((await conn.execute(STORE_TURNS, params)).scalars())
+        return [t.conversation_id in stored for t in batch]
+
+    async def _store_each(self, batch: Sequence[Turn]) -> list[bool]:
+        stored: list[bool] = []
+        async with self.database.engine.begin() as conn:
+            for t in batch:
+                at = t.rows[-1]["created_at"]
+                touch = {"conversation_id": t.conversation_id, "touched_at": at}
+                if not (await conn.execute(TOUCH, touch)).rowcount:
+                    stored.append(False)
+                    continue
+                values = {"conversation_id": t.conversation_id}
+                rows = [{**dict.fromkeys(COLUMNS), **row, **values} for row in t.rows]
+                await conn.execute(insert(MESSAGES), rows)
+                stored.append(True)
+        return stored
+
+
+def conversations_of(request: Request) -> Conversations:
+    state: Conversations = request.app.state.ai_conversations
+    return state
+
+
+async def read_history(
+    conversations: Conversations, caller: Caller, conversation_id: uuid.UUID, newest: int
+) -> History:
+    """(system prompt, the newest `newest` text messages oldest first); 404 if not the caller's."""
+    history = await conversations.read(
+        Wanted(conversation_id, caller.subject, caller.user_id, newest)
+    )
+    if history is None:
         raise not_found()
-    system = [Message(role="system", content=r.content) for r in rows if r.role == "system"]
-    history = [
-        Message(role=r.role, content=r.content) for r in rows if r.role in ("user", "assistant")
-    ]
-    return system, history
+    return history
 
 
 async def store_turn(
-    database: Database,
+    conversations: Conversations,
     conversation_id: uuid.UUID,
     asked: str,
     asked_at: datetime,
@@ -323,7 +498,6 @@ async def store_turn(
         {
             "role": "user",
             "content": asked,
-            "model": None,
             "input_tokens": 0,
             "output_tokens": 0,
             "cut_off": False,
@@ -353,23 +527,7 @@ async def store_turn(
             "created_at": now,
         },
     ]
-    if database.engine.dialect.name == "postgresql" and not answered.steps:
-        params: dict[str, Any] = {column: [row[column] for row in rows] for column in rows[0]}
-        params.update(now=now, conversation_id=conversation_id)
-        async with database.read_engine.connect() as conn:
-            stored = bool((await conn.execute(STORE_TURN, params)).all())
-    else:
-        touch = update(CONVERSATIONS).where(CONVERSATIONS.c.id == conversation_id)
-        touch = touch.values(updated_at=now)
-        async with database.engine.begin() as conn:
-            stored = bool((await conn.execute(touch)).rowcount)
-            if stored:
-                for row in rows:
-                    row["conversation_id"] = conversation_id
-                    row.setdefault("tool_calls", None)
-                    row.setdefault("tool_call_id", None)
-                await conn.execute(insert(MESSAGES), rows)
-    if not stored:
+    if not await conversations.store(Turn(conversation_id, rows)):
         log.info("ai_conversation_gone", conversation_id=str(conversation_id))
 
 
@@ -392,9 +550,9 @@ async def send_message(
     """`/chat` with the conversation's history; the message and the answer are stored."""
     asked_at = datetime.now(UTC)
     settings = ai_state(request).settings
-    database = get_database(request)
+    conversations = conversations_of(request)
     system, history = await read_history(
-        database, caller, conversation_id, newest=settings.max_messages
+        conversations, caller, conversation_id, newest=settings.max_messages
     )
     new = Message(role="user", content=body.content)
     messages = trim(
@@ -409,9 +567,19 @@ async def send_message(
     chat = ChatRequest.model_construct(messages=messages, **options)
 
     async def store(answered: Answered) -> None:
-        await store_turn(database, conversation_id, body.content, asked_at, answered)
+        await store_turn(conversations, conversation_id, body.content, asked_at, answered)
 
     return await answer(chat, request, caller, on_answer=store)
 
 
-module = Module("ai-conversations", routers=(router,))
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    conversations = Conversations(app.state.database)
+    app.state.ai_conversations = conversations
+    try:
+        yield
+    finally:
+        await conversations.aclose()  # what was handed over is stored before the pool closes
+
+
+module = Module("ai-conversations", routers=(router,), lifespan=lifespan)

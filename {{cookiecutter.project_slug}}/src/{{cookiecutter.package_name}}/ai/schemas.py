@@ -15,10 +15,13 @@ from . import structured
 MAX_SCHEMA_CHARS = 50_000
 
 
+Role = Literal["system", "developer", "user", "assistant"]
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Role
     content: str = Field(max_length=200_000)
 
 

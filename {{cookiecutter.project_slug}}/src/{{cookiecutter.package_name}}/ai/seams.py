@@ -47,7 +47,7 @@ from {{ cookiecutter.package_name }}.payments.service import get_entitlements
 {%- endif %}
 {%- else %}
 from {{ cookiecutter.package_name }}.core.contract import declare
-from {{ cookiecutter.package_name }}.core.ratelimit import client_address
+from {{ cookiecutter.package_name }}.core.ratelimit import client_key
 {%- endif %}
 
 {% if cookiecutter.use_payments -%}
@@ -249,7 +249,7 @@ async def get_caller(request: Request) -> Caller:
     return Caller(
         user_id=None,
         monthly_quota=default_quota(ai_state(request).settings),
-        rate_key=f"addr:{await client_address(request)}",
+        rate_key=f"addr:{await client_key(request)}",
     )
 
 

@@ -58,7 +58,7 @@ from {{ cookiecutter.package_name }}.core.ratelimit import (
     LIMITER_DOWN,
     RATE_LIMITED,
     KeyFunc,
-    client_address,
+    client_key,
     enforce,
 )
 
@@ -74,7 +74,7 @@ REFRESH_PATH = "/api/v1/auth"
 async def _form_email(request: Request) -> str:
     """The login's email together with the client's address (`service.login_email_key`)."""
     form = await request.form()
-    return service.login_email_key(str(form.get("username") or ""), await client_address(request))
+    return service.login_email_key(str(form.get("username") or ""), await client_key(request))
 
 
 async def _json_email(request: Request) -> str:
@@ -84,7 +84,7 @@ async def _json_email(request: Request) -> str:
     except ValueError:
         data = None
     email = data.get("email") if isinstance(data, dict) else None
-    address = await client_address(request)
+    address = await client_key(request)
     return service.login_email_key(email if isinstance(email, str) else "", address)
 
 
@@ -93,7 +93,7 @@ def _limit(value: str) -> RateLimitItem:
     return parse(value)
 
 
-def limited(setting: str, key: KeyFunc = client_address, scope: str | None = None) -> DependsParam:
+def limited(setting: str, key: KeyFunc = client_key, scope: str | None = None) -> DependsParam:
     """The core limiter, with the limit read from the AuthSettings field `setting`.
 
     Fails closed: while the limiter's Redis is down these routes answer 503, so brute force
@@ -118,7 +118,7 @@ def limit_counter(setting: str) -> str:
 # The login route counts with these, and so does any other sign-in form of the project (it
 # imports them), so every way in shares one budget. Change the keys here, nowhere else.
 LOGIN_LIMITS: tuple[tuple[str, KeyFunc], ...] = (
-    ("login_limit_per_client", client_address),
+    ("login_limit_per_client", client_key),
     ("login_limit_per_email", _form_email),
 )
 

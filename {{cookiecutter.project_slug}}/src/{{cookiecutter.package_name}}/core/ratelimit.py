@@ -10,14 +10,17 @@ limiter is down.
 
 The key of a per-client limit is the client address, `request.client.host`:
 the peer itself, or the address a proxy listed in FORWARDED_ALLOW_IPS forwarded
-(see core/security.py); never what an untrusted client wrote in a header.
+(see core/security.py); never what an untrusted client wrote in a header. An IPv6
+address counts as its /64 (`client_key`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 
 import structlog
 from fastapi import Request
@@ -98,6 +101,29 @@ async def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+async def client_key(request: Request) -> str:
+    """What a per-client limit counts under: the client address, an IPv6 one as its /64."""
+    return network_key(await client_address(request))
+
+
+@lru_cache(maxsize=4096)
+def network_key(address: str) -> str:
+    """An IPv4 address as it is; an IPv6 address as its /64 network.
+
+    One IPv6 subscriber usually gets a whole /64 (or more) and may pick any address in it,
+    so counting each address apart would hand one client 2**64 fresh budgets.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address
+
+
 RATE_LIMITED = {429: "Rate limited (with Retry-After)"}
 # A fail-closed limit while its storage is down.
 LIMITER_DOWN = {503: "The rate limiter is unavailable (with Retry-After)"}
@@ -106,7 +132,7 @@ LIMITER_DOWN = {503: "The rate limiter is unavailable (with Retry-After)"}
 def rate_limit(
     limit: str,
     *,
-    key: KeyFunc = client_address,
+    key: KeyFunc = client_key,
     scope: str | None = None,
     fail_closed: bool = False,
 ) -> DependsParam:
