@@ -161,6 +161,20 @@ async def batches(app: FastAPI) -> list[AIMeterBatch]:
         return list((await session.scalars(select(AIMeterBatch).order_by(AIMeterBatch.id))).all())
 
 
+async def a_failed_batch(
+    app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe, failure: str
+) -> tuple[Customer, int, AIMeterBatch]:
+    """A metered subscriber's overage, whose first report fails as `failure` says."""
+    metered = await subscriber(app, client, "metered@example.com", METERED_PRICE)
+    assert await chat(client, metered) == 200
+    over = overage_of(await usage(client, metered))
+    fake_stripe.meter_script.append(failure)
+    await run(app, billing.report_usage)
+    [batch] = await batches(app)
+    assert batch.status == "failed"
+    return metered, over, batch
+
+
 def overage_of(body: dict[str, Any]) -> int:
     return int(body["tokens"]) - ALLOWANCE
 
@@ -226,12 +240,7 @@ async def test_a_failure_then_a_retry_sends_the_same_identifier_and_bills_once(
 ) -> None:
     """ "fail": Stripe answered 500 and recorded nothing; "lost": it recorded the event but
     the answer never came. Either way the retry is the same event, billed once."""
-    metered = await subscriber(app, client, "metered@example.com", METERED_PRICE)
-    assert await chat(client, metered) == 200
-    over = overage_of(await usage(client, metered))
-    fake_stripe.meter_script.append(failure)
-    await run(app, billing.report_usage)
-    [batch] = await batches(app)
+    metered, over, batch = await a_failed_batch(app, client, fake_stripe, failure)
     assert (batch.status, batch.attempts) == ("failed", 1)
     assert (await usage(client, metered))["overage"]["unbilled"] == over
 
@@ -334,13 +343,7 @@ async def test_a_batch_not_accepted_within_a_day_expires_and_a_person_resends_it
     """Past the resend window the job stops sending a batch (an earlier attempt may have
     reached Stripe, which no longer knows the identifier); `python -m <package>.ai.meter`
     lists it and sends it again, once, with its identifier and its month's timestamp."""
-    metered = await subscriber(app, client, "metered@example.com", METERED_PRICE)
-    assert await chat(client, metered) == 200
-    over = overage_of(await usage(client, metered))
-    fake_stripe.meter_script.append(failure)
-    await run(app, billing.report_usage)
-    [batch] = await batches(app)
-    assert batch.status == "failed"
+    metered, over, batch = await a_failed_batch(app, client, fake_stripe, failure)
     payments = get_payments_state(app)
     database: Database = app.state.database
 
@@ -382,11 +385,7 @@ async def test_mark_sent_stops_reporting_a_batch_without_sending_it(
     settings: Settings,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    metered = await subscriber(app, client, "metered@example.com", METERED_PRICE)
-    assert await chat(client, metered) == 200
-    fake_stripe.meter_script.append("fail")
-    await run(app, billing.report_usage)
-    [batch] = await batches(app)
+    _, _, batch = await a_failed_batch(app, client, fake_stripe, "fail")
     with pytest.raises(SystemExit, match="is failed: the report job sends it"):
         await asyncio.to_thread(meter.main, ["mark-sent", str(batch.id)], settings)
     with pytest.raises(SystemExit, match="no batch 999"):
