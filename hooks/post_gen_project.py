@@ -212,10 +212,16 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "use_ai",
         needs=("use_payments",),
-        paths=("src/{package}/ai/billing.py", "tests/ai/test_metered.py"),
+        paths=(
+            "src/{package}/ai/billing.py",
+            "src/{package}/ai/meter.py",
+            "tests/ai/test_metered.py",
+        ),
         migration="migrations/versions/0019_ai_meter.py",
     ),
     Option("use_ai", needs=("use_payments", "use_orgs"), paths=("tests/ai/test_metered_orgs.py",)),
+    # The invitations policy in 0012's form made to read its settings once per statement.
+    Option("use_orgs", migration="migrations/versions/0020_orgs_rls_once.py"),
 )
 
 # CI provider -> its files; the others' files are removed.

@@ -301,6 +301,7 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "tests/orgs",
         "migrations/versions/0011_orgs.py",
         "migrations/versions/0012_orgs_rls.py",
+        "migrations/versions/0020_orgs_rls_once.py",
         "migrations/versions/0015_org_api_keys.py",
     ]
     (present if is_on(opts.get("use_orgs")) else absent).extend(orgs)
@@ -321,6 +322,7 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
     (present if both else absent).extend(ai_payments)
     metered = [  # AI overage billed through Stripe's meters: with both AI and payments
         f"src/{package}/ai/billing.py",
+        f"src/{package}/ai/meter.py",
         "tests/ai/test_metered.py",
         "migrations/versions/0019_ai_meter.py",
     ]

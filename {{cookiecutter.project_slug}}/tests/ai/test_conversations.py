@@ -409,3 +409,34 @@ async def test_bad_conversation_bodies_are_422(make_app: MakeApp, body: dict[str
         response = await client.post(BASE, json=body, headers=as_caller(ADA))
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_messages_page_newest_first_by_before(
+    make_app: MakeApp, upstream: FakeUpstream
+) -> None:
+    app = await conversation_app(make_app)
+    ada = as_caller(ADA)
+    async with http(app) as client:
+        conversation = await create(client, ada, system="Prompt.")
+        for i in range(3):
+            sent = await client.post(
+                f"{BASE}/{conversation}/messages", json={"content": f"q{i}"}, headers=ada
+            )
+            assert sent.status_code == 200, sent.text
+        url = f"{BASE}/{conversation}"
+        everything = (await client.get(url, headers=ada)).json()
+        pages, before = [], None
+        for _ in range(5):  # 7 messages, 3 a page: 3 pages
+            params: dict[str, Any] = {"limit": 3} | ({"before": before} if before else {})
+            page = (await client.get(url, params=params, headers=ada)).json()
+            pages.append([m["content"] for m in page["messages"]])
+            before = page["next_before"]
+            if before is None:
+                break
+        too_many = await client.get(url, params={"limit": 1001}, headers=ada)
+    assert len(everything["messages"]) == 7
+    assert everything["next_before"] is None
+    reply = "".join(REPLY)
+    assert pages == [[reply, "q2", reply], ["q0", reply, "q1"], ["Prompt."]]
+    assert [c for p in reversed(pages) for c in p] == [m["content"] for m in everything["messages"]]
+    assert too_many.status_code == 422

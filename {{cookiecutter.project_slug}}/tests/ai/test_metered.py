@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import insert, select
 
-from {{ cookiecutter.package_name }}.ai import billing
+from {{ cookiecutter.package_name }}.ai import billing, meter
 from {{ cookiecutter.package_name }}.ai.billing import AIMeterBatch
 from {{ cookiecutter.package_name }}.ai.models import AIUsage
 from {{ cookiecutter.package_name }}.auth.models import utcnow
@@ -148,6 +148,20 @@ async def batches(app: FastAPI) -> list[AIMeterBatch]:
         return list((await session.scalars(select(AIMeterBatch).order_by(AIMeterBatch.id))).all())
 
 
+async def a_failed_batch(
+    app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe, failure: str
+) -> tuple[Customer, int, AIMeterBatch]:
+    """A metered subscriber's overage, whose first report fails as `failure` says."""
+    metered = await subscriber(app, client, "metered@example.com", METERED_PRICE)
+    assert await chat(client, metered) == 200
+    over = overage_of(await usage(client, metered))
+    fake_stripe.meter_script.append(failure)
+    await run(app, billing.report_usage)
+    [batch] = await batches(app)
+    assert batch.status == "failed"
+    return metered, over, batch
+
+
 def overage_of(body: dict[str, Any]) -> int:
     return int(body["tokens"]) - ALLOWANCE
 
@@ -213,12 +227,7 @@ async def test_a_failure_then_a_retry_sends_the_same_identifier_and_bills_once(
 ) -> None:
     """ "fail": Stripe answered 500 and recorded nothing; "lost": it recorded the event but
     the answer never came. Either way the retry is the same event, billed once."""
-    metered = await subscriber(app, client, "metered@example.com", METERED_PRICE)
-    assert await chat(client, metered) == 200
-    over = overage_of(await usage(client, metered))
-    fake_stripe.meter_script.append(failure)
-    await run(app, billing.report_usage)
-    [batch] = await batches(app)
+    metered, over, batch = await a_failed_batch(app, client, fake_stripe, failure)
     assert (batch.status, batch.attempts) == ("failed", 1)
     assert (await usage(client, metered))["overage"]["unbilled"] == over
 
@@ -307,3 +316,75 @@ async def test_nothing_is_sent_without_metered_plans(
             await run(app, billing.reconcile_usage)
         assert fake_stripe.to(METER_EVENTS) == []
         assert await batches(app) == []
+
+
+@pytest.mark.parametrize("failure", ["fail", "lost"])
+async def test_a_batch_not_accepted_within_a_day_expires_and_a_person_resends_it(
+    app: FastAPI,
+    client: AsyncClient,
+    fake_stripe: FakeStripe,
+    settings: Settings,
+    failure: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Past the resend window the job stops sending a batch (an earlier attempt may have
+    reached Stripe, which no longer knows the identifier); `python -m <package>.ai.meter`
+    lists it and sends it again, once, with its identifier and its month's timestamp."""
+    metered, over, batch = await a_failed_batch(app, client, fake_stripe, failure)
+    payments = get_payments_state(app)
+    database: Database = app.state.database
+
+    later = batch.created_at + billing.RESEND_WINDOW + timedelta(minutes=1)
+    result = await billing.report(database, payments.settings, payments.stripe.client, now=later)
+    assert (result.sent, result.expired) == (0, 1)
+    assert len(fake_stripe.to(METER_EVENTS)) == 1  # not sent again by the job
+    [expired] = await batches(app)
+    assert (expired.status, expired.attempts) == ("expired", 1)
+    assert (await usage(client, metered))["overage"]["unbilled"] == over
+
+    payments_settings = make_payments_settings(fake_stripe.url, plans=[METERED_PLAN])
+    await asyncio.to_thread(meter.main, ["list"], settings)
+    listed = capsys.readouterr().out
+    assert f"{batch.id}\texpired\t{batch.identifier}" in listed
+    assert f"tokens={over}" in listed
+
+    await asyncio.to_thread(meter.main, ["resend", str(batch.id)], settings, payments_settings)
+    assert capsys.readouterr().out.strip().startswith(f"{batch.id}: sent {over} tokens")
+    first, again = fake_stripe.to(METER_EVENTS)
+    assert again.form["identifier"] == first.form["identifier"] == batch.identifier
+    assert again.form["timestamp"] == first.form["timestamp"]  # billed in its own month
+    assert fake_stripe.billed(metered.customer_id) == over  # once, whichever way it failed
+    [sent] = await batches(app)
+    assert sent.status == "sent"
+    assert (await usage(client, metered))["overage"]["unbilled"] == 0
+
+    await asyncio.to_thread(meter.main, ["list"], settings)
+    assert capsys.readouterr().out.strip() == "every batch is sent"
+    with pytest.raises(SystemExit, match="is sent already"):
+        await asyncio.to_thread(meter.main, ["resend", str(batch.id)], settings, payments_settings)
+    assert len(fake_stripe.to(METER_EVENTS)) == 2
+
+
+async def test_mark_sent_stops_reporting_a_batch_without_sending_it(
+    app: FastAPI,
+    client: AsyncClient,
+    fake_stripe: FakeStripe,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, _, batch = await a_failed_batch(app, client, fake_stripe, "fail")
+    with pytest.raises(SystemExit, match="is failed: the report job sends it"):
+        await asyncio.to_thread(meter.main, ["mark-sent", str(batch.id)], settings)
+    with pytest.raises(SystemExit, match="no batch 999"):
+        await asyncio.to_thread(meter.main, ["mark-sent", "999"], settings)
+
+    payments = get_payments_state(app)
+    later = batch.created_at + billing.RESEND_WINDOW + timedelta(minutes=1)
+    await billing.report(app.state.database, payments.settings, payments.stripe.client, now=later)
+    await asyncio.to_thread(meter.main, ["mark-sent", str(batch.id)], settings)
+    assert capsys.readouterr().out.strip() == f"{batch.id}: marked sent (nothing sent to Stripe)"
+    [done] = await batches(app)
+    assert (done.status, done.attempts) == ("sent", 1)
+    assert len(fake_stripe.to(METER_EVENTS)) == 1  # only the failed attempt
+    await billing.report(app.state.database, payments.settings, payments.stripe.client, now=later)
+    assert len(fake_stripe.to(METER_EVENTS)) == 1

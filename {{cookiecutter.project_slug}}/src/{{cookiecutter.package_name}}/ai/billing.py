@@ -24,7 +24,8 @@ every token as always. This file turns the ledger into meter events:
 A batch that Stripe has not accepted is sent again on each run while Stripe still
 deduplicates its identifier (`RESEND_WINDOW`, inside Stripe's "at least 24 hours"); after
 that it is `expired`, logged as an error and left for a person to look at (sending it again
-could bill it twice if an earlier attempt did reach Stripe).
+could bill it twice if an earlier attempt did reach Stripe): `python -m <package>.ai.meter`
+lists such batches, sends one again or marks it sent (ai/meter.py).
 """
 
 from __future__ import annotations
@@ -274,22 +275,23 @@ async def add_batches(
     return added
 
 
-async def _mark(database: Database, batch_id: int, status: str, error: str | None) -> None:
-    now = utcnow()
-    values: dict[str, Any] = {
-        "status": status,
-        "attempts": AIMeterBatch.attempts + 1,
-        "last_error": error,
-    }
+async def mark(
+    database: Database, batch_id: int, status: str, error: str | None, *, attempt: bool = True
+) -> bool:
+    """Record a batch's new status (`attempt`: after sending it); False if it was sent already."""
+    values: dict[str, Any] = {"status": status, "last_error": error}
+    if attempt:
+        values["attempts"] = AIMeterBatch.attempts + 1
     if status == SENT:
-        values["sent_at"] = now
+        values["sent_at"] = utcnow()
     async with database.sessionmaker() as session, session.begin():
-        await session.execute(
+        result = await session.execute(
             update(AIMeterBatch)
             .where(AIMeterBatch.id == batch_id, AIMeterBatch.status != SENT)
             .values(**values)
             .execution_options(synchronize_session=False)
         )
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def send_batches(
@@ -311,7 +313,7 @@ async def send_batches(
     for batch in batches:
         age = now - batch.created_at
         if age > BACKDATE_LIMIT or (batch.attempts > 0 and age > RESEND_WINDOW):
-            await _mark(database, batch.id, EXPIRED, batch.last_error)
+            await mark(database, batch.id, EXPIRED, batch.last_error, attempt=False)
             result.expired += 1
             log.error(
                 "ai_meter_batch_expired",
@@ -322,34 +324,39 @@ async def send_batches(
                 last_error=batch.last_error,
             )
             continue
-        params: dict[str, Any] = {
-            "event_name": batch.event_name,
-            "identifier": batch.identifier,
-            "timestamp": int(batch.created_at.timestamp()),
-            "payload": {"stripe_customer_id": batch.customer_id, "value": str(batch.tokens)},
-        }
-        try:
-            await client.v1.billing.meter_events.create_async(params)  # type: ignore[arg-type]
-        except stripe.InvalidRequestError as exc:
-            if DUPLICATE not in str(exc):
-                await _failed(database, batch, exc, result)
-                continue
-            log.info("ai_meter_event_duplicate", identifier=batch.identifier)
-        except stripe.StripeError as exc:
-            await _failed(database, batch, exc, result)
+        error = await send_event(client, batch, batch.created_at)
+        if error is not None:
+            await mark(database, batch.id, FAILED, error)
+            result.failed += 1
+            result.errors.append(error)
+            log.warning("ai_meter_event_failed", identifier=batch.identifier, error=error)
             continue
-        await _mark(database, batch.id, SENT, None)
+        await mark(database, batch.id, SENT, None)
         result.sent += 1
 
 
-async def _failed(
-    database: Database, batch: AIMeterBatch, exc: Exception, result: Reported
-) -> None:
-    error = f"{type(exc).__name__}: {exc}"[:2000]
-    await _mark(database, batch.id, FAILED, error)
-    result.failed += 1
-    result.errors.append(error)
-    log.warning("ai_meter_event_failed", identifier=batch.identifier, error=error)
+async def send_event(
+    client: stripe.StripeClient, batch: AIMeterBatch, timestamp: datetime
+) -> str | None:
+    """Send the batch's meter event: None once Stripe has it (now, or already), else the error.
+
+    Stripe refusing the identifier as a duplicate means an earlier attempt got through.
+    """
+    params: dict[str, Any] = {
+        "event_name": batch.event_name,
+        "identifier": batch.identifier,
+        "timestamp": int(timestamp.timestamp()),
+        "payload": {"stripe_customer_id": batch.customer_id, "value": str(batch.tokens)},
+    }
+    try:
+        await client.v1.billing.meter_events.create_async(params)  # type: ignore[arg-type]
+    except stripe.InvalidRequestError as exc:
+        if DUPLICATE not in str(exc):
+            return f"{type(exc).__name__}: {exc}"[:2000]
+        log.info("ai_meter_event_duplicate", identifier=batch.identifier)
+    except stripe.StripeError as exc:
+        return f"{type(exc).__name__}: {exc}"[:2000]
+    return None
 
 
 async def report(
