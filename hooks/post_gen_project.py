@@ -134,6 +134,11 @@ OPTIONS: tuple[Option, ...] = (
         ),
     ),
     Option("use_ai", paths=("src/{package}/admin/views_ai.py", "tests/admin/test_views_ai.py")),
+    Option(
+        "use_ai",
+        needs=("use_payments",),
+        paths=("src/{package}/admin/views_ai_billing.py", "tests/admin/test_views_ai_billing.py"),
+    ),
     # Migrations added after the first release: new rows at the end (chained in table order).
     # Access tokens bound to their session and the account's security stamp (issue 13).
     Option("use_auth", migration="migrations/versions/0005_auth_sessions.py"),
