@@ -11,7 +11,8 @@ With --route conversation it drives POST /api/v1/ai/conversations/{id}/messages
 instead (needs the auth module): --conversations conversations, each seeded with
 --history messages, picked at random per request; AI_MAX_MESSAGES is set to
 --history + 1, so every request sends the newest --history stored messages and the
-new one, reads them (two queries) and stores the question and the answer.
+new one, reads them and stores the question and the answer (each in a batch shared
+with the requests arriving meanwhile, see docs/ai.md).
 
     .venv/bin/python bench/ai_chat.py                      # SQLite, 64 and 256 callers
     .venv/bin/python bench/ai_chat.py --database-url postgresql+asyncpg://...

@@ -134,6 +134,11 @@ OPTIONS: tuple[Option, ...] = (
         ),
     ),
     Option("use_ai", paths=("src/{package}/admin/views_ai.py", "tests/admin/test_views_ai.py")),
+    Option(
+        "use_ai",
+        needs=("use_payments",),
+        paths=("src/{package}/admin/views_ai_billing.py", "tests/admin/test_views_ai_billing.py"),
+    ),
     # Migrations added after the first release: new rows at the end (chained in table order).
     # Access tokens bound to their session and the account's security stamp (issue 13).
     Option("use_auth", migration="migrations/versions/0005_auth_sessions.py"),
@@ -220,6 +225,8 @@ OPTIONS: tuple[Option, ...] = (
         migration="migrations/versions/0019_ai_meter.py",
     ),
     Option("use_ai", needs=("use_payments", "use_orgs"), paths=("tests/ai/test_metered_orgs.py",)),
+    # The invitations policy in 0012's form made to read its settings once per statement.
+    Option("use_orgs", migration="migrations/versions/0020_orgs_rls_once.py"),
 )
 
 # CI provider -> its files; the others' files are removed.

@@ -301,6 +301,7 @@ def expected_paths(opts: Mapping[str, Any], package: str) -> tuple[list[str], li
         "tests/orgs",
         "migrations/versions/0011_orgs.py",
         "migrations/versions/0012_orgs_rls.py",
+        "migrations/versions/0020_orgs_rls_once.py",
         "migrations/versions/0015_org_api_keys.py",
     ]
     (present if is_on(opts.get("use_orgs")) else absent).extend(orgs)

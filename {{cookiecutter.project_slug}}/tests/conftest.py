@@ -32,6 +32,11 @@ from {{ cookiecutter.package_name }}.main import create_app
 from tests.pg_role import create_role, drop_role, is_postgresql
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# SQLite's wait for the one write lock in the suite (DB_SQLITE_BUSY_TIMEOUT; 5 s by default):
+# on a loaded CI machine a short write by another connection can take seconds, and a test
+# should wait for it rather than fail with "database is locked". A test that shows a write
+# failing behind a held lock must hold it longer than this.
+BUSY_TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +54,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "secret_key": "test-secret-key-that-is-long-enough-0123456789",
         "redis_url": None,
         "log_level": "WARNING",
+        "db_sqlite_busy_timeout": BUSY_TIMEOUT,
         # Scheduled jobs run only in the tests that turn the scheduler on.
         "jobs_scheduler": False,
     }

@@ -71,6 +71,7 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
             "SECRET_KEY": settings.secret_key.get_secret_value(),
             "LOG_LEVEL": "INFO",
             "DB_POOL_SIZE": "3",  # four processes on a server other tests use too
+            "DB_SQLITE_BUSY_TIMEOUT": str(settings.db_sqlite_busy_timeout),
             "JOBS_QUEUE": f"test-scaleout-{uuid.uuid4().hex[:8]}",
             "JOBS_POLL_SECONDS": "0.2",
             "JOBS_CONCURRENCY": "4",

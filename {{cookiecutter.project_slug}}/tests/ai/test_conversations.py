@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 
 from {{ cookiecutter.package_name }}.ai import tokens
@@ -28,7 +27,7 @@ from {{ cookiecutter.package_name }}.core.batch import Batcher
 from tests.ai.conftest import MakeApp, http, ledger
 from tests.ai.fake_upstream import REPLY, FakeUpstream, json_chunks
 from tests.ai.test_signed_in import signed_in
-from tests.loopback import free_port
+from tests.loopback import serving
 
 BASE = "/api/v1/ai/conversations"
 ADA, BOB = uuid.UUID(int=0xADA), uuid.UUID(int=0xB0B)
@@ -369,37 +368,25 @@ async def test_a_client_that_leaves_mid_stream_leaves_a_cut_off_answer(
     upstream.chunk_interval = 0.02  # two seconds in all, if nobody stops it
     app = await conversation_app(make_app)
     ada = as_caller(ADA)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):
-            if server.started:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        conversation = await create(client, ada)
+        async with client.stream(
+            "POST",
+            f"{BASE}/{conversation}/messages",
+            json={"content": "go", "stream": True},
+            headers=ada,
+        ) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    break  # the first delta arrived: hang up
+        messages: list[dict[str, Any]] = []
+        for _ in range(500):  # up to 10 s
+            detail = (await client.get(f"{BASE}/{conversation}", headers=ada)).json()
+            messages = detail["messages"]
+            if messages and upstream.aborted_streams:
                 break
-            await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            conversation = await create(client, ada)
-            async with client.stream(
-                "POST",
-                f"{BASE}/{conversation}/messages",
-                json={"content": "go", "stream": True},
-                headers=ada,
-            ) as response:
-                assert response.status_code == 200
-                async for line in response.aiter_lines():
-                    if line.startswith("data:"):
-                        break  # the first delta arrived: hang up
-            messages: list[dict[str, Any]] = []
-            for _ in range(200):
-                detail = (await client.get(f"{BASE}/{conversation}", headers=ada)).json()
-                messages = detail["messages"]
-                if messages and upstream.aborted_streams:
-                    break
-                await asyncio.sleep(0.02)
-    finally:
-        server.should_exit = True
-        await serving
+            await asyncio.sleep(0.02)
     [asked, answered] = messages
     assert (asked["role"], asked["content"], asked["cut_off"]) == ("user", "go", False)
     assert answered["role"] == "assistant"
@@ -422,3 +409,34 @@ async def test_bad_conversation_bodies_are_422(make_app: MakeApp, body: dict[str
         response = await client.post(BASE, json=body, headers=as_caller(ADA))
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_messages_page_newest_first_by_before(
+    make_app: MakeApp, upstream: FakeUpstream
+) -> None:
+    app = await conversation_app(make_app)
+    ada = as_caller(ADA)
+    async with http(app) as client:
+        conversation = await create(client, ada, system="Prompt.")
+        for i in range(3):
+            sent = await client.post(
+                f"{BASE}/{conversation}/messages", json={"content": f"q{i}"}, headers=ada
+            )
+            assert sent.status_code == 200, sent.text
+        url = f"{BASE}/{conversation}"
+        everything = (await client.get(url, headers=ada)).json()
+        pages, before = [], None
+        for _ in range(5):  # 7 messages, 3 a page: 3 pages
+            params: dict[str, Any] = {"limit": 3} | ({"before": before} if before else {})
+            page = (await client.get(url, params=params, headers=ada)).json()
+            pages.append([m["content"] for m in page["messages"]])
+            before = page["next_before"]
+            if before is None:
+                break
+        too_many = await client.get(url, params={"limit": 1001}, headers=ada)
+    assert len(everything["messages"]) == 7
+    assert everything["next_before"] is None
+    reply = "".join(REPLY)
+    assert pages == [[reply, "q2", reply], ["q0", reply, "q1"], ["Prompt."]]
+    assert [c for p in reversed(pages) for c in p] == [m["content"] for m in everything["messages"]]
+    assert too_many.status_code == 422

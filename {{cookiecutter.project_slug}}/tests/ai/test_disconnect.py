@@ -10,13 +10,12 @@ import logging
 
 import httpx
 import pytest
-import uvicorn
 
 from {{ cookiecutter.package_name }}.ai import tokens
 from {{ cookiecutter.package_name }}.ai.schemas import Message
 from tests.ai.conftest import MakeApp, ledger
 from tests.ai.fake_upstream import FakeUpstream
-from tests.loopback import free_port
+from tests.loopback import serving
 
 
 async def test_client_disconnect_mid_stream(
@@ -27,36 +26,27 @@ async def test_client_disconnect_mid_stream(
     app = await make_app()
     root = logging.getLogger()
     root.addHandler(caplog.handler)  # the app's logging setup replaced the root's handlers
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
     try:
-        for _ in range(500):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
         async with (
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
-            client.stream(
+            serving(app) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            async with client.stream(
                 "POST",
                 "/api/v1/ai/chat",
                 json={"messages": [{"role": "user", "content": "go"}], "stream": True},
-            ) as response,
-        ):
-            assert response.status_code == 200
-            async for line in response.aiter_lines():
-                if line.startswith("data:"):
-                    break  # the first delta arrived: hang up
-        rows = []
-        for _ in range(100):
-            rows = await ledger(app)
-            if rows and upstream.aborted_streams:
-                break
-            await asyncio.sleep(0.02)
+            ) as response:
+                assert response.status_code == 200
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        break  # the first delta arrived: hang up
+            rows = []
+            for _ in range(500):  # up to 10 s
+                rows = await ledger(app)
+                if rows and upstream.aborted_streams:
+                    break
+                await asyncio.sleep(0.02)
     finally:
-        server.should_exit = True
-        await serving
         root.removeHandler(caplog.handler)
     [row] = rows
     assert row.outcome == "cancelled"

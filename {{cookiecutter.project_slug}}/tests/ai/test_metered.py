@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from alembic.config import Config
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import insert, select
@@ -23,19 +23,22 @@ from sqlalchemy import insert, select
 from {{ cookiecutter.package_name }}.ai import billing, meter
 from {{ cookiecutter.package_name }}.ai.billing import AIMeterBatch
 from {{ cookiecutter.package_name }}.ai.models import AIUsage
-from {{ cookiecutter.package_name }}.auth.config import AuthSettings
 from {{ cookiecutter.package_name }}.auth.models import utcnow
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.core.jobs import Job, JobRecord, JobStatus, Tick, enqueue, get_jobs
-from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.payments.client import get_payments_state
 from {{ cookiecutter.package_name }}.payments.models import Subscription
 from tests.ai.conftest import http, make_ai_settings
 from tests.ai.fake_upstream import FakeUpstream
-from tests.conftest import clear_tables
-from tests.loopback import serve_in_thread
-from tests.payments.conftest import Customer, FakeStripe, customer, make_payments_settings
+from tests.payments import conftest as payments_fixtures
+from tests.payments.conftest import (
+    Customer,
+    FakeStripe,
+    customer,
+    make_payments_settings,
+    running_app,
+)
 
 CHAT = "/api/v1/ai/chat"
 USAGE = "/api/v1/ai/usage"
@@ -63,42 +66,26 @@ CAPPED_PLAN = {
 }
 
 
-@pytest.fixture(scope="module")
-def stripe_api() -> Iterator[FakeStripe]:
-    fake = FakeStripe()
-    with serve_in_thread(fake.app(), "the fake Stripe API") as url:
-        fake.url = url
-        yield fake
+# The fake Stripe API of the payments tests (one server for the session).
+stripe_server, fake_stripe = payments_fixtures.stripe_server, payments_fixtures.fake_stripe
 
 
-@pytest.fixture
-def fake_stripe(stripe_api: FakeStripe) -> FakeStripe:
-    stripe_api.reset()
-    return stripe_api
-
-
-async def start(
+def start(
     settings: Settings, upstream: FakeUpstream, fake: FakeStripe, plans: list[dict[str, Any]]
-) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    application.state.auth_settings = AuthSettings(_env_file=None, cookie_secure=False)
-    application.state.payments_settings = make_payments_settings(fake.url, plans=plans)
+) -> AbstractAsyncContextManager[FastAPI]:
     # Plans and totals read afresh on every request: the tests change them between calls.
-    application.state.ai_settings = make_ai_settings(
+    ai_settings = make_ai_settings(
         upstream, transport="fast", quota_cache_seconds=0, monthly_token_quota=10**9
     )
-    async with LifespanManager(application):
-        yield application
-        await get_jobs(application).drain()
-        await application.state.rate_limiter.reset()
-        await clear_tables(application.state.database)
+    payments_settings = make_payments_settings(fake.url, plans=plans)
+    return running_app(settings, payments_settings, ai_settings=ai_settings)
 
 
 @pytest.fixture
 async def app(
     settings: Settings, migrated: Config, upstream: FakeUpstream, fake_stripe: FakeStripe
 ) -> AsyncIterator[FastAPI]:
-    async for application in start(settings, upstream, fake_stripe, [METERED_PLAN, CAPPED_PLAN]):
+    async with start(settings, upstream, fake_stripe, [METERED_PLAN, CAPPED_PLAN]) as application:
         yield application
 
 
@@ -159,6 +146,20 @@ async def batches(app: FastAPI) -> list[AIMeterBatch]:
     database: Database = app.state.database
     async with database.sessionmaker() as session:
         return list((await session.scalars(select(AIMeterBatch).order_by(AIMeterBatch.id))).all())
+
+
+async def a_failed_batch(
+    app: FastAPI, client: AsyncClient, fake_stripe: FakeStripe, failure: str
+) -> tuple[Customer, int, AIMeterBatch]:
+    """A metered subscriber's overage, whose first report fails as `failure` says."""
+    metered = await subscriber(app, client, "metered@example.com", METERED_PRICE)
+    assert await chat(client, metered) == 200
+    over = overage_of(await usage(client, metered))
+    fake_stripe.meter_script.append(failure)
+    await run(app, billing.report_usage)
+    [batch] = await batches(app)
+    assert batch.status == "failed"
+    return metered, over, batch
 
 
 def overage_of(body: dict[str, Any]) -> int:
@@ -226,12 +227,7 @@ async def test_a_failure_then_a_retry_sends_the_same_identifier_and_bills_once(
 ) -> None:
     """ "fail": Stripe answered 500 and recorded nothing; "lost": it recorded the event but
     the answer never came. Either way the retry is the same event, billed once."""
-    metered = await subscriber(app, client, "metered@example.com", METERED_PRICE)
-    assert await chat(client, metered) == 200
-    over = overage_of(await usage(client, metered))
-    fake_stripe.meter_script.append(failure)
-    await run(app, billing.report_usage)
-    [batch] = await batches(app)
+    metered, over, batch = await a_failed_batch(app, client, fake_stripe, failure)
     assert (batch.status, batch.attempts) == ("failed", 1)
     assert (await usage(client, metered))["overage"]["unbilled"] == over
 
@@ -311,7 +307,7 @@ async def test_two_reports_at_once_claim_the_overage_once(
 async def test_nothing_is_sent_without_metered_plans(
     settings: Settings, migrated: Config, upstream: FakeUpstream, fake_stripe: FakeStripe
 ) -> None:
-    async for app in start(settings, upstream, fake_stripe, [CAPPED_PLAN]):
+    async with start(settings, upstream, fake_stripe, [CAPPED_PLAN]) as app:
         async with http(app) as client:
             capped = await subscriber(app, client, "capped@example.com", CAPPED_PRICE)
             assert [await chat(client, capped) for _ in range(2)] == [200, 429]
@@ -334,13 +330,7 @@ async def test_a_batch_not_accepted_within_a_day_expires_and_a_person_resends_it
     """Past the resend window the job stops sending a batch (an earlier attempt may have
     reached Stripe, which no longer knows the identifier); `python -m <package>.ai.meter`
     lists it and sends it again, once, with its identifier and its month's timestamp."""
-    metered = await subscriber(app, client, "metered@example.com", METERED_PRICE)
-    assert await chat(client, metered) == 200
-    over = overage_of(await usage(client, metered))
-    fake_stripe.meter_script.append(failure)
-    await run(app, billing.report_usage)
-    [batch] = await batches(app)
-    assert batch.status == "failed"
+    metered, over, batch = await a_failed_batch(app, client, fake_stripe, failure)
     payments = get_payments_state(app)
     database: Database = app.state.database
 
@@ -382,11 +372,7 @@ async def test_mark_sent_stops_reporting_a_batch_without_sending_it(
     settings: Settings,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    metered = await subscriber(app, client, "metered@example.com", METERED_PRICE)
-    assert await chat(client, metered) == 200
-    fake_stripe.meter_script.append("fail")
-    await run(app, billing.report_usage)
-    [batch] = await batches(app)
+    _, _, batch = await a_failed_batch(app, client, fake_stripe, "fail")
     with pytest.raises(SystemExit, match="is failed: the report job sends it"):
         await asyncio.to_thread(meter.main, ["mark-sent", str(batch.id)], settings)
     with pytest.raises(SystemExit, match="no batch 999"):

@@ -23,8 +23,8 @@ from tests.orgs.conftest import new_org
 from tests.payments.conftest import FakeStripe
 
 # The app with a metered plan and the fake Stripe (tests/ai/test_metered.py).
-stripe_api, fake_stripe, app, client = (
-    metered.stripe_api,
+stripe_server, fake_stripe, app, client = (
+    metered.stripe_server,
     metered.fake_stripe,
     metered.app,
     metered.client,

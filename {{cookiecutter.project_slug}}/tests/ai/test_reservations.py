@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from {{ cookiecutter.package_name }}.ai import tokens
@@ -113,12 +114,14 @@ async def test_input_over_the_caps_is_413_and_max_tokens_over_the_cap_422(
     assert upstream.requests[0]["max_tokens"] == 64  # the cap, sent when none is asked
 
 
+@pytest.mark.parametrize("tools", [[], ["get_usage"]], ids=["chat", "tool-loop"])
 async def test_concurrent_streams_per_caller_are_capped(
-    make_app: MakeApp, upstream: FakeUpstream
+    make_app: MakeApp, upstream: FakeUpstream, tools: list[str]
 ) -> None:
+    """Plain streamed chat and the streamed tool loop hold the same slots."""
     upstream.delay = 0.3
     app = await make_app(max_concurrent_streams=1)
-    stream = {**HELLO, "stream": True}
+    stream = {**HELLO, "stream": True, "tools": tools}
     async with http(app) as client:
         first, second = await asyncio.gather(
             client.post(CHAT, json=stream), client.post(CHAT, json=stream)

@@ -15,11 +15,13 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from {{ cookiecutter.package_name }}.ai.seams import get_caller
+from {{ cookiecutter.package_name }}.ai.tools import NoArguments, ToolContext, registry, tool
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.jobs import get_jobs
 from tests.ai.conftest import MakeApp, http, ledger
+from tests.ai.fake_upstream import FakeUpstream
 from tests.ai.test_contract import AI_CHECKS, ai_app
-from tests.auth.conftest import login, register, sign_up
+from tests.auth.conftest import login, mark_verified, register, sign_up
 from tests.contract import ContractCase, contract_test, document
 
 CHAT = "/api/v1/ai/chat"
@@ -74,6 +76,82 @@ async def test_waiting_on_the_model_holds_no_pooled_connection(
                 break
             await asyncio.sleep(0.1)
         assert pool.checkedout() == before
+
+
+# --- tools need the scopes they declare ------------------------------------------------------
+
+
+async def api_key(client: AsyncClient, headers: dict[str, str], *scopes: str) -> dict[str, str]:
+    """A new API key of the signed-in user with these scopes, as its header."""
+    body = {"name": "-".join(scopes), "scopes": list(scopes)}
+    created = await client.post("/api/v1/api-keys", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    return {"X-API-Key": created.json()["key"]}
+
+
+async def test_a_tool_needs_the_scope_it_declares(
+    make_app: MakeApp, upstream: FakeUpstream
+) -> None:
+    """get_usage reads the caller's usage (`read`): an API key that may chat (`write`) but
+    not read cannot have the model read it either; nothing goes upstream."""
+    app = await make_app()
+    async with http(app) as client:
+        session = await signed_in(app, client, "scoped@example.com")
+        await mark_verified(app, "scoped@example.com")
+        write_only = await api_key(client, session, "write")
+        both = await api_key(client, session, "read", "write")
+        ask = {**HELLO, "tools": ["get_usage"]}
+
+        refused = await client.post(CHAT, json=ask, headers=write_only)
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert (problem["missing_scopes"], problem["tools"]) == (["read"], ["get_usage"])
+        assert "Missing scope: read" in problem["detail"]
+        assert upstream.requests == []
+        assert await ledger(app) == []
+        streamed = await client.post(CHAT, json={**ask, "stream": True}, headers=write_only)
+        assert streamed.status_code == 403, streamed.text
+        assert upstream.requests == []
+        # Plain chat is still the key's to use.
+        plain = await client.post(CHAT, json=HELLO, headers=write_only)
+        assert plain.status_code == 200, plain.text
+
+        for headers in (both, session):  # a key with both scopes; a signed-in user
+            upstream.tool_script = [[("get_usage", "{}")]]
+            allowed = await client.post(CHAT, json=ask, headers=headers)
+            assert allowed.status_code == 200, allowed.text
+            [call] = allowed.json()["tool_calls"]
+            assert (call["name"], call["error"]) == ("get_usage", None)
+
+
+async def test_the_tool_list_is_the_callers(make_app: MakeApp) -> None:
+    app = await make_app()
+    async with http(app) as client:
+        session = await signed_in(app, client, "lister@example.com")
+        await mark_verified(app, "lister@example.com")
+        read_only = await api_key(client, session, "read")
+        everything = {t.name for t in registry(app)}
+        assert "get_usage" in everything
+
+        async def listed(headers: dict[str, str]) -> set[str]:
+            response = await client.get("/api/v1/ai/tools", headers=headers)
+            assert response.status_code == 200, response.text
+            return {t["name"] for t in response.json()}
+
+        assert await listed(session) == everything
+        assert await listed(read_only) == everything  # every shipped tool reads
+
+        # A tool that needs a scope the key lacks is left out of its list, not the session's.
+        registry(app).add(needs_write)
+        assert await listed(read_only) == everything
+        assert await listed(session) == everything | {"forget_me"}
+
+
+@tool("forget_me", scopes=["read", "write"])
+async def needs_write(ctx: ToolContext, args: NoArguments) -> str:
+    """Stands for a tool that changes the caller's data."""
+    return "done"
 
 
 # --- the OpenAPI contract, signed in (tests/contract.py) -------------------------------------

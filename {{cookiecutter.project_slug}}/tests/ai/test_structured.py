@@ -128,3 +128,51 @@ async def test_a_bad_schema_is_422_and_nothing_is_sent(
     assert response.headers["content-type"] == "application/problem+json"
     assert upstream.calls == 0
     assert await ledger(app) == []
+
+
+# --- with tools: the final answer, after the tool rounds, is the one checked ----------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_with_tools_the_final_answer_is_checked(
+    make_app: MakeApp, upstream: FakeUpstream, stream: bool
+) -> None:
+    """A round of tool calls first (no text to check), then the answer: a conforming one
+    passes; an invalid one is the 502 problem (for a stream, its `error` event), and every
+    round, the tool's included, stays charged."""
+    app = await make_app(monthly_token_quota=10**6)
+    request = {**ask(JSON_SCHEMA, stream=stream), "tools": ["get_usage"]}
+    async with http(app) as client:
+        upstream.tool_script = [[("get_usage", "{}")]]
+        upstream.chunks = json_chunks({"city": "Lisbon", "days": 3})
+        good = await client.post(CHAT, json=request)
+        upstream.tool_script = [[("get_usage", "{}")]]
+        upstream.chunks = json_chunks({"city": "Lisbon", "days": 0})
+        bad = await client.post(CHAT, json=request)
+    assert good.status_code == 200, good.text
+    # Every round went upstream with the format and the tools.
+    assert len(upstream.requests) == 4
+    assert all(r["response_format"] == JSON_SCHEMA for r in upstream.requests)
+    assert all(r["tools"][0]["function"]["name"] == "get_usage" for r in upstream.requests)
+    if stream:
+        found = events(good.text)
+        assert [name for name, _ in found][:2] == ["tool_call", "tool_result"]
+        assert found[-1][0] == "usage"
+        assert found[-1][1]["steps"] == 2
+        text = "".join(data["content"] for name, data in found if name == "delta")
+        assert json.loads(text) == {"city": "Lisbon", "days": 3}
+        assert bad.status_code == 200  # the stream had started
+        *before, (name, error) = events(bad.text)
+        assert [n for n, _ in before][:2] == ["tool_call", "tool_result"]
+        assert name == "error"
+    else:
+        assert good.json()["steps"] == 2
+        assert json.loads(good.json()["content"]) == {"city": "Lisbon", "days": 3}
+        assert bad.status_code == 502, bad.text
+        assert bad.headers["content-type"] == "application/problem+json"
+        error = bad.json()
+    assert error["status"] == 502
+    assert error["type"] == "ai-invalid-structured-output"
+    assert "0 is less than the minimum of 1" in error["errors"][0]["message"]
+    rows = await ledger(app)
+    assert [(r.outcome, r.streamed) for r in rows] == [("ok", stream)] * 4

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict
 
@@ -21,7 +20,7 @@ from {{ cookiecutter.package_name }}.core.db import Base
 from tests.ai.conftest import MakeApp, http, ledger
 from tests.ai.fake_upstream import PROMPT_TOKENS, REPLY, TOOL_CALL_TOKENS, FakeUpstream
 from tests.ai.test_chat import events
-from tests.loopback import free_port
+from tests.loopback import serving
 
 CHAT = "/api/v1/ai/chat"
 ASK = {"messages": [{"role": "user", "content": "What is 2 + 3, and how much have I used?"}]}
@@ -39,21 +38,21 @@ class AddArguments(BaseModel):
 ran: list[tuple[str, uuid.UUID | None]] = []
 
 
-@tool("add")
+@tool("add", scopes=[])
 async def add(ctx: ToolContext, args: AddArguments) -> dict[str, int]:
     """Add two integers."""
     ran.append(("add", ctx.caller.user_id))
     return {"sum": args.a + args.b}
 
 
-@tool("explode")
+@tool("explode", scopes=[])
 async def explode(ctx: ToolContext, args: NoArguments) -> str:
     """Always fails."""
     ran.append(("explode", ctx.caller.user_id))
     raise RuntimeError("the tool broke\n[SQL: internals that stay in the log]")
 
 
-@tool("slow")
+@tool("slow", scopes=[])
 async def slow(ctx: ToolContext, args: NoArguments) -> str:
     """Takes longer than AI_TOOL_TIMEOUT."""
     ran.append(("slow", ctx.caller.user_id))
@@ -343,20 +342,11 @@ async def test_a_client_leaving_mid_loop_stops_it(
     """Gone during a tool: the tool is cancelled, the rounds so far charged, the slot freed."""
     upstream.tool_script = [[("slow", "{}")]]
     app = await tool_app(make_app, tool_timeout=20)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
     streams = app.state.ai.metering.streams
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        async with (
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
-            client.stream("POST", CHAT, json={**ASK, "tools": ["slow"], "stream": True}) as res,
-        ):
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with client.stream(
+            "POST", CHAT, json={**ASK, "tools": ["slow"], "stream": True}
+        ) as res:
             assert res.status_code == 200
             async for line in res.aiter_lines():
                 if line == "event: tool_call":
@@ -365,9 +355,6 @@ async def test_a_client_leaving_mid_loop_stops_it(
             if not streams.open_streams and ran:
                 break
             await asyncio.sleep(0.02)
-    finally:
-        server.should_exit = True
-        await serving
     assert streams.open_streams == {}
     assert ran == [("slow", ALICE)]
     assert upstream.calls == 1  # no round after the tool

@@ -343,6 +343,7 @@ async def worker_env(
         "ENVIRONMENT": "test",
         "LOG_LEVEL": "INFO",
         "DATABASE_URL": settings.database_url,
+        "DB_SQLITE_BUSY_TIMEOUT": str(settings.db_sqlite_busy_timeout),
         "REDIS_URL": REDIS_URL,
         "SECRET_KEY": settings.secret_key.get_secret_value(),
         "SMTP_HOST": "127.0.0.1",

@@ -275,7 +275,7 @@ async def test_a_running_job_within_its_time_is_not_taken_away(jobs_app: FastAPI
 async def test_a_sweep_that_finds_nothing_writes_nothing(jobs_app: FastAPI) -> None:
     """Every process sweeps, and most sweeps find nothing: such a sweep only reads. On SQLite
     a write, even one matching no row, would wait for the database's one write lock, held
-    here by another transaction for longer than the busy timeout (5 s): "database is locked"."""
+    here by another transaction for longer than the busy timeout: "database is locked"."""
     await put_job(jobs_app, "still-running", attempts=1, started_ago=timedelta(seconds=1))
     async with database(jobs_app).engine.begin() as writer:
         await writer.execute(

@@ -17,7 +17,7 @@ from alembic.config import Config
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -108,6 +108,32 @@ async def other_id(app: FastAPI, org_id: uuid.UUID) -> uuid.UUID:
             await session.scalars(select(Invitation.id).where(Invitation.org_id == org_id))
         ).one()
         return found
+
+
+async def test_every_org_policy_reads_its_settings_once_per_statement(
+    role_url: str, database_url: str
+) -> None:
+    """A `current_setting` written straight into a policy runs for every row checked; in a
+    sub-select it runs once per statement (docs/orgs.md). Every migration's policy is the latter."""
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT tablename, qual, with_check FROM pg_policies"
+                        " WHERE policyname = 'org_isolation'"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert "invitations" in {row.tablename for row in rows}
+    for row in rows:
+        for expression in (row.qual, row.with_check):
+            calls = expression.count("current_setting(")
+            assert calls == 2, expression
+            assert expression.count("( SELECT") == calls, f"{row.tablename}: {expression}"
 
 
 async def test_the_org_setting_ends_with_its_transaction(as_role: AsyncEngine) -> None:

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,14 +40,16 @@ from {{ cookiecutter.package_name }}.payments import subjects
 from {{ cookiecutter.package_name }}.payments.config import PaymentsSettings
 from {{ cookiecutter.package_name }}.payments.models import StripeCustomer, StripeEvent, Subscription
 from tests.auth.conftest import signed_in
-from tests.conftest import clear_tables
+from tests.conftest import BUSY_TIMEOUT, clear_tables
 from tests.loopback import serve_in_thread
 
 SECRET_KEY = "sk_test_fake_0123456789"
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
 PRO_PRICE = "price_pro_monthly"
 TEAM_PRICE = "price_team_monthly"
-HOLD_SECONDS = 10.0  # longer than SQLite's busy timeout (5 s)
+# A held answer outlasts the suite's SQLite busy timeout: a write that waited for a
+# transaction holding the lock across a held Stripe call fails ("database is locked").
+HOLD_SECONDS = BUSY_TIMEOUT + 10
 
 # --- a fake Stripe API ------------------------------------------------------------------------
 
@@ -385,7 +388,7 @@ def make_payments_settings(api_base: str, **overrides: Any) -> PaymentsSettings:
         "stripe_webhook_secret": WEBHOOK_SECRET,
         "stripe_api_base": api_base,
         "stripe_max_network_retries": 0,
-        "stripe_timeout": 15.0,  # above HOLD_SECONDS: a held answer is slow, not lost
+        "stripe_timeout": HOLD_SECONDS + 5,  # a held answer is slow, not lost
         "plans": [
             {"key": "pro", "name": "Pro", "price_id": PRO_PRICE, "ai_monthly_tokens": 1_000_000},
             {
@@ -410,18 +413,30 @@ def payments_settings(fake_stripe: FakeStripe) -> PaymentsSettings:
     return make_payments_settings(fake_stripe.url)
 
 
-@pytest.fixture
-async def app(
-    settings: Settings, migrated: Config, payments_settings: PaymentsSettings
+@asynccontextmanager
+async def running_app(
+    settings: Settings, payments_settings: PaymentsSettings, **state: Any
 ) -> AsyncIterator[FastAPI]:
+    """The app with these payments settings (and `state`: more `app.state` members, e.g.
+    `ai_settings`), started; afterwards its jobs finished and its tables emptied."""
     application = create_app(settings)
     application.state.auth_settings = AuthSettings(_env_file=None, cookie_secure=False)
     application.state.payments_settings = payments_settings
+    for name, value in state.items():
+        setattr(application.state, name, value)
     async with LifespanManager(application):
         yield application
         await drain(application)  # no job may write while the tables are cleared
         await application.state.rate_limiter.reset()
         await clear_tables(application.state.database)
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, migrated: Config, payments_settings: PaymentsSettings
+) -> AsyncIterator[FastAPI]:
+    async with running_app(settings, payments_settings) as application:
+        yield application
 
 
 # --- users ------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""One metered upstream call: reserve, call, charge. Shared by chat and the tool loop."""
+"""One metered upstream call: reserve, call, charge. Shared by chat and the tool loop.
+
+And what a streamed answer holds from before its first call until it ends (a stream
+slot), and the `error` events it ends with once it has started.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from . import tokens
+from {{ cookiecutter.package_name }}.core.errors import ProblemError
+
+from . import structured, tokens
 from .dependencies import AI
 from .exceptions import never_sent, upstream_failure
-from .service import Entry
+from .service import Caller, Entry
+from .streaming import sse
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionMessage
@@ -90,3 +97,50 @@ async def complete_metered(
         raise
     await settle(ai, entry)
     return completion
+
+
+class StreamSlot:
+    """One of the caller's AI_MAX_CONCURRENT_STREAMS streamed answers on this instance.
+
+    Taken before the first call (429 when all are in use) and held until the response
+    ends, however it ends: `close` settles the stream (closes its upstream and charges
+    it) once, shielded from the cancellation of a client that left, then gives the slot
+    back. Chat and the tool loop both stream through one.
+    """
+
+    def __init__(self, ai: AI, caller: Caller) -> None:
+        streams = ai.metering.streams
+        if not streams.open(caller.rate_key):
+            raise ProblemError(
+                429,
+                f"At most {streams.limit} streamed answers at a time per caller; retry when "
+                "one has ended.",
+                headers={"Retry-After": "1"},
+            )
+        self._streams = streams
+        self._key = caller.rate_key
+        self._closed = False
+
+    async def close(self, settle: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Run `settle` and give the slot back, the first time only."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            try:
+                if settle is not None:
+                    await settle()
+            finally:
+                self._streams.close(self._key)
+
+
+def error_event(problem: ProblemError) -> bytes:
+    """A failure after the stream started (an upstream error, the quota): `error`."""
+    return sse("error", {"status": problem.status, "detail": problem.detail})
+
+
+def invalid_output_event(errors: list[dict[str, Any]]) -> bytes:
+    """The `error` event of an answer that does not conform to its `response_format`."""
+    problem = structured.invalid_output(errors)
+    data = {"status": problem.status, "type": problem.type, "detail": problem.detail}
+    return sse("error", {**data, "errors": errors})

@@ -155,20 +155,27 @@ async def list_conversations(
 
 @router.get("/conversations/{conversation_id}", responses=NOT_FOUND)
 async def get_conversation(
-    conversation_id: uuid.UUID, caller: CallerDep, session: SessionDep
+    conversation_id: uuid.UUID,
+    caller: CallerDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, description="A message id (`next_before`)")] = None,
 ) -> ConversationDetail:
-    """A conversation with all its messages, oldest first (two queries)."""
+    """A conversation with its newest `limit` messages, oldest first (two queries).
+
+    Older messages page by `before=<next_before>`, which stays right while new messages
+    arrive (the ids only grow).
+    """
     conversation = await _find(session, caller, conversation_id)
-    messages = (
-        await session.scalars(
-            select(AIMessage)
-            .where(AIMessage.conversation_id == conversation.id)
-            .order_by(AIMessage.id)
-        )
-    ).all()
+    query = select(AIMessage).where(AIMessage.conversation_id == conversation.id)
+    if before is not None:
+        query = query.where(AIMessage.id < before)
+    newest = (await session.scalars(query.order_by(AIMessage.id.desc()).limit(limit + 1))).all()
+    page = list(reversed(newest[:limit]))
     return ConversationDetail(
         **_out(conversation).model_dump(),
-        messages=[StoredMessage.model_validate(m, from_attributes=True) for m in messages],
+        messages=[StoredMessage.model_validate(m, from_attributes=True) for m in page],
+        next_before=page[0].id if len(newest) > limit else None,
     )
 
 

@@ -27,7 +27,15 @@ from fastapi import FastAPI, Request, Response
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 
 from . import structured, tokens
-from .calls import Answered, OnAnswer, complete_metered, gone_or_failed
+from .calls import (
+    Answered,
+    OnAnswer,
+    StreamSlot,
+    complete_metered,
+    error_event,
+    gone_or_failed,
+    invalid_output_event,
+)
 from .dependencies import AI
 from .exceptions import never_sent, upstream_failure
 from .schemas import ChatRequest, ChatResponse, ToolCallRead, Usage
@@ -203,17 +211,24 @@ class ToolLoop:
 
     async def _run(self, call: ToolCall) -> ToolCall:
         settings = self.ai.settings
-        await run_call(
-            call,
-            self.tools,
-            app=self.app,
-            caller=self.caller,
-            request_id=self.request_id,
-            seconds=settings.tool_timeout,
-            max_chars=settings.max_tool_result_chars,
-        )
-        self.calls.append(call)
-        self._add(call.message)
+        try:
+            await run_call(
+                call,
+                self.tools,
+                app=self.app,
+                caller=self.caller,
+                request_id=self.request_id,
+                seconds=settings.tool_timeout,
+                max_chars=settings.max_tool_result_chars,
+            )
+        except BaseException:
+            # Cancelled mid-tool (the client left): the call is answered all the same, so
+            # the rounds stored with a cut-off answer never hold a call without its result.
+            call.fail("The request ended before the tool finished.")
+            raise
+        finally:
+            self.calls.append(call)
+            self._add(call.message)
         return call
 
     def _problems(self, content: str) -> list[dict[str, Any]]:
@@ -303,17 +318,9 @@ class ToolLoop:
         import openai  # imported by the backend already
 
         ai, caller = self.ai, self.caller
-        streams = ai.metering.streams
-        if not streams.open(caller.rate_key):
-            raise ProblemError(
-                429,
-                f"At most {streams.limit} streamed answers at a time per caller; retry when "
-                "one has ended.",
-                headers={"Retry-After": "1"},
-            )
+        slot = StreamSlot(ai, caller)
         upstream: ChatStream | None = None
         entry: Entry | None = None  # the step in flight: reserved, not yet charged
-        closed = False
 
         async def settle_step() -> None:
             """Close the step's upstream and charge it (once)."""
@@ -330,15 +337,7 @@ class ToolLoop:
                         self._charge(step)
 
         async def finish() -> None:
-            nonlocal closed
-            if closed:
-                return
-            closed = True
-            with anyio.CancelScope(shield=True):
-                try:
-                    await settle_step()
-                finally:
-                    streams.close(caller.rate_key)
+            await slot.close(settle_step)
 
         async def open_step(final: bool) -> ChatStream:
             """Reserve and open one step (its upstream failures raise OpenAIError)."""
@@ -383,7 +382,7 @@ class ToolLoop:
                         try:
                             current = await open_step(final)
                         except ProblemError as refused:  # the quota, before this step's call
-                            yield sse("error", {"status": refused.status, "detail": refused.detail})
+                            yield error_event(refused)
                             return
                     assert entry is not None
                     entry.outcome = "cancelled"
@@ -431,16 +430,7 @@ class ToolLoop:
                     errors = self._problems(content)
                     if errors:
                         self.on_answer = None  # an invalid answer is not stored
-                        problem = structured.invalid_output(errors)
-                        yield sse(
-                            "error",
-                            {
-                                "status": problem.status,
-                                "type": problem.type,
-                                "detail": problem.detail,
-                                "errors": errors,
-                            },
-                        )
+                        yield invalid_output_event(errors)
                         return
                     self._add({"role": "assistant", "content": content})
                     await self._store(content, model, cut_off=False)
@@ -459,7 +449,7 @@ class ToolLoop:
                 problem, outcome = upstream_failure(exc, timeout=ai.settings.timeout)
                 if entry is not None:
                     entry.outcome = outcome
-                yield sse("error", {"status": problem.status, "detail": problem.detail})
+                yield error_event(problem)
             finally:
                 await finish()
                 try:

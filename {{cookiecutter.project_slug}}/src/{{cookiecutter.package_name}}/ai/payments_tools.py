@@ -24,7 +24,7 @@ class SubscriptionInfo(BaseModel):
     ai_monthly_tokens: int | None
 
 
-@tool("get_subscription")
+@tool("get_subscription", scopes=["read"])
 async def get_subscription(ctx: ToolContext, args: NoArguments) -> SubscriptionInfo:
     """The caller's plan: its key and name, whether a paid subscription is active, the
     subscription's status ("none" without one), when the period ends, whether it is set to

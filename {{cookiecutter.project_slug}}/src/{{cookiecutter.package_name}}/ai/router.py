@@ -16,7 +16,15 @@ from {{ cookiecutter.package_name }}.core.errors import ProblemError
 from {{ cookiecutter.package_name }}.core.ratelimit import get_rate_limiter
 
 from . import structured, tokens
-from .calls import Answered, OnAnswer, complete_metered, gone_or_failed
+from .calls import (
+    Answered,
+    OnAnswer,
+    StreamSlot,
+    complete_metered,
+    error_event,
+    gone_or_failed,
+    invalid_output_event,
+)
 from .config import AISettings
 from .dependencies import AI, AIState, ai_state, require_ai
 from .exceptions import never_sent, upstream_failure
@@ -111,8 +119,9 @@ def check_size(settings: AISettings, chat: ChatRequest) -> int:
     return chat.max_tokens
 
 
-def choose_tools(request: Request, names: list[str]) -> list[Tool[Any]]:
-    """The registered tools a request names (422 for any other name)."""
+def choose_tools(request: Request, names: list[str], caller: Caller) -> list[Tool[Any]]:
+    """The registered tools a request names (422 for any other name), each one the caller's
+    credentials hold the scopes for (403 otherwise)."""
     tools = registry(request.app)
     wanted = list(dict.fromkeys(names))
     found = [t for t in map(tools.get, wanted) if t is not None]
@@ -123,6 +132,17 @@ def choose_tools(request: Request, names: list[str]) -> list[Tool[Any]]:
             422,
             f"No such tool: {unknown}; the tools are: {offered}.",
             errors=[{"loc": ["body", "tools"], "msg": "unknown tool", "type": "value_error"}],
+        )
+    refused = {t.name: t.missing_scopes(caller.scopes) for t in found}
+    refused = {name: missing for name, missing in refused.items() if missing}
+    if refused:
+        missing = sorted({scope for lacking in refused.values() for scope in lacking})
+        raise ProblemError(
+            403,
+            f"Missing scope: {' '.join(missing)}, which the tool(s) {', '.join(refused)} need; "
+            "the token or API key does not hold it.",
+            missing_scopes=missing,
+            tools=list(refused),
         )
     return found
 
@@ -170,7 +190,7 @@ async def answer(
     model = choose_model(ai, chat)
     max_tokens = check_size(ai.settings, chat)
     if chat.tools:
-        tools = choose_tools(request, chat.tools)
+        tools = choose_tools(request, chat.tools, caller)
         await ai.metering.check(caller)
         body = upstream_body(chat, model, max_tokens, ai.settings)
         loop = ToolLoop.for_chat(ai, caller, chat, request, body, max_tokens, tools, on_answer)
@@ -217,37 +237,24 @@ async def _stream(
 ) -> Response:
     import openai  # imported by the backend already
 
-    caller, streams = entry.caller, ai.metering.streams
-    if not streams.open(caller.rate_key):
-        raise ProblemError(
-            429,
-            f"At most {streams.limit} streamed answers at a time per caller; retry when one "
-            "has ended.",
-            headers={"Retry-After": "1"},
-        )
+    slot = StreamSlot(ai, entry.caller)
     try:
         want = entry.estimated_prompt + max_tokens
-        entry.reservation = await ai.metering.reserve(caller, want)
+        entry.reservation = await ai.metering.reserve(entry.caller, want)
     except BaseException:
-        streams.close(caller.rate_key)
+        await slot.close()
         raise
     # From here on the request may reach the provider: it is settled exactly once,
     # whichever way it ends (also when the response is never started).
     upstream: ChatStream | None = None
-    settled = False
+
+    async def settle() -> None:
+        if upstream is not None:
+            await upstream.aclose()
+        await ai.metering.record(entry)
 
     async def finish() -> None:
-        nonlocal settled
-        if settled:
-            return
-        settled = True
-        with anyio.CancelScope(shield=True):
-            try:
-                if upstream is not None:
-                    await upstream.aclose()
-                await ai.metering.record(entry)
-            finally:
-                streams.close(caller.rate_key)
+        await slot.close(settle)
 
     try:
         upstream = await ai.backend.open_stream(body)
@@ -300,16 +307,7 @@ async def _stream(
                 errors = structured.answer_problems(response_format, "".join(parts or ()))
                 if errors:
                     pending = None  # an invalid answer is not stored, as without streaming
-                    problem = structured.invalid_output(errors)
-                    yield sse(
-                        "error",
-                        {
-                            "status": problem.status,
-                            "type": problem.type,
-                            "detail": problem.detail,
-                            "errors": errors,
-                        },
-                    )
+                    yield invalid_output_event(errors)
                     return
             await store(model, cut_off=False)
             yield sse(
@@ -324,7 +322,7 @@ async def _stream(
             )
         except openai.OpenAIError as exc:
             problem, entry.outcome = upstream_failure(exc, timeout=ai.settings.timeout)
-            yield sse("error", {"status": problem.status, "detail": problem.detail})
+            yield error_event(problem)
         finally:
             await finish()
             try:
@@ -374,9 +372,10 @@ async def month_of(state: AIState, caller: Caller) -> UsageSummary:
 
 @router.get("/tools", responses=problems({429: "AI_RATE_LIMIT exceeded (with Retry-After)"}))
 async def list_tools(request: Request, caller: CallerDep) -> list[ToolRead]:
-    """The tools a chat request may name in `tools` (none of them run unless named)."""
+    """The tools the caller's chat requests may name in `tools` (none of them run unless
+    named): those whose scopes the token or API key holds."""
     await enforce_rate_limit(request, ai_state(request).settings, caller)
     return [
         ToolRead(name=t.name, description=t.description, parameters=t.parameters)
-        for t in registry(request.app)
+        for t in registry(request.app).usable(caller.scopes)
     ]

@@ -199,7 +199,12 @@ class StoredMessage(BaseModel):
 
 
 class ConversationDetail(ConversationOut):
-    messages: list[StoredMessage] = Field(description="Oldest first")
+    messages: list[StoredMessage] = Field(
+        description="The newest `limit` messages (before `before`), oldest first"
+    )
+    next_before: int | None = Field(
+        description="`before` for the page of older messages; null when there are none"
+    )
 
 
 class MessageCreate(Options):

@@ -25,14 +25,12 @@ from fastapi import Depends, Request
 {%- if cookiecutter.use_orgs %}
 from {{ cookiecutter.package_name }}.auth.dependencies import ReleasedPrincipal, get_auth_state
 {%- else %}
-from {{ cookiecutter.package_name }}.auth.dependencies import ReleasedUser
+from {{ cookiecutter.package_name }}.auth.dependencies import ReleasedPrincipal
 {%- endif %}
 {%- if cookiecutter.use_payments or cookiecutter.use_orgs %}
 from {{ cookiecutter.package_name }}.core.cache import Recent
 {%- endif %}
-{%- if cookiecutter.use_orgs %}
 from {{ cookiecutter.package_name }}.core.contract import declare
-{%- endif %}
 {%- if cookiecutter.use_payments or cookiecutter.use_orgs %}
 from {{ cookiecutter.package_name }}.core.db import get_database
 {%- endif %}
@@ -63,6 +61,12 @@ from .service import Caller
 
 def default_quota(settings: AISettings) -> int | None:
     return settings.monthly_token_quota or None
+{%- if cookiecutter.use_auth %}
+
+
+# A chat request that names a tool its credentials lack a scope for (ai/router.py).
+TOOL_SCOPE = {403: "A tool named in `tools` needs a scope the token or API key lacks"}
+{%- endif %}
 
 {%- if cookiecutter.use_auth %}
 {%- if cookiecutter.use_payments %}
@@ -136,8 +140,16 @@ def _recent(request: Request, name: str) -> HomeOrgs | OrgRoles:
     return cache
 
 
-async def pool_caller(request: Request, user_id: uuid.UUID, org_id: uuid.UUID) -> Caller:
-    """A member charged to the organization's pool: its plan's allowance, shared."""
+async def pool_caller(
+    request: Request,
+    user_id: uuid.UUID,
+    org_id: uuid.UUID,
+    scopes: frozenset[str] | None = None,
+) -> Caller:
+    """A member charged to the organization's pool: its plan's allowance, shared.
+
+    `scopes`: the credentials', which decide the tools the caller may run.
+    """
     quota, billed = await monthly_quota(request, org_id, ai_state(request).settings)
     return Caller(
         user_id=user_id,
@@ -145,6 +157,7 @@ async def pool_caller(request: Request, user_id: uuid.UUID, org_id: uuid.UUID) -
         rate_key=f"user:{user_id}",
         pool=org_id,
         overage_billed=billed,
+        scopes=scopes,
     )
 
 
@@ -170,7 +183,7 @@ async def get_caller(request: Request, principal: ReleasedPrincipal) -> Caller:
         raise ProblemError(
             403, "No personal organization; chat in one: POST /api/v1/orgs/{org_id}/ai/chat."
         )
-    return await pool_caller(request, user.id, org_id)
+    return await pool_caller(request, user.id, org_id, principal.scopes)
 
 
 async def get_org_caller(
@@ -192,32 +205,41 @@ async def get_org_caller(
     (role,) = await cache.fetch((user.id, org_id, key_id), read)
     if role is None:
         raise org_not_found()
-    return await pool_caller(request, user.id, org_id)
+    return await pool_caller(request, user.id, org_id, principal.scopes)
 
 
 declare(
     get_caller,
-    problems={403: "An API key of an organization its creator has left, or no personal one"},
+    problems={
+        403: "An API key of an organization its creator has left, or no personal one",
+        **TOOL_SCOPE,
+    },
 )
 # The scope is ReleasedPrincipal's (declared with it).
 declare(
     get_org_caller,
     requires="org member",
-    problems={404: "No such organization, or the caller is not a member"},
+    problems={404: "No such organization, or the caller is not a member", **TOOL_SCOPE},
 )
 OrgCallerDep = Annotated[Caller, Depends(get_org_caller)]
 {%- else %}
 
 
-async def get_caller(request: Request, user: ReleasedUser) -> Caller:
+async def get_caller(request: Request, principal: ReleasedPrincipal) -> Caller:
     """The signed-in user: rate limited and metered per user."""
+    user = principal.user
     quota, billed = await monthly_quota(request, user.id, ai_state(request).settings)
     return Caller(
         user_id=user.id,
         monthly_quota=quota,
         rate_key=f"user:{user.id}",
         overage_billed=billed,
+        scopes=principal.scopes,
     )
+
+
+# The scope is ReleasedPrincipal's (declared with it).
+declare(get_caller, problems=TOOL_SCOPE)
 {%- endif %}
 {%- else %}
 

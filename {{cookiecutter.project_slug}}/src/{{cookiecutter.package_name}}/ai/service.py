@@ -179,6 +179,9 @@ class Caller:
     # Tokens beyond monthly_quota are billed (a metered plan), not refused: no quota check,
     # nothing reserved; ai/billing.py (with plans) reports the overage for billing.
     overage_billed: bool = False
+    # The scopes of the request's credentials (token or API key), which the tools it may
+    # run need (ai/tools.py); None: a project without accounts, where scopes do not exist.
+    scopes: frozenset[str] | None = None
 
     @property
     def subject(self) -> uuid.UUID:

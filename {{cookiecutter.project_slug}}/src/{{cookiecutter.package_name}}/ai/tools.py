@@ -10,9 +10,16 @@ caller's, whatever ids the model writes.
     class NoArguments(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
-    @tool("get_usage")
+    @tool("get_usage", scopes=["read"])
     async def get_usage(ctx: ToolContext, args: NoArguments) -> UsageSummary:
         '''The caller's AI usage this month.'''  # the description the model reads
+
+Each tool declares the scopes it needs (`scopes=`), as a route does: it runs with the
+caller's data, so credentials that could not read that data through the API (an API key
+with `write` but not `read`, say) cannot have the model read it either. A request naming
+a tool its credentials lack a scope for is refused (403) before anything goes upstream,
+and `GET /ai/tools` lists only the tools the caller may use. Without accounts there are no
+scopes and every tool may be used.
 
 Tools are registered per app (`registry(app)`), by the module that owns them, at
 setup: `Module("...", install=provide(get_usage, ...))`. The AI package imports no
@@ -30,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Generic, TypeVar, get_type_hints
@@ -50,6 +57,8 @@ A = TypeVar("A", bound=BaseModel)
 
 # What OpenAI accepts as a function name.
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A scope as credentials carry it (space-separated in a token's `scope`).
+SCOPE = re.compile(r"^[!#-\[\]-~]{1,100}$")
 # The first line of an unexpected exception's text goes to the model, at most this long.
 MAX_ERROR_CHARS = 300
 
@@ -83,10 +92,20 @@ class Tool(Generic[A]):
     description: str
     arguments: type[A]
     function: ToolFunction[A] = field(repr=False)
+    # What the caller's credentials must hold for a request to use it (e.g. {"read"}).
+    scopes: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
             raise ValueError(f"Tool name {self.name!r}: 1 to 64 letters, digits, _ or -.")
+        for scope in self.scopes:
+            if not SCOPE.match(scope):
+                raise ValueError(f"Tool {self.name}: scope {scope!r} is not a scope name.")
+
+    def missing_scopes(self, held: frozenset[str] | None) -> frozenset[str]:
+        """What of the tool's scopes credentials holding `held` lack (None: no accounts,
+        no scopes: nothing)."""
+        return frozenset() if held is None else self.scopes - held
 
     @cached_property
     def parameters(self) -> dict[str, Any]:
@@ -109,11 +128,19 @@ class Tool(Generic[A]):
 def tool(
     name: str | None = None,
     *,
+    scopes: Collection[str],
     description: str | None = None,
     arguments: type[A] | None = None,
 ) -> Callable[[ToolFunction[A]], Tool[A]]:
     """Make an async function a tool: its name, its docstring as the description, and
-    the model of its second parameter (`args: SomeModel`) as the arguments."""
+    the model of its second parameter (`args: SomeModel`) as the arguments.
+
+    `scopes`: what the caller's credentials must hold for a request to use it, as for a
+    route that does the same: `["read"]` to read the caller's data, `["write"]` (or both)
+    to change it. `[]` only for a tool that touches no data of the caller's.
+    """
+    if isinstance(scopes, str):
+        raise TypeError("scopes: a list of scope names, e.g. ['read'], not a string.")
 
     def wrap(function: ToolFunction[A]) -> Tool[A]:
         model = arguments
@@ -126,7 +153,9 @@ def tool(
         text = description or (function.__doc__ or "").strip()
         if not text:
             raise ValueError(f"Tool {function.__name__}: give it a description (or a docstring).")
-        return Tool(name or function.__name__, " ".join(text.split()), model, function)
+        return Tool(
+            name or function.__name__, " ".join(text.split()), model, function, frozenset(scopes)
+        )
 
     return wrap
 
@@ -145,6 +174,10 @@ class ToolRegistry:
 
     def get(self, name: str) -> Tool[Any] | None:
         return self._tools.get(name)
+
+    def usable(self, scopes: frozenset[str] | None) -> list[Tool[Any]]:
+        """The tools credentials holding `scopes` may use (None: no accounts, every tool)."""
+        return [t for t in self if not t.missing_scopes(scopes)]
 
     def __iter__(self) -> Iterator[Tool[Any]]:
         return iter(sorted(self._tools.values(), key=lambda t: t.name))
@@ -184,6 +217,12 @@ class ToolCall:
     def message(self) -> dict[str, Any]:
         """The `tool` message that answers the call."""
         return {"role": "tool", "tool_call_id": self.id, "content": self.result}
+
+    def fail(self, error: str) -> ToolCall:
+        """The call's result is this error (what the model reads: `{"error": ...}`)."""
+        self.error = error
+        self.result = json.dumps({"error": error})
+        return self
 
 
 def _validation_text(exc: ValidationError) -> str:
@@ -254,6 +293,4 @@ async def run_call(
 
 
 def _failed(call: ToolCall, error: str) -> ToolCall:
-    call.error = error
-    call.result = json.dumps({"error": error})
-    return call
+    return call.fail(error)

@@ -8,7 +8,7 @@ from .schemas import UsageSummary
 from .tools import NoArguments, ToolContext, tool
 
 
-@tool("get_usage")
+@tool("get_usage", scopes=["read"])
 async def get_usage(ctx: ToolContext, args: NoArguments) -> UsageSummary:
     """The caller's AI token usage this calendar month (UTC): tokens and requests used,
     the monthly quota and what remains of it (null: no quota), and when it resets."""

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # Seconds after which a pooled connection is replaced.
     db_pool_recycle: int = Field(default=1800, ge=-1)
     db_pool_pre_ping: bool = False
+    # SQLite only: seconds a write waits for the database's one write lock before it fails
+    # ("database is locked"). At most 10 minutes: a writer held longer is a bug to see.
+    db_sqlite_busy_timeout: float = Field(default=5.0, ge=0, le=600)
     db_echo: bool = False
 
     redis_url: str | None = None

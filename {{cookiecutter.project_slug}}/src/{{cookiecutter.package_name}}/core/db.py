@@ -54,22 +54,28 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL (readers never wait), foreign keys, and 5 s to wait for the one write lock.
+def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
+    """WAL (readers never wait), foreign keys, and `busy_timeout` seconds to wait for the one
+    write lock (DB_SQLITE_BUSY_TIMEOUT).
 
     Transactions keep the driver's default start: `BEGIN` just before the first write, so
     that write waits for the lock (busy_timeout) like a lone statement. A transaction begun
     at its first read (SQLAlchemy's recipe for pysqlite's transaction handling) would hold
     a snapshot, and its first write would fail at once, without waiting, whenever another
-    transaction committed since. What makes a writer wait longer than 5 s is a transaction
-    holding the lock across slow work: none may hold it across a network call.
+    transaction committed since. What makes a writer wait longer than the busy timeout is a
+    transaction holding the lock across slow work: none may hold it across a network call.
     """
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+    milliseconds = round(busy_timeout * 1000)
+
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={milliseconds:d}")
+        cursor.close()
+
+    return pragmas
 
 
 class _Turns:
@@ -179,7 +185,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     # open): SQLAlchemy's own choice of pool, without our recycling.
     in_memory = sqlite_in_memory(settings.database_url)
     engine = create_async_engine(url, echo=settings.db_echo, **({} if in_memory else pool))
-    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas(settings.db_sqlite_busy_timeout))
     return engine
 
 
