@@ -240,7 +240,7 @@ async def test_the_environment_sends_spans_to_an_otlp_receiver(
         ExportTraceServiceRequest,
     )
 
-    # What was posted is OTLP's protobuf (core/otlp.py encodes it).
+    # What was posted is OTLP's protobuf.
     exports = [ExportTraceServiceRequest.FromString(body) for _, _, body in Receiver.received]
     [resource] = {
         str(r.resource) for export in exports for r in export.resource_spans
@@ -454,106 +454,3 @@ async def test_the_request_span_follows_the_http_conventions(
     [unmatched] = [s for s in spans if s.name == "GET"]
     assert "http.route" not in (unmatched.attributes or {})
     assert (unmatched.attributes or {})["http.response.status_code"] == 404
-
-
-def sample_spans() -> tuple[ReadableSpan, ...]:
-    """Spans with every part an export carries: events, links, a remote parent, statuses,
-    trace state, attributes of each type, two scopes (one made by two tracers)."""
-    from opentelemetry.trace import (
-        Link,
-        NonRecordingSpan,
-        SpanContext,
-        Status,
-        TraceFlags,
-        TraceState,
-        set_span_in_context,
-    )
-
-    exported = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    remote = SpanContext(
-        0xABC,
-        0xDEF,
-        is_remote=True,
-        trace_flags=TraceFlags(1),
-        trace_state=TraceState([("vendor", "v1"), ("other", "w")]),
-    )
-    server = provider.get_tracer("tests").start_span(
-        "GET /things/{id}",
-        context=set_span_in_context(NonRecordingSpan(remote)),
-        kind=SpanKind.SERVER,
-        attributes={"url.path": "/things/7", "server.port": 80, "http.request.method": "GET"},
-    )
-    sql = provider.get_tracer("db", "1.0", schema_url="https://example.com/s").start_span(
-        "SELECT app",
-        context=set_span_in_context(server),
-        kind=SpanKind.CLIENT,
-        attributes={"db.statement": "SELECT 1", "db.system": "postgresql", "net.peer.port": 5432},
-    )
-    sql.end()
-    job = provider.get_tracer("db", "1.0", schema_url="https://example.com/s").start_span(
-        "job thing",
-        kind=SpanKind.CONSUMER,
-        links=[Link(remote, {"why": "enqueued by"})],
-        attributes={
-            "flag": True,
-            "off": False,
-            "count": -5,
-            "big": 2**62,
-            "ratio": 1.5,
-            "raw": b"\x00\x01",
-            "names": ["a", "b"],
-            "numbers": (1, 2, 3),
-            "empty": "",
-            "unicode": "é ✓",
-        },
-    )
-    job.add_event("retry", {"attempt": 2})
-    job.add_event("bare")
-    job.set_status(Status(StatusCode.ERROR, "it failed"))
-    job.end()
-    server.set_status(Status(StatusCode.OK))
-    server.end()
-    return exported.get_finished_spans()
-
-
-def test_the_exporter_encodes_spans_as_the_sdk_does() -> None:
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-
-    from {{ cookiecutter.package_name }}.core.otlp import SpanEncoder
-
-    spans = sample_spans()
-    encoder = SpanEncoder()
-    ours = encoder.encode(spans)
-    assert ExportTraceServiceRequest.FromString(ours) == encode_spans(spans)
-    # Again, from the encoder's caches: the same.
-    assert encoder.encode(spans) == ours
-
-
-def test_the_exporter_encodes_in_a_fraction_of_the_sdks_time() -> None:
-    """The reason core/otlp.py exists: CPU per exported span (about 5 against 28 µs)."""
-    import time
-
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-    from {{ cookiecutter.package_name }}.core.otlp import SpanEncoder
-
-    spans = sample_spans() * 100
-    encoder = SpanEncoder()
-
-    def cpu(encode: object) -> float:
-        started = time.process_time()
-        for _ in range(5):
-            encode()  # type: ignore[operator]
-        return time.process_time() - started
-
-    # Best of five each, taking turns: a busy machine slows both alike.
-    sdk, ours = [], []
-    for _ in range(5):
-        sdk.append(cpu(lambda: encode_spans(spans).SerializePartialToString()))
-        ours.append(cpu(lambda: encoder.encode(spans)))
-    assert min(ours) < min(sdk) / 2, (ours, sdk)

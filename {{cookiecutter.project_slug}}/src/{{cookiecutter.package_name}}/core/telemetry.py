@@ -109,10 +109,9 @@ def tracer_provider_from(settings: TelemetrySettings) -> TracerProvider:
     if settings.otel_traces_exporter == "console":
         exporter = ConsoleSpanExporter()
     else:
-        # The SDK's OTLP/HTTP exporter with a leaner encoding of the spans (core/otlp.py).
-        from .otlp import OTLPExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPExporter(endpoint=settings.traces_endpoint)
+        exporter = OTLPSpanExporter(endpoint=settings.traces_endpoint)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
