@@ -236,9 +236,28 @@ async def test_the_environment_sends_spans_to_an_otlp_receiver(
     paths = {path for path, _, _ in Receiver.received}
     assert paths == {"/v1/traces"}
     assert {kind for _, kind, _ in Receiver.received} == {"application/x-protobuf"}
-    sent = b"".join(body for _, _, body in Receiver.received)
-    assert b"GET /health/live" in sent
-    assert b"{{ cookiecutter.package_name }}" in sent  # the service's name
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    # What was posted is OTLP's protobuf.
+    exports = [ExportTraceServiceRequest.FromString(body) for _, _, body in Receiver.received]
+    [resource] = {
+        str(r.resource) for export in exports for r in export.resource_spans
+    }  # one process, one resource: its service's name
+    assert '"{{ cookiecutter.package_name }}"' in resource
+    sent = [
+        span
+        for export in exports
+        for r in export.resource_spans
+        for scope in r.scope_spans
+        for span in scope.spans
+    ]
+    [live] = [span for span in sent if span.name == "GET /health/live"]
+    assert live.kind == live.SPAN_KIND_SERVER
+    attributes = {a.key: a.value for a in live.attributes}
+    assert attributes["http.route"].string_value == "/health/live"
+    assert attributes["http.response.status_code"].int_value == 200
 
 
 async def test_a_request_and_its_sql_are_one_trace(
@@ -382,3 +401,56 @@ async def test_a_job_joins_the_trace_of_the_request_that_enqueued_it(
     # The request's log lines carry its trace id.
     trace_id = f"{request.context.trace_id:032x}"
     assert f"trace_id={trace_id}" in access_line, access_line
+
+
+async def test_the_request_span_follows_the_http_conventions(
+    settings: Settings, migrated: object, exporter: InMemorySpanExporter
+) -> None:
+    """Our server span (core/telemetry.py ServerSpans) says what FastAPI's said."""
+    router = APIRouter()
+
+    @router.get("/test-spans/{item}")
+    @public("a test route")
+    async def item(item: str) -> dict[str, str]:
+        if item == "boom":
+            raise RuntimeError("boom")
+        return {"item": item}
+
+    app = create_app(
+        settings, modules=(*MODULES, Module("t", routers=(router,))), telemetry=traced(exporter)
+    )
+    caller_trace, caller_span = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+    async with served(app) as http:
+        ok = await http.get(
+            "/test-spans/seven?sig=secret&page=2",
+            headers={"traceparent": f"00-{caller_trace:032x}-{caller_span:016x}-01"},
+        )
+        assert ok.status_code == 200
+        assert (await http.get("/test-spans/boom")).status_code == 500
+        assert (await http.get("/no-such-path")).status_code == 404
+    spans = exporter.get_finished_spans()
+    [seven, boom] = [s for s in spans if s.name == "GET /test-spans/{item}"]
+    assert seven.kind is SpanKind.SERVER
+    # A caller's trace is continued.
+    assert seven.context.trace_id == caller_trace
+    assert parent_id(seven) == caller_span
+    assert dict(seven.attributes or {}) == {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "url.path": "/test-spans/seven",
+        "url.query": "sig=REDACTED&page=2",
+        "server.address": "testserver",
+        "server.port": 80,
+        "network.protocol.version": "1.1",
+        "http.route": "/test-spans/{item}",
+        "http.response.status_code": 200,
+    }
+    assert seven.status.status_code is StatusCode.UNSET
+    assert boom.parent is None  # no traceparent: a trace of its own
+    assert boom.status.status_code is StatusCode.ERROR
+    assert (boom.attributes or {})["error.type"] == "RuntimeError"
+    assert (boom.attributes or {})["http.response.status_code"] == 500
+    # A path no route has: the method alone, no route (a scan of random URLs adds no names).
+    [unmatched] = [s for s in spans if s.name == "GET"]
+    assert "http.route" not in (unmatched.attributes or {})
+    assert (unmatched.attributes or {})["http.response.status_code"] == 404

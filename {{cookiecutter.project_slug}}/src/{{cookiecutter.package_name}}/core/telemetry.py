@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
     from sqlalchemy.engine import Engine
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from .metrics import Metrics
 
@@ -173,34 +174,25 @@ class Telemetry:
         return self._tracer
 
     def fastapi_options(self) -> TelemetryConfig:
-        """`FastAPI(telemetry=...)`: FastAPI's own request spans, only with our provider.
+        """`FastAPI(telemetry=...)`: FastAPI's own telemetry stays off.
 
-        FastAPI names each server span "<METHOD> <route template>" and makes it current
-        while the request runs. Its metrics go to Prometheus our way (core/metrics.py).
+        The request spans are ours (`ServerSpans`, added by `install`): the same spans
+        for about half of the CPU (docs/benchmarks.md, Tracing overhead). Metrics go to
+        Prometheus our way (core/metrics.py).
         """
-        if self.tracer_provider is None:
-            return {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
-        excluded = self._excluded
-        return {
-            "tracer_provider": self.tracer_provider,
-            "tracing": True,
-            "metrics": False,
-            "logs": False,
-            # One span a request, not one per dependency: cheaper, and the SQL, Redis and
-            # HTTP spans below it say where the time went.
-            "operation_spans": False,
-            "auto_configure": False,
-            "exclude": (lambda scope: bool(excluded.search(scope.get("path", ""))))
-            if excluded is not None
-            else None,
-        }
+        return {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
 
     def install(self, app: FastAPI) -> None:
-        """Middleware: request metrics (when on); called by create_app."""
+        """Middleware: request metrics and the request spans (when on); called by create_app.
+
+        Added last, so outside the app's other middleware (inside Starlette's error one).
+        """
         if self.metrics is not None:
             from .metrics import RequestMetricsMiddleware
 
             app.add_middleware(RequestMetricsMiddleware, metrics=self.metrics)
+        if self.tracer_provider is not None:
+            app.add_middleware(ServerSpans, telemetry=self)
 
     @asynccontextmanager
     async def running(self, app: FastAPI) -> AsyncIterator[None]:
@@ -257,6 +249,171 @@ class Telemetry:
         self._undo.append(instrumentor.uninstrument)
 
 
+# Methods named as themselves in spans; others are "_OTHER" (OpenTelemetry's HTTP conventions).
+_HTTP_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"}
+)
+# Query parameters whose values a span never shows (the conventions' list, as FastAPI's).
+_SENSITIVE_QUERY_PARAMETERS = frozenset(
+    {"X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "sig", "X-Goog-Signature"}
+)
+
+
+class ServerSpans:
+    """Pure ASGI: a server span per HTTP request, current while the app answers it.
+
+    The span FastAPI's own telemetry makes (OpenTelemetry's HTTP server conventions):
+    named `<METHOD> <route template>`, with `http.request.method`, `url.scheme`,
+    `url.path`, `url.query` (signature parameters redacted), `server.address`,
+    `server.port`, `network.protocol.version`, then `http.route`,
+    `http.response.status_code` and, for a 5xx or an exception, `error.type` and an error
+    status. A caller's trace context (`traceparent`, or what `OTEL_PROPAGATORS` reads)
+    is continued. For less per request than FastAPI's (docs/benchmarks.md, Tracing
+    overhead): the attributes that depend only on method, scheme, protocol and host are
+    made once per combination, the headers are read once and the propagator only runs
+    when a header it reads is there, and one context is attached rather than three.
+    """
+
+    def __init__(self, app: ASGIApp, *, telemetry: Telemetry) -> None:
+        from opentelemetry import context, propagate
+        from opentelemetry.trace import SpanKind, StatusCode, set_span_in_context
+
+        self.app = app
+        self._tracer = telemetry.tracer
+        self._excluded = telemetry._excluded
+        self._propagator = propagate.get_global_textmap
+        self._fields: tuple[Any, frozenset[bytes]] = (None, frozenset())
+        self._attach, self._detach, self._root = context.attach, context.detach, context.Context
+        self._in_context = set_span_in_context
+        self._server, self._error = SpanKind.SERVER, StatusCode.ERROR
+        # (method, scheme, protocol, Host) -> the span's first attributes; bounded.
+        self._constant: dict[tuple[str, str, str, bytes | None], dict[str, Any]] = {}
+
+    def _read_headers(self, propagator: Any) -> frozenset[bytes]:
+        """The header names the propagator reads (ASGI's are lower-case bytes)."""
+        if self._fields[0] is not propagator:
+            self._fields = (propagator, frozenset(f.lower().encode() for f in propagator.fields))
+        return self._fields[1]
+
+    def _attributes(
+        self, method: str, original: str, scope: Scope, host: bytes | None
+    ) -> dict[str, Any]:
+        key = (original, scope["scheme"], scope.get("http_version", ""), host)
+        # Without a Host header (HTTP/1.0) the address is the socket's: not cached.
+        found = self._constant.get(key) if host is not None else None
+        if found is None:
+            found = {"http.request.method": method, "url.scheme": scope["scheme"]}
+            if scope.get("http_version"):
+                found["network.protocol.version"] = scope["http_version"]
+            if original != method:
+                found["http.request.method_original"] = original
+            found.update(_server_address(scope, host))
+            if host is not None:
+                if len(self._constant) >= 256:
+                    self._constant.clear()
+                self._constant[key] = found
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (
+            self._excluded is not None and self._excluded.search(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        propagator = self._propagator()
+        fields = self._read_headers(propagator)
+        carrier: dict[str, list[str]] | None = None
+        host = None
+        for name, value in scope["headers"]:
+            if name in fields:
+                carrier = carrier if carrier is not None else {}
+                carrier.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+            elif name == b"host":
+                host = value
+        if carrier is not None and "baggage" in carrier:
+            carrier["baggage"] = [",".join(carrier["baggage"])]  # it reads the first only
+        parent = propagator.extract(carrier) if carrier is not None else self._root()
+        original = scope["method"]
+        method = original if original in _HTTP_METHODS else "_OTHER"
+        span_method = method if method != "_OTHER" else "HTTP"
+        attributes = {**self._attributes(method, original, scope, host), "url.path": scope["path"]}
+        if scope.get("query_string"):
+            attributes["url.query"] = _redacted_query(scope["query_string"])
+        span = self._tracer.start_span(
+            span_method, context=parent, kind=self._server, attributes=attributes
+        )
+        status: int | None = None
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        token = self._attach(self._in_context(span, parent))
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._detach(token)
+            route = scope.get("route")
+            template = getattr(route, "path_format", None) or getattr(route, "path", None)
+            end: dict[str, Any] = {}
+            if template:
+                end["http.route"] = template
+                span.update_name(f"{span_method} {template}")
+            if status is None and isinstance(error, Exception):
+                status = 500  # what Starlette's error middleware, outside this one, sends
+            if status is not None:
+                end["http.response.status_code"] = status
+            if error is not None or status is None or status >= 500:
+                end["error.type"] = (
+                    _exception_type(error)
+                    if error is not None
+                    else str(status or "incomplete_response")
+                )
+                span.set_status(self._error)
+            span.set_attributes(end)
+            span.end()
+
+
+def _server_address(scope: Scope, host: bytes | None) -> dict[str, Any]:
+    """`server.address` and `server.port`, from the Host header (else the socket's)."""
+    from urllib.parse import urlsplit
+
+    if host is not None:
+        try:
+            url = urlsplit("//" + host.decode("latin-1"))
+            address, port = url.hostname, url.port
+        except ValueError:  # a malformed Host must not fail the request
+            return {}
+        if url.username is not None or url.path or url.query or url.fragment:
+            return {}
+        if port is None:
+            port = {"http": 80, "https": 443}.get(scope.get("scheme", "http"))
+    else:
+        address, port = scope.get("server") or (None, None)
+    if address is None:
+        return {}
+    return {"server.address": address, **({"server.port": port} if port is not None else {})}
+
+
+def _redacted_query(query: bytes) -> str:
+    from urllib.parse import parse_qsl, urlencode
+
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    return urlencode([(k, "REDACTED" if k in _SENSITIVE_QUERY_PARAMETERS else v) for k, v in pairs])
+
+
+def _exception_type(error: BaseException) -> str:
+    kind = type(error)
+    name = kind.__qualname__
+    return name if kind.__module__ == "builtins" else f"{kind.__module__}.{name}"
+
+
 # SQLAlchemy's dialect names as OpenTelemetry's `db.system` values.
 _DB_SYSTEMS = {"postgresql": "postgresql", "sqlite": "sqlite", "mysql": "mysql", "mssql": "mssql"}
 
@@ -267,7 +424,8 @@ def trace_sql(engine: Engine, provider: TracerProvider) -> Callable[[], None]:
     The spans opentelemetry-instrumentation-sqlalchemy makes (same name, kind, attributes
     and instrumentation scope), for less per statement, which matters on every request
     (docs/benchmarks.md, Tracing overhead): the engine's attributes are worked out once,
-    not per statement; the span gets its attributes when it starts; no listeners on the
+    and a statement's name and attributes once per statement text (the last 1,024), not
+    each time it is sent; the span gets its attributes when it starts; no listeners on the
     pool (the instrumentation's connection-usage metrics, which nothing here exports);
     and under a parent the sampler dropped (parent-based, the default) no span at all,
     where the instrumentation makes one that records nothing.
@@ -292,6 +450,9 @@ def trace_sql(engine: Engine, provider: TracerProvider) -> Callable[[], None]:
     in_database = f" {url.database}" if url.database else ""
     parent_based = isinstance(provider.sampler, ParentBased)
     get_current_span = trace.get_current_span
+    # statement -> (span name, attributes): an app sends the same few hundred statements
+    # over and over; worked out once each (bounded; the SDK copies the attributes).
+    seen: dict[str, tuple[str, dict[str, str | int]]] = {}
 
     def before(
         _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
@@ -302,13 +463,16 @@ def trace_sql(engine: Engine, provider: TracerProvider) -> Callable[[], None]:
             parent = get_current_span().get_span_context()
             if parent.is_valid and not parent.trace_flags.sampled:
                 return  # its children are dropped too
-        words = _LEADING_COMMENT.sub("", statement).split(None, 1)
-        operation = f"{words[0]}{in_database}" if words else system
-        context._otel_span = tracer.start_span(
-            operation,
-            kind=SpanKind.CLIENT,
-            attributes={**constant, "db.statement": statement, "db.operation": operation},
-        )
+        found = seen.get(statement)
+        if found is None:
+            words = _LEADING_COMMENT.sub("", statement).split(None, 1)
+            operation = f"{words[0]}{in_database}" if words else system
+            attributes = {**constant, "db.statement": statement, "db.operation": operation}
+            found = (operation, attributes)
+            if len(seen) >= 1024:
+                seen.clear()
+            seen[statement] = found
+        context._otel_span = tracer.start_span(found[0], kind=SpanKind.CLIENT, attributes=found[1])
 
     def after(
         _conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _m: bool
