@@ -31,9 +31,15 @@ from schemathesis.schemas import BaseSchema
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.db import Database
 from {{ cookiecutter.package_name }}.main import app as module_app
-from tests.conftest import clear_tables
+from tests.conftest import BUSY_TIMEOUT, clear_tables
 
 MAX_EXAMPLES = 8
+# How long a request may take before the client gives up: longer than SQLite's busy
+# timeout in the tests. A request that waits for the write lock on a loaded machine is
+# then slow, not cancelled mid-transaction: schemathesis cancels the app at its timeout
+# (10 s by default), and a connection cancelled inside a write transaction kept the lock
+# until the test ended, so every later write waited it out ("database is locked").
+TIMEOUT = BUSY_TIMEOUT + 30
 
 ContractCase = schemathesis.Case[Any]
 Test = TypeVar("Test", bound=Callable[..., None])
@@ -75,7 +81,7 @@ def contract_test(schema: BaseSchema) -> Callable[[Test], Test]:
 
 def call(app: FastAPI, method: str, path: str, **parts: Any) -> Any:
     """One explicit request to the app, outside the generated ones (to sign up, sign in)."""
-    return document()[path][method].Case(**parts).call(app=app)
+    return document()[path][method].Case(**parts).call(app=app, timeout=TIMEOUT)
 
 
 def stop(app: FastAPI, settings: Settings) -> None:

@@ -2,8 +2,8 @@
 
 0012 wrote `current_setting(...)` straight into the policy, which PostgreSQL evaluates
 for every row it checks. In a sub-select, `(SELECT current_setting(...))`, it is an
-init plan: evaluated once per statement, as 0017 does for the payments tables and as
-docs/orgs.md shows for new tables. What the policy allows is unchanged.
+init plan: evaluated once per statement, as docs/orgs.md shows for new tables. What the
+policy allows is unchanged.
 
 Revision ID: 0020_orgs_rls_once
 Revises: (set by the template to the previous migration)

@@ -21,7 +21,7 @@ from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.main import create_app
 from tests.ai.conftest import SIGNED_IN, make_ai_settings
 from tests.ai.fake_upstream import FakeUpstream, start
-from tests.contract import CHECKS, ContractCase, contract_test, document, stop
+from tests.contract import CHECKS, TIMEOUT, ContractCase, contract_test, document, stop
 
 
 def not_a_server_error(ctx: Any, response: Any, case: ContractCase) -> bool | None:
@@ -76,4 +76,4 @@ def open_ai_app(settings: Settings, migrated: Config) -> Iterator[FastAPI]:
 @pytest.mark.skipif(SIGNED_IN, reason="with accounts, test_signed_in.py checks it signed in")
 @contract_test(document().include(path_regex="^/api/v1/ai/"))
 def test_ai_routes_keep_the_contract(case: ContractCase, open_ai_app: FastAPI) -> None:
-    case.call_and_validate(app=open_ai_app, checks=AI_CHECKS)
+    case.call_and_validate(app=open_ai_app, checks=AI_CHECKS, timeout=TIMEOUT)

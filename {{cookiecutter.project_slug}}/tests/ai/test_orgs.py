@@ -31,7 +31,7 @@ from tests.ai.conftest import MakeApp, http, ledger
 from tests.ai.fake_upstream import FakeUpstream
 from tests.ai.test_contract import AI_CHECKS, ai_app
 from tests.auth.conftest import PASSWORD, login, sign_up
-from tests.contract import ContractCase, contract_test, document
+from tests.contract import TIMEOUT, ContractCase, contract_test, document
 from tests.orgs.conftest import new_org
 
 CHAT = "/api/v1/ai/chat"
@@ -345,4 +345,4 @@ def test_org_ai_routes_keep_the_contract(
     case: ContractCase, org_ai_app: tuple[FastAPI, dict[str, str]]
 ) -> None:
     app, headers = org_ai_app
-    case.call_and_validate(app=app, headers=headers, checks=AI_CHECKS)
+    case.call_and_validate(app=app, headers=headers, checks=AI_CHECKS, timeout=TIMEOUT)

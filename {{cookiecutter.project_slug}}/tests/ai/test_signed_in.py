@@ -22,7 +22,7 @@ from tests.ai.conftest import MakeApp, http, ledger
 from tests.ai.fake_upstream import FakeUpstream
 from tests.ai.test_contract import AI_CHECKS, ai_app
 from tests.auth.conftest import login, mark_verified, register, sign_up
-from tests.contract import ContractCase, contract_test, document
+from tests.contract import TIMEOUT, ContractCase, contract_test, document
 
 CHAT = "/api/v1/ai/chat"
 HELLO = {"messages": [{"role": "user", "content": "Say hello"}]}
@@ -170,4 +170,4 @@ def test_ai_routes_keep_the_contract_signed_in(
     case: ContractCase, signed_in_ai_app: Signed
 ) -> None:
     app, headers = signed_in_ai_app
-    case.call_and_validate(app=app, headers=headers, checks=AI_CHECKS)
+    case.call_and_validate(app=app, headers=headers, checks=AI_CHECKS, timeout=TIMEOUT)

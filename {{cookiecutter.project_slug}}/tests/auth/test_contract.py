@@ -12,7 +12,7 @@ from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.core.email import EmailSettings, Mailer
 from {{ cookiecutter.package_name }}.main import create_app
 from tests.auth.conftest import FakeProvider, Outbox, make_auth_settings, sign_up
-from tests.contract import CHECKS, ContractCase, contract_test, document, stop
+from tests.contract import CHECKS, TIMEOUT, ContractCase, contract_test, document, stop
 
 Signed = tuple[FastAPI, dict[str, str]]
 
@@ -56,4 +56,4 @@ def signed_in_app(
 @contract_test(document().include(path_regex="^/api/v1/(auth|users|api-keys)"))
 def test_auth_routes_keep_the_contract(case: ContractCase, signed_in_app: Signed) -> None:
     app, headers = signed_in_app
-    case.call_and_validate(app=app, headers=headers, checks=CHECKS)
+    case.call_and_validate(app=app, headers=headers, checks=CHECKS, timeout=TIMEOUT)

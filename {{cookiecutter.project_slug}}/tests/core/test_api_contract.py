@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.main import create_app
-from tests.contract import CHECKS, ContractCase, contract_test, document, stop
+from tests.contract import CHECKS, TIMEOUT, ContractCase, contract_test, document, stop
 
 
 @pytest.fixture(scope="module")
@@ -22,4 +22,4 @@ def health_app(settings: Settings, migrated: Config) -> Iterator[FastAPI]:
 
 @contract_test(document().include(path_regex="^/health/"))
 def test_health_routes_keep_the_contract(case: ContractCase, health_app: FastAPI) -> None:
-    case.call_and_validate(app=health_app, checks=CHECKS)
+    case.call_and_validate(app=health_app, checks=CHECKS, timeout=TIMEOUT)

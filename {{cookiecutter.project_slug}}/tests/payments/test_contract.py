@@ -12,7 +12,7 @@ from {{ cookiecutter.package_name }}.auth.config import AuthSettings
 from {{ cookiecutter.package_name }}.core.config import Settings
 from {{ cookiecutter.package_name }}.main import create_app
 from tests.auth.conftest import sign_up
-from tests.contract import CHECKS, ContractCase, contract_test, document, stop
+from tests.contract import CHECKS, TIMEOUT, ContractCase, contract_test, document, stop
 from tests.payments.conftest import FakeStripe, make_payments_settings
 
 Signed = tuple[FastAPI, dict[str, str]]
@@ -33,4 +33,4 @@ def billing_app(
 @contract_test(document().include(path_regex="^/api/v1/payments/"))
 def test_payments_routes_keep_the_contract(case: ContractCase, billing_app: Signed) -> None:
     app, headers = billing_app
-    case.call_and_validate(app=app, headers=headers, checks=CHECKS)
+    case.call_and_validate(app=app, headers=headers, checks=CHECKS, timeout=TIMEOUT)

@@ -41,7 +41,7 @@ from {{ cookiecutter.package_name }}.payments.orgs import SEAT_PRORATION
 from {{ cookiecutter.package_name }}.payments.service import get_entitlements
 from tests.auth.conftest import assert_problem, sign_up, signed_in
 from tests.conftest import clear_tables
-from tests.contract import CHECKS, ContractCase, contract_test, document, stop
+from tests.contract import CHECKS, TIMEOUT, ContractCase, contract_test, document, stop
 from tests.orgs.conftest import new_org
 from tests.payments.conftest import (
     PRO_PRICE,
@@ -561,4 +561,4 @@ def test_org_billing_routes_keep_the_contract(
     case: ContractCase, org_billing_app: tuple[FastAPI, dict[str, str]]
 ) -> None:
     app, headers = org_billing_app
-    case.call_and_validate(app=app, headers=headers, checks=CHECKS)
+    case.call_and_validate(app=app, headers=headers, checks=CHECKS, timeout=TIMEOUT)

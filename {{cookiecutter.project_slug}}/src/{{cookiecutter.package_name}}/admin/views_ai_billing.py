@@ -43,7 +43,7 @@ class AIMeterBatchAdmin(ModelView, model=AIMeterBatch):
     column_labels: ClassVar[dict[Any, str]] = {
         AIMeterBatch.id: "ID",
         AIMeterBatch.identifier: "Meter event identifier",
-        AIMeterBatch.subject: "Billed subject (user or organization ID)",
+        AIMeterBatch.subject: "Billed subject (the ID its AI usage is totalled under)",
         AIMeterBatch.event_name: "Meter event name",
         AIMeterBatch.created_at: "Made",
         AIMeterBatch.customer_id: "Stripe customer",
