@@ -28,14 +28,14 @@ async def test_the_setting_reaches_every_connection(tmp_path: Path, seconds: flo
     assert await busy_timeout_ms(database) == round(seconds * 1000)
 
 
-async def test_the_default_is_five_seconds_and_the_suite_waits_longer(
+async def test_the_default_is_five_seconds_and_the_suite_sets_its_own(
     tmp_path: Path, settings: Settings
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/busy.db"
     default = Settings(_env_file=None, environment="test", database_url=url)
     assert default.db_sqlite_busy_timeout == 5.0
     assert await busy_timeout_ms(Database.from_settings(default)) == 5000
-    # The suite's own settings: a write on a loaded machine waits instead of failing.
+    # The suite's own settings carry the value it chose (tests/conftest.py).
     assert settings.db_sqlite_busy_timeout == BUSY_TIMEOUT
 
 
