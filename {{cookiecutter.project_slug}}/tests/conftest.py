@@ -33,9 +33,6 @@ from tests.pg_role import create_role, drop_role, is_postgresql
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # SQLite's wait for the one write lock in the suite (DB_SQLITE_BUSY_TIMEOUT): the default.
-# 30 s was tried and did not help: in the template's CI the auth contract test's
-# forgot-password request and the jobs relay both waited out all 30 s ("database is
-# locked"), so the lock was held, not slow; a longer wait only made the failure slower.
 # A test that shows a write failing behind a held lock must hold it longer than this.
 BUSY_TIMEOUT = 5.0
 

@@ -17,7 +17,6 @@ schemathesis's event-loop thread until `stop`.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,10 +34,8 @@ from tests.conftest import BUSY_TIMEOUT, clear_tables
 
 MAX_EXAMPLES = 8
 # How long a request may take before the client gives up: longer than SQLite's busy
-# timeout in the tests. A request that waits for the write lock on a loaded machine is
-# then slow, not cancelled mid-transaction: schemathesis cancels the app at its timeout
-# (10 s by default), and a connection cancelled inside a write transaction kept the lock
-# until the test ended, so every later write waited it out ("database is locked").
+# timeout in the tests, so that a request waiting for the write lock on a loaded machine
+# is slow, not cancelled (schemathesis cancels the app at its timeout, 10 s by default).
 TIMEOUT = BUSY_TIMEOUT + 30
 
 ContractCase = schemathesis.Case[Any]
@@ -87,9 +84,6 @@ def call(app: FastAPI, method: str, path: str, **parts: Any) -> Any:
 def stop(app: FastAPI, settings: Settings) -> None:
     """End the app's lifespan and empty its tables."""
     asgi.shutdown_lifespans()
-    # A connection a cancelled request left checked out is closed only when collected;
-    # on SQLite it may hold the write lock until then. Collect it now, not mid-next-test.
-    gc.collect()
 
     async def clear() -> None:
         database = Database.from_settings(settings)

@@ -15,7 +15,9 @@ Two ways to reach the database share one connection pool:
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -52,6 +54,32 @@ class Base(DeclarativeBase):
     """Base class of every table; modules import it, core never imports a module."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class _SQLiteConnection(sqlite3.Connection):
+    """A SQLite connection that resets its cursors' statements when it closes.
+
+    A statement cancelled midway (a timeout, a job stopped at shutdown) is left stepped but
+    not reset. The cancelled task keeps its error, and the error's traceback keeps the
+    statement's cursor alive. `close()` alone then leaves a zombie connection that keeps the
+    statement's write lock until the cursor is collected, and every other writer waits out
+    the busy timeout ("database is locked"). Resetting the cursors first lets it close, and
+    its transaction roll back, at once.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cursors: weakref.WeakSet[sqlite3.Cursor] = weakref.WeakSet()
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        cursor = super().cursor(*args, **kwargs)
+        self._cursors.add(cursor)
+        return cursor
+
+    def close(self) -> None:
+        for cursor in list(self._cursors):
+            cursor.close()
+        super().close()
 
 
 def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
@@ -184,7 +212,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
     # In memory (also `file::memory:?cache=shared`, which lives only while a connection is
     # open): SQLAlchemy's own choice of pool, without our recycling.
     in_memory = sqlite_in_memory(settings.database_url)
-    engine = create_async_engine(url, echo=settings.db_echo, **({} if in_memory else pool))
+    engine = create_async_engine(
+        url,
+        echo=settings.db_echo,
+        connect_args={"factory": _SQLiteConnection},
+        **({} if in_memory else pool),
+    )
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas(settings.db_sqlite_busy_timeout))
     return engine
 
