@@ -183,8 +183,13 @@ class Side:
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    """Takes OTLP/HTTP exports and drops them (counting what arrived)."""
+    """Takes OTLP/HTTP exports and drops them (counting what arrived).
 
+    HTTP/1.1, so the exporter keeps its connection from one export to the next, as it does
+    with a collector (HTTP/1.0 closed it after each, a new TCP connection per batch).
+    """
+
+    protocol_version = "HTTP/1.1"
     received = 0
 
     def do_POST(self) -> None:

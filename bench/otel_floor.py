@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from opentelemetry import context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -39,11 +39,12 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.trace import SpanKind, Tracer, set_span_in_context
+from opentelemetry.util.types import AttributeValue
 
 BATCH = 512  # OTEL_BSP_MAX_EXPORT_BATCH_SIZE's default
 
 # What ServerSpans and trace_sql put on users/me's spans (PostgreSQL, a Host header).
-REQUEST = {
+REQUEST: dict[str, AttributeValue] = {
     "http.request.method": "GET",
     "url.scheme": "http",
     "network.protocol.version": "1.1",
@@ -51,8 +52,11 @@ REQUEST = {
     "server.port": 8000,
     "url.path": "/api/v1/users/me",
 }
-REQUEST_END = {"http.route": "/api/v1/users/me", "http.response.status_code": 200}
-STATEMENT = {
+REQUEST_END: dict[str, AttributeValue] = {
+    "http.route": "/api/v1/users/me",
+    "http.response.status_code": 200,
+}
+STATEMENT: dict[str, AttributeValue] = {
     "db.system": "postgresql",
     "net.peer.name": "127.0.0.1",
     "net.peer.port": 5432,
@@ -94,9 +98,9 @@ def one_request(request_tracer: Tracer, sql_tracer: Tracer) -> None:
     request.end()
 
 
-def provider(processor: object) -> TracerProvider:
+def provider(processor: SpanProcessor) -> TracerProvider:
     made = TracerProvider(resource=Resource.create({"service.name": "app"}), shutdown_on_exit=False)
-    made.add_span_processor(processor)  # type: ignore[arg-type]
+    made.add_span_processor(processor)
     return made
 
 
