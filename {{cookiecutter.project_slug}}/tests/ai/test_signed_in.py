@@ -137,6 +137,10 @@ async def test_the_tool_list_is_the_callers(make_app: MakeApp) -> None:
         async def listed(headers: dict[str, str]) -> set[str]:
             response = await client.get("/api/v1/ai/tools", headers=headers)
             assert response.status_code == 200, response.text
+            for item in response.json():  # each with what it needs
+                declared = registry(app).get(item["name"])
+                assert declared is not None
+                assert item["scopes"] == sorted(declared.scopes)
             return {t["name"] for t in response.json()}
 
         assert await listed(session) == everything
@@ -146,6 +150,8 @@ async def test_the_tool_list_is_the_callers(make_app: MakeApp) -> None:
         registry(app).add(needs_write)
         assert await listed(read_only) == everything
         assert await listed(session) == everything | {"forget_me"}
+        response = await client.get("/api/v1/ai/tools", headers=session)
+        assert {t["name"]: t["scopes"] for t in response.json()}["forget_me"] == ["read", "write"]
 
 
 @tool("forget_me", scopes=["read", "write"])

@@ -334,6 +334,7 @@ async def test_the_tools_of_the_projects_modules_are_listed(
     assert set(listed) == expected
     assert listed["get_usage"]["parameters"]["additionalProperties"] is False
     assert "usage" in listed["get_usage"]["description"]
+    assert listed["get_usage"]["scopes"] == ["read"]
 
 
 async def test_a_client_leaving_mid_loop_stops_it(

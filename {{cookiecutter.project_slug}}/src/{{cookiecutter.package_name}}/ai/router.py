@@ -376,6 +376,8 @@ async def list_tools(request: Request, caller: CallerDep) -> list[ToolRead]:
     named): those whose scopes the token or API key holds."""
     await enforce_rate_limit(request, ai_state(request).settings, caller)
     return [
-        ToolRead(name=t.name, description=t.description, parameters=t.parameters)
+        ToolRead(
+            name=t.name, description=t.description, parameters=t.parameters, scopes=sorted(t.scopes)
+        )
         for t in registry(request.app).usable(caller.scopes)
     ]

@@ -119,6 +119,7 @@ class ToolRead(BaseModel):
     name: str
     description: str
     parameters: dict[str, Any] = Field(description="The arguments' JSON schema")
+    scopes: list[str] = Field(description="What the caller's credentials must hold to use it")
 
 
 class OverageBilling(BaseModel):
