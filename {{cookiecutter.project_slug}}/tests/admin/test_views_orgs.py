@@ -1,4 +1,5 @@
-"""Organizations in the admin: organizations, memberships and invitations listed and searchable.
+"""Organizations in the admin: organizations, memberships, invitations and the organizations'
+API keys listed and searchable.
 
 The admin acts for no single organization: on PostgreSQL its sessions pass row-level
 security, so it lists every organization's invitations even when the app connects as a
@@ -14,11 +15,11 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from {{ cookiecutter.package_name }}.auth.models import User
+from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
 from {{ cookiecutter.package_name }}.core.db import Database, bypass_row_security
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.orgs import service
-from {{ cookiecutter.package_name }}.orgs.models import Invitation, Organization
+from {{ cookiecutter.package_name }}.orgs.models import Invitation, Organization, OrgApiKey
 from tests.admin.conftest import admin_login, make_user
 from tests.conftest import clear_tables, make_settings
 from tests.orgs.pg_role import app_role, needs_postgresql
@@ -95,6 +96,34 @@ async def test_invitations_are_searched_and_never_show_the_token_hash(
     assert "carol@example.com" in details.text
     assert TOKEN_HASH not in details.text
     assert (await admin_client.get(f"/admin/invitation/edit/{invitation.id}")).status_code == 403
+
+
+async def test_organization_api_keys_are_searched_by_organization_and_key(
+    app: FastAPI, admin_client: AsyncClient, superuser: User
+) -> None:
+    acme, invitation = await acme_with_an_invitation(app)
+    database: Database = app.state.database
+    async with database.sessionmaker() as session, session.begin():
+        await bypass_row_security(session)
+        key = ApiKey(
+            user_id=invitation.invited_by,
+            name="deploy bot",
+            prefix="sk_d3pl0y",
+            key_hash=hashlib.sha256(b"an API key").hexdigest(),
+            scope="read",
+        )
+        session.add(key)
+        await session.flush()
+        session.add(OrgApiKey(api_key_id=key.id, org_id=acme.id, role="member"))
+    for term in ("acme", "deploy", "sk_d3p"):
+        found = await admin_client.get("/admin/org-api-key/list", params={"search": term})
+        assert found.status_code == 200
+        assert str(key.id) in found.text, term
+    missed = await admin_client.get("/admin/org-api-key/list", params={"search": "bob"})
+    assert str(key.id) not in missed.text
+    assert "Organization name, key name or prefix" in missed.text
+    for page in ("create", f"edit/{key.id}"):
+        assert (await admin_client.get(f"/admin/org-api-key/{page}")).status_code == 403
 
 
 async def test_the_admin_reads_every_organization_under_row_security(

@@ -1,10 +1,13 @@
-"""Admin views of the orgs module: organizations, memberships and invitations.
+"""Admin views of the orgs module: organizations, memberships, invitations and the
+organizations' API keys.
 
-Searchable by name (organizations) and by the member's or invitee's email and the
-organization's name (memberships, invitations). Only an organization's name is
-editable here: roles, members and invitations change through the API, whose rules keep
-an owner in every organization, and deleting an organization goes through the API too
-(it cancels its subscription). Invitation token hashes are never shown.
+Searchable by name (organizations), by the member's or invitee's email and the
+organization's name (memberships, invitations), and by the organization's name or the
+key's name or prefix (API keys). Only an organization's name is editable here: roles,
+members, invitations and keys change through the API, whose rules keep an owner in every
+organization, and deleting an organization goes through the API too (it cancels its
+subscription). Invitation token hashes are never shown; a key is revoked in the API
+keys view, like any other.
 
 The admin acts for no single organization: its sessions pass row-level security
 (admin/module.py), so these views list every organization's rows on PostgreSQL too.
@@ -19,8 +22,13 @@ from sqladmin import ModelView
 from sqladmin.filters import AllUniqueStringValuesFilter
 from sqlalchemy import ColumnElement, Select, or_, select
 
-from {{ cookiecutter.package_name }}.auth.models import User
-from {{ cookiecutter.package_name }}.orgs.models import Invitation, Membership, Organization
+from {{ cookiecutter.package_name }}.auth.models import ApiKey, User
+from {{ cookiecutter.package_name }}.orgs.models import (
+    Invitation,
+    Membership,
+    Organization,
+    OrgApiKey,
+)
 
 CATEGORY = "Organizations"
 
@@ -152,4 +160,51 @@ class InvitationAdmin(ModelView, model=Invitation):
         )
 
 
-VIEWS: tuple[type[ModelView], ...] = (OrganizationAdmin, MembershipAdmin, InvitationAdmin)
+def _key_named(api_key_id: Any, term: str) -> ColumnElement[bool]:
+    pattern = f"%{term}%"
+    keys = select(ApiKey.id).where(or_(ApiKey.name.ilike(pattern), ApiKey.prefix.ilike(pattern)))
+    found: ColumnElement[bool] = api_key_id.in_(keys)
+    return found
+
+
+class OrgApiKeyAdmin(ModelView, model=OrgApiKey):
+    name = "Organization API key"
+    name_plural = "Organization API keys"
+    icon = "fa-solid fa-key"
+    category = CATEGORY
+
+    column_list: ClassVar[Sequence[Any]] = [
+        OrgApiKey.org_id,
+        OrgApiKey.api_key_id,
+        OrgApiKey.role,
+    ]
+    column_labels: ClassVar[dict[Any, str]] = {
+        OrgApiKey.org_id: "Organization ID",
+        OrgApiKey.api_key_id: "API key ID",
+        OrgApiKey.role: "Role (at most)",
+    }
+    # The search box searches the organization's name and the key's name and prefix.
+    column_searchable_list: ClassVar[Sequence[Any]] = [OrgApiKey.role]
+    column_filters: ClassVar[Sequence[Any]] = [
+        AllUniqueStringValuesFilter(OrgApiKey.role, title="Role")
+    ]
+    column_default_sort: ClassVar[Any] = (OrgApiKey.org_id, False)
+    can_create = False  # made through the API, by a member, with a role up to theirs
+    can_edit = False
+    can_delete = False  # revoked in the API keys view (or through the API)
+
+    def search_placeholder(self) -> str:
+        return "Organization name, key name or prefix"
+
+    def search_query(self, stmt: Select[Any], term: str) -> Select[Any]:
+        return stmt.where(
+            or_(_org_named(OrgApiKey.org_id, term), _key_named(OrgApiKey.api_key_id, term))
+        )
+
+
+VIEWS: tuple[type[ModelView], ...] = (
+    OrganizationAdmin,
+    MembershipAdmin,
+    InvitationAdmin,
+    OrgApiKeyAdmin,
+)
