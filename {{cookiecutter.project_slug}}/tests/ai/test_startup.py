@@ -1,4 +1,5 @@
-"""The OpenAI SDK (and aiohttp, its transport) load at the first chat, not at start-up."""
+"""The OpenAI SDK (and aiohttp, its transport) load at the first chat, not at start-up;
+jsonschema at the first request that asks for structured output."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from alembic.config import Config
 
 from tests.startup import imported_at_start
 
-SDK = {"openai", "aiohttp", "httpx2"}
+SDK = {"openai", "aiohttp", "httpx2", "jsonschema"}
 
 
 def test_starting_the_app_does_not_import_the_sdk(database_url: str, migrated: Config) -> None:

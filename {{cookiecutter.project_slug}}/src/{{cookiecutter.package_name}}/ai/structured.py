@@ -1,17 +1,15 @@
 """Structured output: the client's JSON schema checked before the call, the answer after.
 
-`jsonschema` validates (the draft named by the schema's `$schema`, else 2020-12).
-Remote `$ref`s are never fetched: a reference the schema does not hold itself makes
-the answer fail validation.
+`jsonschema` validates (the draft named by the schema's `$schema`, else 2020-12). It is
+imported by the first request that asks for a schema, not at start-up (about a tenth of the
+app's import time, for a feature many apps never use). Remote `$ref`s are never fetched: a
+reference the schema does not hold itself makes the answer fail validation.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
-
-from jsonschema import Draft202012Validator, validators
-from jsonschema.exceptions import SchemaError
+from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package_name }}.core.errors import ProblemError
 
@@ -21,9 +19,22 @@ INVALID_OUTPUT = "ai-invalid-structured-output"
 MAX_ERRORS = 10
 
 
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
+
+def _validator_for(schema: dict[str, Any]) -> type[Validator]:
+    from jsonschema import Draft202012Validator, validators
+
+    found: type[Validator] = validators.validator_for(schema, default=Draft202012Validator)
+    return found
+
+
 def schema_problem(schema: dict[str, Any]) -> str | None:
     """Why `schema` is not a valid JSON schema; None when it is."""
-    cls = validators.validator_for(schema, default=Draft202012Validator)
+    from jsonschema.exceptions import SchemaError
+
+    cls = _validator_for(schema)
     try:
         cls.check_schema(schema)
     except SchemaError as exc:
@@ -42,7 +53,7 @@ def answer_problems(response_format: dict[str, Any], content: str) -> list[dict[
             return [{"path": [], "message": "not a JSON object"}]
         return []
     schema = response_format["json_schema"]["schema"]
-    cls = validators.validator_for(schema, default=Draft202012Validator)
+    cls = _validator_for(schema)
     found: list[dict[str, Any]] = []
     try:
         for error in cls(schema).iter_errors(value):

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import false, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from {{ cookiecutter.package_name }}.auth.models import User, utcnow
@@ -34,6 +33,7 @@ from {{ cookiecutter.package_name }}.payments.models import (
 from {{ cookiecutter.package_name }}.payments.sdk import stripe
 
 if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
     from stripe.params.checkout import SessionCreateParamsLineItem
 
 log = structlog.get_logger(__name__)
@@ -109,11 +109,16 @@ async def get_entitlements(
 def insert_ignoring_conflict(
     session: AsyncSession, model: type[Base], values: dict[str, Any]
 ) -> postgresql.Insert | sqlite.Insert:
-    """`INSERT ... ON CONFLICT DO NOTHING`, on PostgreSQL and SQLite."""
+    """`INSERT ... ON CONFLICT DO NOTHING`, on PostgreSQL and SQLite (the dialect's module
+    imported here, not at start-up: an app loads only its own)."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(model).values(**values).on_conflict_do_nothing()
     if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(model).values(**values).on_conflict_do_nothing()
     raise NotImplementedError(f"payments: no conflict-free insert for {dialect}")
 

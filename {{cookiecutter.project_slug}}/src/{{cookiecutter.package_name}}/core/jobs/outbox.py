@@ -13,8 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Insert, event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -49,10 +47,16 @@ def _after_commit(session: Session) -> None:
 
 def insert_ignoring_duplicates(dialect: str, values: list[dict[str, Any]]) -> Insert:
     """INSERT INTO jobs that leaves alone a row whose id is taken (a key, a schedule's tick)."""
-    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - the template's two
-        raise RuntimeError(f"jobs with a key are not written for {dialect}")
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert(JobRecord).values(values).on_conflict_do_nothing()
+    # The dialect's module is imported here, not at start-up: an app loads only its own.
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(JobRecord).values(values).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(JobRecord).values(values).on_conflict_do_nothing()
+    raise RuntimeError(f"jobs with a key are not written for {dialect}")  # pragma: no cover
 
 
 def now() -> datetime:
