@@ -1,7 +1,7 @@
 """Structured output: the client's JSON schema checked before the call, the answer after.
 
 `jsonschema` validates (the draft named by the schema's `$schema`, else 2020-12). It is
-imported by the first request that asks for a schema, not at start-up (about a tenth of the
+imported by the first request that asks for a schema, not at start-up (a few percent of the
 app's import time, for a feature many apps never use). Remote `$ref`s are never fetched: a
 reference the schema does not hold itself makes the answer fail validation.
 """
