@@ -21,7 +21,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Connection, MetaData, Result, event, func, select
@@ -40,6 +40,9 @@ from sqlalchemy.util import await_
 
 from .config import Settings, sqlite_in_memory
 from .contract import declare
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -237,6 +240,22 @@ class Database:
             async_sessionmaker(engine, expire_on_commit=False, autoflush=False),
             engine.execution_options(isolation_level="AUTOCOMMIT"),
         )
+
+
+def insert_ignoring_conflicts(dialect: str, model: Any) -> postgresql.Insert | sqlite.Insert:
+    """`INSERT INTO model ... ON CONFLICT DO NOTHING` on PostgreSQL or SQLite (add `.values`).
+
+    The dialect's module is imported here, not at start-up: an app loads only its own.
+    """
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(model).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(model).on_conflict_do_nothing()
+    raise NotImplementedError(f"no conflict-free insert written for {dialect}")
 
 
 def get_database(request: Request) -> Database:

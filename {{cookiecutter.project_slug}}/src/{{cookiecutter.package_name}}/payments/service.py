@@ -18,7 +18,7 @@ from sqlalchemy import false, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from {{ cookiecutter.package_name }}.auth.models import User, utcnow
-from {{ cookiecutter.package_name }}.core.db import Base
+from {{ cookiecutter.package_name }}.core.db import Base, insert_ignoring_conflicts
 from {{ cookiecutter.package_name }}.payments import exceptions, subjects
 from {{ cookiecutter.package_name }}.payments.config import (
     PaymentsSettings,
@@ -109,18 +109,9 @@ async def get_entitlements(
 def insert_ignoring_conflict(
     session: AsyncSession, model: type[Base], values: dict[str, Any]
 ) -> postgresql.Insert | sqlite.Insert:
-    """`INSERT ... ON CONFLICT DO NOTHING`, on PostgreSQL and SQLite (the dialect's module
-    imported here, not at start-up: an app loads only its own)."""
+    """`INSERT ... ON CONFLICT DO NOTHING`, on PostgreSQL and SQLite."""
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(model).values(**values).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        from sqlalchemy.dialects import sqlite
-
-        return sqlite.insert(model).values(**values).on_conflict_do_nothing()
-    raise NotImplementedError(f"payments: no conflict-free insert for {dialect}")
+    return insert_ignoring_conflicts(dialect, model).values(**values)
 
 
 async def subject_for_customer(session: AsyncSession, customer_id: str) -> uuid.UUID | None:

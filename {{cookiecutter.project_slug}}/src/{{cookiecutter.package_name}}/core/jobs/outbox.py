@@ -16,6 +16,7 @@ from sqlalchemy import Insert, event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from {{ cookiecutter.package_name }}.core.db import insert_ignoring_conflicts
 from {{ cookiecutter.package_name }}.core.telemetry import traceparent
 
 from .models import JobRecord, JobStatus
@@ -47,16 +48,7 @@ def _after_commit(session: Session) -> None:
 
 def insert_ignoring_duplicates(dialect: str, values: list[dict[str, Any]]) -> Insert:
     """INSERT INTO jobs that leaves alone a row whose id is taken (a key, a schedule's tick)."""
-    # The dialect's module is imported here, not at start-up: an app loads only its own.
-    if dialect == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(JobRecord).values(values).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        from sqlalchemy.dialects import sqlite
-
-        return sqlite.insert(JobRecord).values(values).on_conflict_do_nothing()
-    raise RuntimeError(f"jobs with a key are not written for {dialect}")  # pragma: no cover
+    return insert_ignoring_conflicts(dialect, JobRecord).values(values)
 
 
 def now() -> datetime:
